@@ -1,0 +1,220 @@
+//! The admin service: `/health/live`, `/health/ready`, `/metrics`,
+//! `/status` (JSON, or HTML for a browser), on its own address.
+
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use http::{Response, StatusCode};
+use pingora_core::apps::http_app::ServeHttp;
+use pingora_core::protocols::http::ServerSession;
+use serde_json::{json, Value};
+
+use crate::config::Runtime;
+use crate::metrics::Metrics;
+
+/// Process-wide facts the admin service reports.
+pub struct Lifecycle {
+    /// When the process started.
+    pub started: Instant,
+    /// True once listeners are bound and config is loaded; false again while draining.
+    pub ready: AtomicBool,
+    /// Outcome of the last config load (admin-only, never on the request path).
+    pub last_reload: Mutex<ReloadOutcome>,
+}
+
+/// What the last config load did.
+#[derive(Debug, Clone)]
+pub struct ReloadOutcome {
+    /// `ok` or `error`.
+    pub result: &'static str,
+    /// Unix seconds.
+    pub at: u64,
+    /// The errors, one per line, when it failed.
+    pub error: Option<String>,
+}
+
+impl Lifecycle {
+    /// A process that has just loaded its first config.
+    pub fn new() -> Lifecycle {
+        Lifecycle {
+            started: Instant::now(),
+            ready: AtomicBool::new(false),
+            last_reload: Mutex::new(ReloadOutcome {
+                result: "ok",
+                at: unix_now(),
+                error: None,
+            }),
+        }
+    }
+}
+
+impl Default for Lifecycle {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The admin HTTP app.
+pub struct Admin {
+    live: Arc<ArcSwap<Runtime>>,
+    metrics: Arc<Metrics>,
+    lifecycle: Arc<Lifecycle>,
+}
+
+impl Admin {
+    /// An admin app reporting on `live`.
+    pub fn new(
+        live: Arc<ArcSwap<Runtime>>,
+        metrics: Arc<Metrics>,
+        lifecycle: Arc<Lifecycle>,
+    ) -> Admin {
+        Admin {
+            live,
+            metrics,
+            lifecycle,
+        }
+    }
+
+    fn readiness(&self) -> (StatusCode, Value) {
+        let rt = self.live.load();
+        let ready = self.lifecycle.ready.load(Relaxed);
+        let upstreams: serde_json::Map<String, Value> = rt
+            .pools
+            .iter()
+            .map(|(name, (pool, _))| {
+                let (healthy, total) = pool.health_counts();
+                (name.clone(), json!({"healthy": healthy, "total": total}))
+            })
+            .collect();
+        let body = json!({
+            "status": if ready { "ready" } else { "not_ready" },
+            "version": env!("CARGO_PKG_VERSION"),
+            "config_version": rt.version,
+            "uptime_seconds": self.lifecycle.started.elapsed().as_secs(),
+            "components": {
+                "tokenginx": "off",
+                "rate_limit_store": "off",
+                "upstreams": upstreams,
+            },
+        });
+        let code = if ready {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        (code, body)
+    }
+
+    /// The `/status` document.
+    pub fn status(&self) -> Value {
+        let rt = self.live.load();
+        let routes: Vec<Value> = rt
+            .routes_in_match_order()
+            .into_iter()
+            .map(|r| {
+                json!({
+                    "name": r.name,
+                    "host": r.host,
+                    "prefix": r.prefix,
+                    "methods": r.methods.as_ref().map(|m| m.iter().map(|x| x.as_str()).collect::<Vec<_>>()),
+                    "upstream": r.pool.name,
+                    "strip_prefix": r.strip_prefix,
+                    "ip_allow": r.ip_allow.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+                    "ip_deny": r.ip_deny.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+                    "file": r.file.display().to_string(),
+                })
+            })
+            .collect();
+        let upstreams: Vec<Value> = rt
+            .pools
+            .iter()
+            .map(|(name, (pool, spec))| {
+                json!({
+                    "name": name,
+                    "balance": format!("{:?}", pool.balance),
+                    "health_check": spec.path.clone().unwrap_or_else(|| "tcp".into()),
+                    "backends": pool.backends.iter().map(|b| json!({
+                        "addr": b.label,
+                        "weight": b.weight,
+                        "healthy": b.is_healthy(),
+                        "in_flight": b.in_flight(),
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        let reload = self
+            .lifecycle
+            .last_reload
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_else(|p| p.into_inner().clone());
+        json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "config": {
+                "version": rt.version,
+                "files": rt.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
+                "last_reload": {"result": reload.result, "at": reload.at, "error": reload.error},
+            },
+            "routes": routes,
+            "upstreams": upstreams,
+        })
+    }
+}
+
+fn json_response(code: StatusCode, body: &Value) -> Response<Vec<u8>> {
+    build(code, "application/json", body.to_string().into_bytes())
+}
+
+fn build(code: StatusCode, ctype: &str, body: Vec<u8>) -> Response<Vec<u8>> {
+    Response::builder()
+        .status(code)
+        .header(http::header::CONTENT_TYPE, ctype)
+        .header(http::header::CONTENT_LENGTH, body.len())
+        .header(http::header::CACHE_CONTROL, "no-store")
+        .body(body)
+        .unwrap_or_default()
+}
+
+#[async_trait]
+impl ServeHttp for Admin {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let req = session.req_header();
+        let wants_html = req
+            .headers
+            .get(http::header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("text/html"));
+        match req.uri.path() {
+            "/health/live" => json_response(StatusCode::OK, &json!({"status": "alive"})),
+            "/health/ready" => {
+                let (code, body) = self.readiness();
+                json_response(code, &body)
+            }
+            "/metrics" => build(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                self.metrics.render(),
+            ),
+            "/status" if wants_html => build(
+                StatusCode::OK,
+                "text/html; charset=utf-8",
+                crate::status_page::render(&self.status()).into_bytes(),
+            ),
+            "/status" => json_response(StatusCode::OK, &self.status()),
+            _ => json_response(
+                StatusCode::NOT_FOUND,
+                &json!({"error": "not_found", "message": "admin paths: /health/live /health/ready /metrics /status"}),
+            ),
+        }
+    }
+}

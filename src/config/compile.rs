@@ -1,0 +1,831 @@
+//! Validation and compilation of the config files into a [`Runtime`].
+//!
+//! Every check runs and every failure is collected, each naming its file,
+//! line and key, so one `gatehouse check` shows all that is wrong. The
+//! result holds parsed addresses, CIDRs, header names, durations, built
+//! pools and the route table: the request path never parses config.
+
+use std::collections::{hash_map::DefaultHasher, BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, Method};
+use ipnet::IpNet;
+use pingora_core::server::configuration::ServerConf;
+use serde::de::DeserializeOwned;
+
+use super::error::{ConfigError, ConfigErrors};
+use super::file::{BackendFile, Balance, MainFile, RouteEntry, RouteFile, UpstreamFile};
+use super::yaml::MarkedDoc;
+use crate::metrics::{Metrics, RouteMetrics, NO_ROUTE};
+use crate::routing::{canonical_prefix, normalize, RouteTable};
+use crate::upstream::pool::HashKey;
+use crate::upstream::{HealthSpec, Pool, PoolSettings};
+
+/// Settings that only a restart or graceful upgrade can change.
+#[derive(Debug)]
+pub struct ServerSettings {
+    /// Pingora's server configuration.
+    pub pingora: ServerConf,
+    /// Public listeners.
+    pub listeners: Vec<Listener>,
+    /// Admin service address.
+    pub admin: Option<SocketAddr>,
+}
+
+/// A public listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    /// Address to bind.
+    pub addr: SocketAddr,
+    /// Certificate and key paths (resolved) for TLS listeners.
+    pub tls: Option<(PathBuf, PathBuf)>,
+}
+
+/// Request-path settings shared by every route.
+#[derive(Debug)]
+pub struct Settings {
+    /// Peers whose forwarding headers are believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Header naming the client IP (from trusted peers only).
+    pub client_ip_header: Option<HeaderName>,
+    /// Add security headers to responses.
+    pub security_headers: bool,
+    /// Largest request body accepted.
+    pub max_request_body_bytes: u64,
+}
+
+/// Header edits of a route, parsed.
+#[derive(Debug, Default)]
+pub struct HeaderRules {
+    /// Set on the upstream request.
+    pub request_set: Vec<(HeaderName, HeaderValue)>,
+    /// Removed from the upstream request.
+    pub request_remove: Vec<HeaderName>,
+    /// Set on the response.
+    pub response_set: Vec<(HeaderName, HeaderValue)>,
+    /// Removed from the response.
+    pub response_remove: Vec<HeaderName>,
+}
+
+/// A compiled route.
+pub struct Route {
+    /// Unique name; the `route` metric label.
+    pub name: String,
+    /// Canonical prefix (no trailing slash, except `/`).
+    pub prefix: String,
+    /// Host pattern, lower-case.
+    pub host: Option<String>,
+    /// Allowed methods; `None` allows all.
+    pub methods: Option<Vec<Method>>,
+    /// Where requests go.
+    pub pool: Arc<Pool>,
+    /// Remove the prefix before forwarding.
+    pub strip_prefix: bool,
+    /// Client networks allowed (empty: all).
+    pub ip_allow: Vec<IpNet>,
+    /// Client networks refused.
+    pub ip_deny: Vec<IpNet>,
+    /// Header edits.
+    pub headers: HeaderRules,
+    /// Metric handles of this route.
+    pub metrics: RouteMetrics,
+    /// Which file defines it.
+    pub file: PathBuf,
+}
+
+impl Route {
+    /// Whether this route accepts `method`.
+    pub fn allows(&self, method: &Method) -> bool {
+        self.methods.as_ref().is_none_or(|m| m.contains(method))
+    }
+}
+
+/// Everything the gateway serves with, built from one consistent set of files.
+pub struct Runtime {
+    /// Short hash of every file's bytes: changes when anything changes.
+    pub version: String,
+    /// Listener and process settings.
+    pub server: ServerSettings,
+    /// Request-path settings.
+    pub settings: Settings,
+    /// Routes; the table's ids index this list.
+    pub routes: Vec<Route>,
+    /// Host and prefix index over `routes`.
+    pub table: RouteTable,
+    /// Upstream pools with their health-check spec, by name.
+    pub pools: BTreeMap<String, (Arc<Pool>, HealthSpec)>,
+    /// Every file read, conf.yaml first.
+    pub files: Vec<PathBuf>,
+}
+
+impl Runtime {
+    /// Routes in match order: host-specific before wildcard before any,
+    /// longer prefixes first.
+    pub fn routes_in_match_order(&self) -> Vec<&Route> {
+        let mut routes: Vec<&Route> = self.routes.iter().collect();
+        routes.sort_by_key(|r| {
+            let host_rank = match &r.host {
+                Some(h) if !h.starts_with('*') => 0,
+                Some(_) => 1,
+                None => 2,
+            };
+            (
+                host_rank,
+                std::cmp::Reverse(r.prefix.len()),
+                r.prefix.clone(),
+            )
+        });
+        routes
+    }
+
+    /// The route table as `gatehouse check` prints it.
+    pub fn describe(&self) -> String {
+        let mut out = format!(
+            "{:<24} {:<20} {:<32} {:<10} {}\n",
+            "ROUTE", "HOST", "PREFIX", "METHODS", "UPSTREAM"
+        );
+        for r in self.routes_in_match_order() {
+            let methods = r.methods.as_ref().map_or("*".to_string(), |m| {
+                m.iter().map(Method::as_str).collect::<Vec<_>>().join(",")
+            });
+            let backends: Vec<&str> = r.pool.backends.iter().map(|b| b.label.as_str()).collect();
+            out.push_str(&format!(
+                "{:<24} {:<20} {:<32} {:<10} {} [{}]{}\n",
+                r.name,
+                r.host.as_deref().unwrap_or("*"),
+                r.prefix,
+                methods,
+                r.pool.name,
+                backends.join(", "),
+                if r.strip_prefix { " strip_prefix" } else { "" }
+            ));
+        }
+        out
+    }
+}
+
+/// Loads and compiles `conf_path` and its route files, reading environment
+/// variables from the process. Every error is returned, not just the first.
+pub fn load(conf_path: &Path, metrics: &Metrics) -> Result<Runtime, ConfigErrors> {
+    load_with_env(conf_path, metrics, &|name| std::env::var(name).ok())
+}
+
+/// [`load`] with an explicit environment (for tests).
+pub fn load_with_env(
+    conf_path: &Path,
+    metrics: &Metrics,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Runtime, ConfigErrors> {
+    let mut c = Compiler {
+        errors: Vec::new(),
+        hasher: DefaultHasher::new(),
+        env,
+    };
+    let runtime = c.compile(conf_path, metrics);
+    match runtime {
+        Some(r) if c.errors.is_empty() => Ok(r),
+        _ => Err(ConfigErrors(c.errors)),
+    }
+}
+
+struct Compiler<'e> {
+    errors: Vec<ConfigError>,
+    hasher: DefaultHasher,
+    env: &'e dyn Fn(&str) -> Option<String>,
+}
+
+/// One parsed file: its path, its positions, its typed content.
+struct Parsed<T> {
+    path: PathBuf,
+    doc: MarkedDoc,
+    content: T,
+}
+
+impl<T> Parsed<T> {
+    fn err(&self, key: &str, message: impl std::fmt::Display) -> ConfigError {
+        ConfigError::at(self.doc.position(key), format!("`{key}`: {message}")).in_file(&self.path)
+    }
+}
+
+impl Compiler<'_> {
+    fn read<T: DeserializeOwned>(&mut self, path: &Path) -> Option<Parsed<T>> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => {
+                self.errors
+                    .push(ConfigError::file(path, format!("cannot read: {e}")));
+                return None;
+            }
+        };
+        text.hash(&mut self.hasher);
+        let doc = match MarkedDoc::parse(&text, self.env) {
+            Ok(d) => d,
+            Err(errs) => {
+                self.errors
+                    .extend(errs.into_iter().map(|e| e.in_file(path)));
+                return None;
+            }
+        };
+        let value = if doc.value.is_null() {
+            serde_yaml::Value::Mapping(Default::default())
+        } else {
+            doc.value.clone()
+        };
+        match serde_path_to_error::deserialize::<_, T>(value) {
+            Ok(content) => Some(Parsed {
+                path: path.to_path_buf(),
+                doc,
+                content,
+            }),
+            Err(e) => {
+                let path_text = e.path().to_string();
+                let key = if path_text == "." {
+                    String::new()
+                } else {
+                    path_text
+                };
+                let inner = e.into_inner().to_string();
+                let located = unknown_field(&inner)
+                    .map(|f| {
+                        if key.is_empty() {
+                            f.to_string()
+                        } else {
+                            format!("{key}.{f}")
+                        }
+                    })
+                    .unwrap_or_else(|| key.clone());
+                let shown = if located.is_empty() {
+                    "(top level)".to_string()
+                } else {
+                    located.clone()
+                };
+                self.errors.push(
+                    ConfigError::at(doc.position(&located), format!("`{shown}`: {inner}"))
+                        .in_file(path),
+                );
+                None
+            }
+        }
+    }
+
+    fn compile(&mut self, conf_path: &Path, metrics: &Metrics) -> Option<Runtime> {
+        let main: Parsed<MainFile> = self.read(conf_path)?;
+        let base = conf_path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let server = self.server_settings(&main, &base);
+        let settings = self.settings(&main);
+        let routes_dir = resolve(&base, &main.content.routes_dir);
+        let mut files = vec![conf_path.to_path_buf()];
+        let route_paths = match list_yaml(&routes_dir) {
+            Ok(p) => p,
+            Err(e) => {
+                self.errors.push(main.err(
+                    "routes_dir",
+                    format!("cannot list {}: {e}", routes_dir.display()),
+                ));
+                Vec::new()
+            }
+        };
+        let mut parsed_routes: Vec<Parsed<RouteFile>> = Vec::new();
+        for p in route_paths {
+            files.push(p.clone());
+            if let Some(parsed) = self.read::<RouteFile>(&p) {
+                parsed_routes.push(parsed);
+            }
+        }
+        let pools = self.pools(&parsed_routes, metrics);
+        let (routes, table) = self.routes(&parsed_routes, &pools, metrics);
+        Some(Runtime {
+            version: format!("{:016x}", self.hasher.finish()),
+            server,
+            settings,
+            routes,
+            table,
+            pools,
+            files,
+        })
+    }
+
+    fn server_settings(&mut self, main: &Parsed<MainFile>, base: &Path) -> ServerSettings {
+        let m = &main.content;
+        let mut conf = ServerConf::default();
+        let path_of = |s: &String| resolve(base, s).to_string_lossy().into_owned();
+        if let Some(v) = m.version {
+            conf.version = v;
+        }
+        if let Some(v) = m.daemon {
+            conf.daemon = v;
+        }
+        conf.error_log = m.error_log.as_ref().map(path_of);
+        if let Some(v) = &m.pid_file {
+            conf.pid_file = path_of(v);
+        }
+        if let Some(v) = &m.upgrade_sock {
+            conf.upgrade_sock = path_of(v);
+        }
+        conf.user.clone_from(&m.user);
+        conf.group.clone_from(&m.group);
+        match m.threads {
+            Some(0) => self.errors.push(main.err("threads", "must be at least 1")),
+            Some(t) => conf.threads = t,
+            None => {}
+        }
+        if let Some(v) = m.work_stealing {
+            conf.work_stealing = v;
+        }
+        conf.grace_period_seconds = m.grace_period_seconds;
+        conf.graceful_shutdown_timeout_seconds = m.graceful_shutdown_timeout_seconds;
+        if let Some(v) = m.upstream_keepalive_pool_size {
+            conf.upstream_keepalive_pool_size = v;
+        }
+        conf.ca_file = m.ca_file.as_ref().map(path_of);
+
+        let mut listeners = Vec::new();
+        if m.listeners.is_empty() {
+            self.errors
+                .push(main.err("listeners", "at least one listener is required"));
+        }
+        for (i, l) in m.listeners.iter().enumerate() {
+            let key = format!("listeners[{i}].addr");
+            let Some(addr) = self.socket_addr(main, &key, &l.addr) else {
+                continue;
+            };
+            let tls = l
+                .tls
+                .as_ref()
+                .map(|t| (resolve(base, &t.cert), resolve(base, &t.key)));
+            if let Some((cert, key_file)) = &tls {
+                for (k, p) in [("cert", cert), ("key", key_file)] {
+                    if !p.is_file() {
+                        let key = format!("listeners[{i}].tls.{k}");
+                        self.errors
+                            .push(main.err(&key, format!("no such file {}", p.display())));
+                    }
+                }
+            }
+            listeners.push(Listener { addr, tls });
+        }
+        let admin = m
+            .admin
+            .as_ref()
+            .and_then(|a| self.socket_addr(main, "admin", a));
+        if let (Some(a), true) = (admin, listeners.iter().any(|l| Some(l.addr) == admin)) {
+            self.errors
+                .push(main.err("admin", format!("{a} is also a public listener")));
+        }
+        ServerSettings {
+            pingora: conf,
+            listeners,
+            admin,
+        }
+    }
+
+    fn socket_addr<T>(&mut self, file: &Parsed<T>, key: &str, text: &str) -> Option<SocketAddr> {
+        match text.to_socket_addrs().map(|mut a| a.next()) {
+            Ok(Some(a)) => Some(a),
+            Ok(None) | Err(_) => {
+                self.errors
+                    .push(file.err(key, format!("`{text}` is not a valid ip:port")));
+                None
+            }
+        }
+    }
+
+    fn settings(&mut self, main: &Parsed<MainFile>) -> Settings {
+        let m = &main.content;
+        let trusted_proxies = self.cidrs(main, "trusted_proxies", &m.trusted_proxies);
+        let client_ip_header = m.client_ip_header.as_ref().and_then(|h| {
+            HeaderName::try_from(h.as_str())
+                .map_err(|_| {
+                    self.errors
+                        .push(main.err("client_ip_header", "not a valid header name"))
+                })
+                .ok()
+        });
+        if m.max_request_body_bytes == 0 {
+            self.errors
+                .push(main.err("max_request_body_bytes", "must be greater than 0"));
+        }
+        Settings {
+            trusted_proxies,
+            client_ip_header,
+            security_headers: m.security_headers,
+            max_request_body_bytes: m.max_request_body_bytes,
+        }
+    }
+
+    fn cidrs<T>(&mut self, file: &Parsed<T>, key: &str, items: &[String]) -> Vec<IpNet> {
+        let mut out = Vec::new();
+        for (i, text) in items.iter().enumerate() {
+            match parse_cidr(text) {
+                Some(net) => out.push(net),
+                None => self.errors.push(file.err(
+                    &format!("{key}[{i}]"),
+                    format!("`{text}` is not a valid IP or CIDR"),
+                )),
+            }
+        }
+        out
+    }
+
+    fn pools(
+        &mut self,
+        files: &[Parsed<RouteFile>],
+        metrics: &Metrics,
+    ) -> BTreeMap<String, (Arc<Pool>, HealthSpec)> {
+        let mut pools = BTreeMap::new();
+        let mut defined_in: HashMap<&str, &Path> = HashMap::new();
+        for f in files {
+            for (name, up) in &f.content.upstreams {
+                let key = format!("upstreams.{name}");
+                if let Some(other) = defined_in.insert(name, &f.path) {
+                    self.errors.push(f.err(
+                        &key,
+                        format!(
+                            "upstream `{name}` is already defined in {}",
+                            other.display()
+                        ),
+                    ));
+                    continue;
+                }
+                if let Some(pool) = self.pool(f, &key, name, up, metrics) {
+                    pools.insert(name.clone(), pool);
+                }
+            }
+        }
+        pools
+    }
+
+    fn pool(
+        &mut self,
+        f: &Parsed<RouteFile>,
+        key: &str,
+        name: &str,
+        up: &UpstreamFile,
+        metrics: &Metrics,
+    ) -> Option<(Arc<Pool>, HealthSpec)> {
+        let before = self.errors.len();
+        if !is_label_safe(name) {
+            self.errors.push(f.err(
+                key,
+                "upstream names may use only letters, digits, `_`, `-` and `.`",
+            ));
+        }
+        if up.backends.is_empty() {
+            self.errors.push(f.err(
+                &format!("{key}.backends"),
+                "at least one backend is required",
+            ));
+        }
+        let mut backends = Vec::new();
+        for (i, b) in up.backends.iter().enumerate() {
+            let bkey = format!("{key}.backends[{i}]");
+            let (addr, weight) = match b {
+                BackendFile::Addr(a) => (a.as_str(), 1),
+                BackendFile::Weighted { addr, weight } => (addr.as_str(), *weight),
+            };
+            if weight == 0 {
+                self.errors.push(f.err(&bkey, "weight must be at least 1"));
+            }
+            if let Some(a) = self.socket_addr(f, &bkey, addr) {
+                if backends.iter().any(|(x, _)| *x == a) {
+                    self.errors
+                        .push(f.err(&bkey, format!("backend {a} is listed twice")));
+                }
+                backends.push((a, weight));
+            }
+        }
+        let hash_key = match (&up.balance, &up.hash_key) {
+            (Balance::Hash, None) => {
+                self.errors
+                    .push(f.err(&format!("{key}.balance"), "`hash` needs `hash_key`"));
+                None
+            }
+            (Balance::Hash, Some(k)) => HashKey::parse(k).or_else(|| {
+                self.errors.push(f.err(
+                    &format!("{key}.hash_key"),
+                    format!("`{k}` is not one of ip, user, header:NAME, cookie:NAME"),
+                ));
+                None
+            }),
+            (_, Some(_)) => {
+                self.errors
+                    .push(f.err(&format!("{key}.hash_key"), "only used with `balance: hash`"));
+                None
+            }
+            (_, None) => None,
+        };
+        self.millis(
+            f,
+            &format!("{key}.connect_timeout_ms"),
+            up.connect_timeout_ms,
+            1,
+            600_000,
+        );
+        self.millis(
+            f,
+            &format!("{key}.read_timeout_ms"),
+            up.read_timeout_ms,
+            1,
+            86_400_000,
+        );
+        if up.sni.is_some() && !up.tls {
+            self.errors
+                .push(f.err(&format!("{key}.sni"), "only used with `tls: true`"));
+        }
+        let health = match &up.health_check {
+            Some(h) => {
+                let hkey = format!("{key}.health_check");
+                self.millis(
+                    f,
+                    &format!("{hkey}.interval_ms"),
+                    h.interval_ms,
+                    100,
+                    3_600_000,
+                );
+                self.millis(f, &format!("{hkey}.timeout_ms"), h.timeout_ms, 1, 600_000);
+                if let Some(p) = &h.path {
+                    if !p.starts_with('/') || p.parse::<http::Uri>().is_err() {
+                        self.errors
+                            .push(f.err(&format!("{hkey}.path"), "must be a path starting with /"));
+                    }
+                }
+                HealthSpec {
+                    path: h.path.clone(),
+                    host: h.host.clone().unwrap_or_else(|| "localhost".into()),
+                    interval: Duration::from_millis(h.interval_ms),
+                    timeout: Duration::from_millis(h.timeout_ms),
+                }
+            }
+            None => HealthSpec {
+                path: None,
+                host: "localhost".into(),
+                interval: Duration::from_secs(2),
+                timeout: Duration::from_secs(1),
+            },
+        };
+        if self.errors.len() > before {
+            return None;
+        }
+        let settings = PoolSettings {
+            connect_timeout: Duration::from_millis(up.connect_timeout_ms),
+            read_timeout: Duration::from_millis(up.read_timeout_ms),
+            retries: up.retries,
+            tls: up.tls,
+            sni: up.sni.clone().unwrap_or_default(),
+            hash_key: hash_key.unwrap_or(HashKey::Ip),
+        };
+        let gauge = |backend: &str| metrics.backend_healthy.with_label_values(&[name, backend]);
+        let pool = Pool::new(name.to_string(), backends, up.balance, settings, gauge);
+        Some((Arc::new(pool), health))
+    }
+
+    fn millis<T>(&mut self, f: &Parsed<T>, key: &str, value: u64, min: u64, max: u64) {
+        if !(min..=max).contains(&value) {
+            self.errors
+                .push(f.err(key, format!("{value} ms is outside {min}..={max} ms")));
+        }
+    }
+
+    fn routes(
+        &mut self,
+        files: &[Parsed<RouteFile>],
+        pools: &BTreeMap<String, (Arc<Pool>, HealthSpec)>,
+        metrics: &Metrics,
+    ) -> (Vec<Route>, RouteTable) {
+        let mut routes: Vec<Route> = Vec::new();
+        let mut names: HashMap<String, PathBuf> = HashMap::new();
+        let mut table = RouteTable::default();
+        let mut by_host_prefix: HashMap<(Option<String>, String), Vec<usize>> = HashMap::new();
+        for f in files {
+            for (i, entry) in f.content.routes.iter().enumerate() {
+                let key = format!("routes[{i}]");
+                if let Some(other) = names.insert(entry.name.clone(), f.path.clone()) {
+                    self.errors.push(f.err(
+                        &format!("{key}.name"),
+                        format!(
+                            "route `{}` is already defined in {}",
+                            entry.name,
+                            other.display()
+                        ),
+                    ));
+                    continue;
+                }
+                let Some(route) = self.route(f, &key, entry, pools, metrics) else {
+                    continue;
+                };
+                let slot = by_host_prefix
+                    .entry((route.host.clone(), route.prefix.clone()))
+                    .or_default();
+                if let Some(&clash) = slot.iter().find(|&&o| methods_overlap(&routes[o], &route)) {
+                    self.errors.push(f.err(
+                        &format!("{key}.prefix"),
+                        format!(
+                            "route `{}` has the same host, prefix and methods as route `{}`",
+                            route.name, routes[clash].name
+                        ),
+                    ));
+                    continue;
+                }
+                slot.push(routes.len());
+                table.insert(route.host.as_deref(), &route.prefix, routes.len());
+                routes.push(route);
+            }
+        }
+        (routes, table)
+    }
+
+    fn route(
+        &mut self,
+        f: &Parsed<RouteFile>,
+        key: &str,
+        e: &RouteEntry,
+        pools: &BTreeMap<String, (Arc<Pool>, HealthSpec)>,
+        metrics: &Metrics,
+    ) -> Option<Route> {
+        let before = self.errors.len();
+        if !is_label_safe(&e.name) || e.name == NO_ROUTE {
+            self.errors.push(f.err(
+                &format!("{key}.name"),
+                format!(
+                    "`{}`: use letters, digits, `_`, `-`, `.` (and not `{NO_ROUTE}`)",
+                    e.name
+                ),
+            ));
+        }
+        match normalize(&e.prefix) {
+            Ok(n) if n == e.prefix.as_str() => {}
+            Ok(n) => self.errors.push(f.err(
+                &format!("{key}.prefix"),
+                format!("`{}` is not in normal form; write `{n}`", e.prefix),
+            )),
+            Err(err) => self
+                .errors
+                .push(f.err(&format!("{key}.prefix"), err.message())),
+        }
+        let host = e.host.as_ref().map(|h| h.to_ascii_lowercase());
+        if let Some(h) = &host {
+            let bare = h.strip_prefix("*.").unwrap_or(h);
+            if bare.is_empty() || bare.contains('*') || bare.contains(':') || bare.contains('/') {
+                self.errors.push(f.err(
+                    &format!("{key}.host"),
+                    format!("`{h}` is not a host name or `*.suffix` wildcard"),
+                ));
+            }
+        }
+        let methods = e.methods.as_ref().map(|list| {
+            list.iter()
+                .enumerate()
+                .filter_map(|(j, m)| {
+                    let upper = m.to_ascii_uppercase();
+                    Method::from_bytes(upper.as_bytes())
+                        .map_err(|_| {
+                            self.errors.push(f.err(
+                                &format!("{key}.methods[{j}]"),
+                                format!("`{m}` is not a method"),
+                            ))
+                        })
+                        .ok()
+                })
+                .collect::<Vec<_>>()
+        });
+        let pool = match pools.get(&e.upstream) {
+            Some((p, _)) => Some(Arc::clone(p)),
+            None => {
+                self.errors.push(f.err(
+                    &format!("{key}.upstream"),
+                    format!("no upstream named `{}`", e.upstream),
+                ));
+                None
+            }
+        };
+        let ip_allow = self.cidrs(f, &format!("{key}.ip_allow"), &e.ip_allow);
+        let ip_deny = self.cidrs(f, &format!("{key}.ip_deny"), &e.ip_deny);
+        let headers = self.header_rules(f, &format!("{key}.headers"), e);
+        let pool = pool?;
+        if self.errors.len() > before {
+            return None;
+        }
+        Some(Route {
+            metrics: metrics.route(&e.name, &pool.name),
+            name: e.name.clone(),
+            prefix: canonical_prefix(&e.prefix),
+            host,
+            methods,
+            pool,
+            strip_prefix: e.strip_prefix,
+            ip_allow,
+            ip_deny,
+            headers,
+            file: f.path.clone(),
+        })
+    }
+
+    fn header_rules(&mut self, f: &Parsed<RouteFile>, key: &str, e: &RouteEntry) -> HeaderRules {
+        let h = &e.headers;
+        HeaderRules {
+            request_set: self.header_pairs(f, &format!("{key}.request_set"), &h.request_set),
+            request_remove: self.header_names(
+                f,
+                &format!("{key}.request_remove"),
+                &h.request_remove,
+            ),
+            response_set: self.header_pairs(f, &format!("{key}.response_set"), &h.response_set),
+            response_remove: self.header_names(
+                f,
+                &format!("{key}.response_remove"),
+                &h.response_remove,
+            ),
+        }
+    }
+
+    fn header_pairs(
+        &mut self,
+        f: &Parsed<RouteFile>,
+        key: &str,
+        map: &BTreeMap<String, String>,
+    ) -> Vec<(HeaderName, HeaderValue)> {
+        let mut out = Vec::new();
+        for (name, value) in map {
+            let k = format!("{key}.{name}");
+            match (
+                HeaderName::try_from(name.as_str()),
+                HeaderValue::try_from(value.as_str()),
+            ) {
+                (Ok(n), Ok(v)) => out.push((n, v)),
+                (Err(_), _) => self.errors.push(f.err(&k, "not a valid header name")),
+                (_, Err(_)) => self.errors.push(f.err(&k, "not a valid header value")),
+            }
+        }
+        out
+    }
+
+    fn header_names(
+        &mut self,
+        f: &Parsed<RouteFile>,
+        key: &str,
+        list: &[String],
+    ) -> Vec<HeaderName> {
+        let mut out = Vec::new();
+        for (i, name) in list.iter().enumerate() {
+            match HeaderName::try_from(name.as_str()) {
+                Ok(n) => out.push(n),
+                Err(_) => self
+                    .errors
+                    .push(f.err(&format!("{key}[{i}]"), "not a valid header name")),
+            }
+        }
+        out
+    }
+}
+
+fn methods_overlap(a: &Route, b: &Route) -> bool {
+    match (&a.methods, &b.methods) {
+        (Some(x), Some(y)) => x.iter().any(|m| y.contains(m)),
+        _ => true,
+    }
+}
+
+/// `serde`'s unknown-field message names the field; return it.
+fn unknown_field(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("unknown field `")?;
+    rest.split('`').next()
+}
+
+/// Metric label values come from config; keep them plain.
+fn is_label_safe(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+/// `10.0.0.0/8`, or a bare address meaning that one host.
+pub fn parse_cidr(text: &str) -> Option<IpNet> {
+    text.parse::<IpNet>()
+        .ok()
+        .or_else(|| text.parse::<IpAddr>().ok().map(IpNet::from))
+}
+
+fn resolve(base: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+/// Every `*.yaml`/`*.yml` in `dir`, in name order.
+fn list_yaml(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}

@@ -1,0 +1,265 @@
+//! The config files as operators write them: serde types that refuse
+//! unknown keys. Nothing here is validated beyond its type; `compile` does
+//! the rest and turns these into runtime structures.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// `conf.yaml`: Pingora's server keys and the gateway's own.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MainFile {
+    /// Pingora: config format version.
+    #[serde(default)]
+    pub version: Option<usize>,
+    /// Pingora: run in the background (`-d` does the same).
+    #[serde(default)]
+    pub daemon: Option<bool>,
+    /// Pingora: where the daemon writes its error log.
+    #[serde(default)]
+    pub error_log: Option<String>,
+    /// Pingora: pid file of the daemon.
+    #[serde(default)]
+    pub pid_file: Option<String>,
+    /// Pingora: Unix socket over which listeners are handed to a `-u` process.
+    #[serde(default)]
+    pub upgrade_sock: Option<String>,
+    /// Pingora: user to drop to after binding.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Pingora: group to drop to after binding.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Pingora: worker threads per service.
+    #[serde(default)]
+    pub threads: Option<usize>,
+    /// Pingora: let idle threads steal work.
+    #[serde(default)]
+    pub work_stealing: Option<bool>,
+    /// Pingora: seconds a stopping server keeps accepting before it closes listeners.
+    #[serde(default)]
+    pub grace_period_seconds: Option<u64>,
+    /// Pingora: seconds in-flight requests get to finish after the grace period.
+    #[serde(default)]
+    pub graceful_shutdown_timeout_seconds: Option<u64>,
+    /// Pingora: idle upstream connections kept for reuse.
+    #[serde(default)]
+    pub upstream_keepalive_pool_size: Option<usize>,
+    /// Pingora: CA bundle for verifying upstream certificates.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// Public listeners.
+    pub listeners: Vec<ListenerFile>,
+    /// Address of the admin service (`/metrics`, `/health/*`, `/status`).
+    #[serde(default)]
+    pub admin: Option<String>,
+    /// Directory of route files, relative to conf.yaml.
+    #[serde(default = "default_routes_dir")]
+    pub routes_dir: String,
+    /// CIDRs whose X-Forwarded-For is believed.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// Header that carries the client IP, believed only from trusted proxies.
+    #[serde(default)]
+    pub client_ip_header: Option<String>,
+    /// Adds nosniff, frame-options, referrer-policy (and HSTS on TLS).
+    #[serde(default = "yes")]
+    pub security_headers: bool,
+    /// Largest request body accepted.
+    #[serde(default = "default_max_body")]
+    pub max_request_body_bytes: u64,
+}
+
+fn default_routes_dir() -> String {
+    "routes".into()
+}
+fn yes() -> bool {
+    true
+}
+fn default_max_body() -> u64 {
+    10 * 1024 * 1024
+}
+
+/// One public listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerFile {
+    /// `ip:port` to bind.
+    pub addr: String,
+    /// Certificate and key for TLS termination.
+    #[serde(default)]
+    pub tls: Option<ListenerTlsFile>,
+}
+
+/// Certificate files of a TLS listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTlsFile {
+    /// PEM certificate chain, relative to conf.yaml.
+    pub cert: String,
+    /// PEM private key, relative to conf.yaml.
+    pub key: String,
+}
+
+/// One `routes/*.yaml` file.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RouteFile {
+    /// Upstream pools defined in this file (usable from every file).
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, UpstreamFile>,
+    /// Routes, in the order written (match order is by host and prefix length).
+    #[serde(default)]
+    pub routes: Vec<RouteEntry>,
+}
+
+/// How a pool picks a backend.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// In turn, weights ignored.
+    #[default]
+    RoundRobin,
+    /// In turn, in proportion to weights.
+    Weighted,
+    /// Fewest requests in flight (relative to weight).
+    LeastConn,
+    /// Consistent hashing on `hash_key`.
+    Hash,
+}
+
+/// An upstream pool.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamFile {
+    /// The servers of the pool.
+    pub backends: Vec<BackendFile>,
+    /// Selection algorithm.
+    #[serde(default)]
+    pub balance: Balance,
+    /// For `hash`: `ip`, `user`, `header:NAME` or `cookie:NAME`.
+    #[serde(default)]
+    pub hash_key: Option<String>,
+    /// Active health check; absent means a TCP connect check.
+    #[serde(default)]
+    pub health_check: Option<HealthCheckFile>,
+    /// Connect timeout per attempt.
+    #[serde(default = "default_connect_ms")]
+    pub connect_timeout_ms: u64,
+    /// Longest wait for the next bytes from the backend.
+    #[serde(default = "default_read_ms")]
+    pub read_timeout_ms: u64,
+    /// Further attempts on other backends after a connect failure.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// TLS to the backends.
+    #[serde(default)]
+    pub tls: bool,
+    /// SNI (and certificate name) for TLS to the backends.
+    #[serde(default)]
+    pub sni: Option<String>,
+}
+
+fn default_connect_ms() -> u64 {
+    1000
+}
+fn default_read_ms() -> u64 {
+    30_000
+}
+fn default_retries() -> u32 {
+    2
+}
+
+/// A backend: `ip:port`, or `{addr, weight}`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum BackendFile {
+    /// `ip:port` with weight 1.
+    Addr(String),
+    /// `ip:port` with a weight.
+    Weighted {
+        /// `ip:port`.
+        addr: String,
+        /// Relative share of traffic.
+        #[serde(default = "one")]
+        weight: u32,
+    },
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Active health check of a pool.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckFile {
+    /// HTTP path to GET; absent means a TCP connect check.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Time between checks.
+    #[serde(default = "default_interval_ms")]
+    pub interval_ms: u64,
+    /// Longest a check may take.
+    #[serde(default = "default_check_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Host header of HTTP checks.
+    #[serde(default)]
+    pub host: Option<String>,
+}
+
+fn default_interval_ms() -> u64 {
+    2000
+}
+fn default_check_timeout_ms() -> u64 {
+    1000
+}
+
+/// One route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteEntry {
+    /// Unique name; the `route` label in metrics.
+    pub name: String,
+    /// Path prefix, matched on segment boundaries.
+    pub prefix: String,
+    /// Exact host or `*.suffix` wildcard.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Allowed methods; absent allows all.
+    #[serde(default)]
+    pub methods: Option<Vec<String>>,
+    /// Name of the upstream pool.
+    pub upstream: String,
+    /// Remove the prefix before forwarding.
+    #[serde(default)]
+    pub strip_prefix: bool,
+    /// Client CIDRs allowed; empty allows everyone.
+    #[serde(default)]
+    pub ip_allow: Vec<String>,
+    /// Client CIDRs refused.
+    #[serde(default)]
+    pub ip_deny: Vec<String>,
+    /// Header edits.
+    #[serde(default)]
+    pub headers: HeadersFile,
+}
+
+/// Per-route header edits.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct HeadersFile {
+    /// Set on the upstream request.
+    #[serde(default)]
+    pub request_set: BTreeMap<String, String>,
+    /// Removed from the upstream request.
+    #[serde(default)]
+    pub request_remove: Vec<String>,
+    /// Set on the response.
+    #[serde(default)]
+    pub response_set: BTreeMap<String, String>,
+    /// Removed from the response.
+    #[serde(default)]
+    pub response_remove: Vec<String>,
+}

@@ -1,0 +1,12 @@
+//! Configuration: `conf.yaml` plus every `routes/*.yaml`, loaded in two
+//! layers. `file` holds the serde types exactly as operators write them;
+//! `compile` validates everything (collecting every error with file, line
+//! and key) and builds the runtime structures the request path uses.
+
+pub mod compile;
+pub mod error;
+pub mod file;
+pub mod yaml;
+
+pub use compile::{load, HeaderRules, Listener, Route, Runtime, ServerSettings, Settings};
+pub use error::{ConfigError, ConfigErrors, Position};

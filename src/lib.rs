@@ -1,0 +1,119 @@
+//! gatehouse: the single public entry point in front of a company's web
+//! apps, built on Cloudflare's Pingora.
+//!
+//! # Layout
+//!
+//! | module | holds |
+//! |---|---|
+//! | [`config`] | `conf.yaml` + `routes/*.yaml`: file types, validation with file:line errors, compiled [`config::Runtime`] |
+//! | [`routing`] | path normalisation and the host + longest-prefix route table |
+//! | [`upstream`] | pools, balancing (round robin, weighted, least connections, consistent hash), health checks |
+//! | [`proxy`] | [`proxy::Gateway`], the `ProxyHttp` implementation: thin phases calling the modules |
+//! | [`client_ip`] | client address through trusted proxies |
+//! | [`trace`] | request ids and W3C trace context |
+//! | [`reject`] | refusals as values; the one place that writes error responses |
+//! | [`metrics`] | every Prometheus family |
+//! | [`admin`], [`status_page`] | the admin service: health, metrics, status |
+//! | [`supervisor`] | background work: health checkers, readiness |
+//! | [`demo`] | `gatehouse demo` and the sample apps tests use as upstreams |
+//!
+//! [`build_server`] assembles a Pingora server from a config file; `main`,
+//! the tests and the benchmarks all start the gateway through it.
+
+pub mod admin;
+pub mod client_ip;
+pub mod config;
+pub mod demo;
+pub mod metrics;
+pub mod proxy;
+pub mod reject;
+pub mod routing;
+pub mod status_page;
+pub mod supervisor;
+pub mod trace;
+pub mod upstream;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use pingora_core::server::configuration::Opt;
+use pingora_core::server::Server;
+use pingora_core::services::background::background_service;
+use pingora_core::services::listening::Service;
+
+use crate::admin::{Admin, Lifecycle};
+use crate::config::ConfigErrors;
+use crate::metrics::Metrics;
+use crate::proxy::Gateway;
+use crate::supervisor::Supervisor;
+
+/// Process flags that Pingora acts on.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RunFlags {
+    /// Run in the background.
+    pub daemon: bool,
+    /// Take the listeners over from a running gateway (graceful upgrade).
+    pub upgrade: bool,
+}
+
+/// Loads `conf_path` and builds the server: the proxy on every listener,
+/// the admin service, and the supervisor. Config errors come back whole.
+pub fn build_server(conf_path: &Path, flags: RunFlags) -> Result<Server, ConfigErrors> {
+    let metrics = Arc::new(Metrics::new());
+    let mut runtime = config::load(conf_path, &metrics)?;
+    metrics.config_reloads.with_label_values(&["ok"]).inc();
+    metrics.config_last_reload_success.set(1);
+    let mut pingora_conf = std::mem::take(&mut runtime.server.pingora);
+    pingora_conf.daemon |= flags.daemon;
+    let listeners = runtime.server.listeners.clone();
+    let admin_addr = runtime.server.admin;
+    let live = Arc::new(ArcSwap::from_pointee(runtime));
+    let lifecycle = Arc::new(Lifecycle::new());
+
+    let opt = Opt {
+        upgrade: flags.upgrade,
+        daemon: flags.daemon,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, pingora_conf);
+    server.bootstrap();
+
+    let mut proxy = pingora_proxy::http_proxy_service_with_name(
+        &server.configuration,
+        Gateway::new(Arc::clone(&live), Arc::clone(&metrics)),
+        "gatehouse proxy",
+    );
+    for l in &listeners {
+        let addr = l.addr.to_string();
+        match &l.tls {
+            None => proxy.add_tcp(&addr),
+            Some((cert, key)) => {
+                let (cert, key) = (cert.to_string_lossy(), key.to_string_lossy());
+                proxy.add_tls(&addr, &cert, &key).map_err(|e| {
+                    ConfigErrors(vec![config::ConfigError::file(
+                        conf_path,
+                        format!("listener {addr}: cannot load certificate: {e}"),
+                    )])
+                })?;
+            }
+        }
+    }
+    server.add_service(proxy);
+
+    if let Some(addr) = admin_addr {
+        let admin = Admin::new(
+            Arc::clone(&live),
+            Arc::clone(&metrics),
+            Arc::clone(&lifecycle),
+        );
+        let mut service = Service::new("gatehouse admin".to_string(), admin);
+        service.add_tcp(&addr.to_string());
+        server.add_service(service);
+    }
+
+    let phases = server.watch_execution_phase();
+    let supervisor = Supervisor::new(live, lifecycle, phases);
+    server.add_service(background_service("gatehouse supervisor", supervisor));
+    Ok(server)
+}

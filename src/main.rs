@@ -1,0 +1,93 @@
+//! The `gatehouse` command: `run` (default), `check`, `demo`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// gatehouse: an API gateway on Pingora.
+#[derive(Parser, Debug)]
+#[command(name = "gatehouse", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+struct RunArgs {
+    /// Config file.
+    #[arg(short = 'c', long = "conf", default_value = "conf.yaml")]
+    conf: PathBuf,
+    /// Run in the background.
+    #[arg(short = 'd', long)]
+    daemon: bool,
+    /// Take over the listeners of a running gateway (then send it SIGQUIT).
+    #[arg(short = 'u', long)]
+    upgrade: bool,
+    /// Validate the config and exit (same as `check`).
+    #[arg(short = 't', long)]
+    test: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the gateway (the default).
+    Run(RunArgs),
+    /// Validate conf.yaml and every route file; print the route table.
+    Check {
+        /// Config file.
+        #[arg(short = 'c', long = "conf", default_value = "conf.yaml")]
+        conf: PathBuf,
+    },
+    /// Start the gateway with sample apps on :3001-:3005 and print curl commands.
+    Demo {
+        /// Config file.
+        #[arg(short = 'c', long = "conf", default_value = "conf.yaml")]
+        conf: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Check { conf }) => check(&conf),
+        Some(Command::Demo { conf }) => gatehouse::demo::run(&conf),
+        Some(Command::Run(args)) => run(&args),
+        None => run(&cli.run),
+    }
+}
+
+fn check(conf: &std::path::Path) -> ExitCode {
+    let metrics = gatehouse::metrics::Metrics::new();
+    match gatehouse::config::load(conf, &metrics) {
+        Ok(rt) => {
+            println!("ok");
+            print!("{}", rt.describe());
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &RunArgs) -> ExitCode {
+    if args.test {
+        return check(&args.conf);
+    }
+    let flags = gatehouse::RunFlags {
+        daemon: args.daemon,
+        upgrade: args.upgrade,
+    };
+    match gatehouse::build_server(&args.conf, flags) {
+        Ok(server) => server.run_forever(),
+        Err(errors) => {
+            eprintln!("{errors}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! What one request learned, carried from `request_filter` to `logging`.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::config::{Route, Runtime};
+use crate::reject::Rejection;
+use crate::trace::TraceContext;
+use crate::upstream::{Lease, Tried};
+
+/// Per-request state. Each field is set once, by the phase that decides it.
+pub struct RequestCtx {
+    /// When the request arrived (the clock of the request duration).
+    pub started: Instant,
+    /// The config this request is served with, loaded once so a reload in
+    /// the middle of the request cannot mix two configs.
+    pub runtime: Option<Arc<Runtime>>,
+    /// Index of the matched route in `runtime.routes`.
+    pub route: Option<usize>,
+    /// X-Request-Id, kept or generated.
+    pub request_id: String,
+    /// Trace context forwarded upstream.
+    pub trace: Option<TraceContext>,
+    /// Client IP after the trusted-proxy walk.
+    pub client_ip: Option<IpAddr>,
+    /// Normalised path, when it differs from what the client sent.
+    pub normalized_path: Option<String>,
+    /// Whether the client connection is TLS.
+    pub tls: bool,
+    /// The backend now serving the request; dropping it ends its in-flight count.
+    pub lease: Option<Lease>,
+    /// Backends already tried, so retries go elsewhere.
+    pub tried: Tried,
+    /// Connect attempts so far.
+    pub attempts: u32,
+    /// Kind of the last connect failure, reported if no backend is left to retry on.
+    pub last_connect_error: Option<pingora_core::ErrorType>,
+    /// When the first backend was picked.
+    pub upstream_started: Option<Instant>,
+    /// Request body bytes seen so far.
+    pub body_bytes: u64,
+    /// Set when the gateway answered the request itself.
+    pub rejection: Option<Rejection>,
+}
+
+impl RequestCtx {
+    /// A fresh context for a request arriving now.
+    pub fn new() -> RequestCtx {
+        RequestCtx {
+            started: Instant::now(),
+            runtime: None,
+            route: None,
+            request_id: String::new(),
+            trace: None,
+            client_ip: None,
+            normalized_path: None,
+            tls: false,
+            lease: None,
+            tried: Tried::default(),
+            attempts: 0,
+            last_connect_error: None,
+            upstream_started: None,
+            body_bytes: 0,
+            rejection: None,
+        }
+    }
+
+    /// The matched route.
+    pub fn route(&self) -> Option<&Route> {
+        Some(&self.runtime.as_ref()?.routes[self.route?])
+    }
+}
+
+impl Default for RequestCtx {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,325 @@
+//! The gateway's `ProxyHttp` implementation: each phase is a thin
+//! dispatcher into the module that owns the concern.
+//!
+//! | phase | module |
+//! |---|---|
+//! | `request_filter` | [`request_filters`] — route, IP rules, body size |
+//! | `upstream_peer` | [`crate::upstream`] — backend choice, timeouts |
+//! | `upstream_request_filter` | [`request_modifiers`] — path, forwarding headers |
+//! | `response_filter` | [`response_modifiers`] — security headers |
+//! | `fail_to_connect` / `fail_to_proxy` | passive health, retries, [`crate::reject`] |
+//! | `logging` | [`crate::metrics`] |
+
+pub mod ctx;
+pub mod request_filters;
+pub mod request_modifiers;
+pub mod response_modifiers;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use bytes::Bytes;
+use log::warn;
+use pingora_core::upstreams::peer::{HttpPeer, Peer};
+use pingora_core::{Error, ErrorSource, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+
+pub use ctx::RequestCtx;
+
+use crate::config::Runtime;
+use crate::metrics::{method_label, Metrics, NO_ROUTE};
+use crate::reject::Rejection;
+use crate::upstream::pool::HashKey;
+
+/// How long an idle upstream connection is kept for reuse.
+const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The proxy: the live config and the metrics it records into.
+pub struct Gateway {
+    live: Arc<ArcSwap<Runtime>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Gateway {
+    /// A gateway serving whatever config `live` holds at each request.
+    pub fn new(live: Arc<ArcSwap<Runtime>>, metrics: Arc<Metrics>) -> Gateway {
+        Gateway { live, metrics }
+    }
+
+    /// Writes a refusal (SPEC §4) and remembers it for logging.
+    async fn reject(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        r: Rejection,
+    ) -> Result<()> {
+        let (mut header, body) = r.response(&ctx.request_id);
+        if let Some(rt) = &ctx.runtime {
+            if rt.settings.security_headers {
+                response_modifiers::add_security_headers(&mut header, ctx.tls)?;
+            }
+        }
+        ctx.rejection = Some(r);
+        session
+            .write_response_header(Box::new(header), false)
+            .await?;
+        session.write_response_body(Some(body), true).await
+    }
+
+    fn hash_key<'a>(
+        session: &'a Session,
+        ctx: &RequestCtx,
+        key: &HashKey,
+        buf: &'a mut [u8; 16],
+    ) -> &'a [u8] {
+        let ip_bytes = |buf: &'a mut [u8; 16]| -> &'a [u8] {
+            match ctx.client_ip {
+                Some(std::net::IpAddr::V4(v4)) => {
+                    buf[..4].copy_from_slice(&v4.octets());
+                    &buf[..4]
+                }
+                Some(std::net::IpAddr::V6(v6)) => {
+                    *buf = v6.octets();
+                    &buf[..]
+                }
+                None => &[],
+            }
+        };
+        match key {
+            HashKey::Ip | HashKey::User => ip_bytes(buf),
+            HashKey::Header(name) => session
+                .req_header()
+                .headers
+                .get(name)
+                .map_or(&[][..], |v| v.as_bytes()),
+            HashKey::Cookie(name) => cookie(session.req_header(), name).unwrap_or(&[]),
+        }
+    }
+}
+
+/// The value of cookie `name`, if the request carries it.
+fn cookie<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a [u8]> {
+    req.headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
+        .find_map(|pair| {
+            let pair = pair.trim_ascii();
+            let (k, v) = pair.split_at(pair.iter().position(|&b| b == b'=')?);
+            (k == name.as_bytes()).then(|| &v[1..])
+        })
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::new()
+    }
+
+    /// Decides whether the request goes on. `Ok(true)` means the gateway
+    /// already answered (a refusal of SPEC §4) and the request is over.
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        ctx.runtime = Some(self.live.load_full());
+        match request_filters::admit(session, ctx) {
+            Ok(()) => Ok(false),
+            Err(r) => {
+                self.reject(session, ctx, r).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Counts body bytes as they stream; a body over the limit ends the request with 413.
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let (Some(b), Some(rt)) = (body.as_ref(), ctx.runtime.as_ref()) {
+            ctx.body_bytes += b.len() as u64;
+            if ctx.body_bytes > rt.settings.max_request_body_bytes {
+                return Error::e_explain(ErrorType::HTTPStatus(413), "request body over the limit");
+            }
+        }
+        Ok(())
+    }
+
+    /// Picks a healthy backend of the route's pool that this request has not
+    /// tried yet. No backend left: 503, or the last connect error on a retry.
+    async fn upstream_peer(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let route = ctx
+            .route()
+            .ok_or_else(|| Error::new(ErrorType::InternalError))?;
+        let pool = Arc::clone(&route.pool);
+        let mut buf = [0u8; 16];
+        let key = Self::hash_key(session, ctx, &pool.settings.hash_key, &mut buf);
+        let Some(lease) = pool.select(key, ctx.tried) else {
+            return Err(match ctx.last_connect_error.take() {
+                Some(kind) => {
+                    let mut e = Error::explain(kind, "every backend tried failed to connect");
+                    e.as_up();
+                    e
+                }
+                None => Error::explain(ErrorType::HTTPStatus(503), "no healthy backend"),
+            });
+        };
+        let s = &pool.settings;
+        let mut peer = HttpPeer::new(lease.backend().addr, s.tls, s.sni.clone());
+        peer.options.connection_timeout = Some(s.connect_timeout);
+        peer.options.read_timeout = Some(s.read_timeout);
+        peer.options.write_timeout = Some(s.read_timeout);
+        peer.options.idle_timeout = Some(UPSTREAM_IDLE_TIMEOUT);
+        ctx.tried.add(lease.index());
+        ctx.attempts += 1;
+        ctx.lease = Some(lease);
+        ctx.upstream_started.get_or_insert_with(Instant::now);
+        Ok(Box::new(peer))
+    }
+
+    /// Ejects a backend that cannot be connected to (the active check brings
+    /// it back) and retries on another one while `retries` allows.
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if let Some(lease) = &ctx.lease {
+            let pool = lease.pool();
+            if pool.set_health(lease.index(), false) {
+                warn!(
+                    "upstream {} backend {} ejected: {}",
+                    pool.name,
+                    peer.address(),
+                    e.etype().as_str()
+                );
+            }
+            ctx.last_connect_error = Some(e.etype().clone());
+            if ctx.attempts <= pool.settings.retries {
+                e.set_retry(true);
+                if let Some(route) = ctx.route() {
+                    route.metrics.retries.inc();
+                }
+            }
+        }
+        e
+    }
+
+    /// The backend's request: path, forwarding and identity headers.
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let rt = ctx
+            .runtime
+            .clone()
+            .ok_or_else(|| Error::new(ErrorType::InternalError))?;
+        let route = ctx
+            .route()
+            .ok_or_else(|| Error::new(ErrorType::InternalError))?;
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        request_modifiers::prepare(upstream_request, ctx, route, &rt.settings, peer)
+    }
+
+    /// The client's response: security headers, request id, route edits.
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let Some(rt) = ctx.runtime.clone() else {
+            return Ok(());
+        };
+        response_modifiers::prepare(
+            upstream_response,
+            &ctx.request_id,
+            ctx.tls,
+            ctx.route(),
+            &rt.settings,
+        )
+    }
+
+    /// Answers a failed proxy attempt with the JSON of SPEC §4, unless the
+    /// response already started or the client is gone.
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let client_gone = e.esource() == &ErrorSource::Downstream
+            && matches!(
+                e.etype(),
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed
+            );
+        let rejection = Rejection::from_proxy_error(e);
+        let status = rejection.status();
+        if client_gone {
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        }
+        if session.response_written().is_none() {
+            if ctx.request_id.is_empty() {
+                ctx.request_id = crate::trace::request_id(None);
+            }
+            if let Err(write_err) = self.reject(session, ctx, rejection).await {
+                warn!("could not send error response: {write_err}");
+            }
+        }
+        FailToProxy {
+            error_code: status,
+            can_reuse_downstream: false,
+        }
+    }
+
+    /// Records the request's metrics.
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .or_else(|| ctx.rejection.as_ref().map(Rejection::status))
+            .unwrap_or(0);
+        let method = method_label(&session.req_header().method);
+        let elapsed = ctx.started.elapsed().as_secs_f64();
+        match ctx.route() {
+            Some(route) => {
+                self.metrics.count_request(&route.name, method, status);
+                route.metrics.duration.observe(elapsed);
+                if let Some(t) = ctx.upstream_started {
+                    route
+                        .metrics
+                        .upstream_duration
+                        .observe(t.elapsed().as_secs_f64());
+                }
+            }
+            None => {
+                self.metrics.count_request(NO_ROUTE, method, status);
+                self.metrics
+                    .request_duration
+                    .with_label_values(&[NO_ROUTE])
+                    .observe(elapsed);
+            }
+        }
+        ctx.lease = None;
+    }
+}

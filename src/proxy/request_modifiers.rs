@@ -1,0 +1,165 @@
+//! `upstream_request_filter`'s edits: the request the backend receives.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderName};
+use pingora_core::Result;
+use pingora_http::RequestHeader;
+
+use super::ctx::RequestCtx;
+use crate::client_ip::is_trusted;
+use crate::config::{Route, Settings};
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) that never go upstream as the
+/// client sent them. `TE: trailers` survives: gRPC needs it.
+const HOP_BY_HOP: &[&str] = &[
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
+    "proxy-authenticate",
+    "trailer",
+];
+
+/// Rewrites `req` for the backend: path, hop-by-hop headers, forwarding
+/// headers, request id, trace context, and the route's header edits.
+pub fn prepare(
+    req: &mut RequestHeader,
+    ctx: &RequestCtx,
+    route: &Route,
+    settings: &Settings,
+    peer: Option<IpAddr>,
+) -> Result<()> {
+    rewrite_path(req, ctx, route)?;
+    strip_hop_by_hop(req);
+    forwarded_headers(req, ctx, settings, peer)?;
+    req.insert_header("x-request-id", ctx.request_id.as_str())?;
+    if let Some(t) = &ctx.trace {
+        req.insert_header("traceparent", t.header())?;
+    }
+    for name in &route.headers.request_remove {
+        req.remove_header(name);
+    }
+    for (name, value) in &route.headers.request_set {
+        req.insert_header(name.clone(), value.clone())?;
+    }
+    Ok(())
+}
+
+/// The backend sees the normalised path (minus the prefix with
+/// `strip_prefix`), always in origin form.
+fn rewrite_path(req: &mut RequestHeader, ctx: &RequestCtx, route: &Route) -> Result<()> {
+    let original = req.uri.path();
+    let mut path = ctx.normalized_path.as_deref().unwrap_or(original);
+    if route.strip_prefix && route.prefix != "/" {
+        path = path.strip_prefix(route.prefix.as_str()).unwrap_or(path);
+        if path.is_empty() {
+            path = "/";
+        }
+    }
+    if path == original && req.uri.authority().is_none() {
+        return Ok(());
+    }
+    let mut target = String::with_capacity(path.len() + 64);
+    target.push_str(path);
+    if let Some(q) = req.uri.query() {
+        target.push('?');
+        target.push_str(q);
+    }
+    let uri = target.parse().map_err(|e| {
+        pingora_core::Error::because(
+            pingora_core::ErrorType::InvalidHTTPHeader,
+            "rewritten path",
+            e,
+        )
+    })?;
+    req.set_uri(uri);
+    Ok(())
+}
+
+fn strip_hop_by_hop(req: &mut RequestHeader) {
+    let upgrade = req.headers.get(header::UPGRADE).is_some()
+        && connection_tokens(req).any(|t| t.eq_ignore_ascii_case("upgrade"));
+    let listed: Vec<HeaderName> = connection_tokens(req)
+        .filter(|t| !(upgrade && t.eq_ignore_ascii_case("upgrade")))
+        .filter_map(|t| HeaderName::try_from(t).ok())
+        .filter(|n| !is_framing(n))
+        .collect();
+    for name in listed {
+        req.remove_header(&name);
+    }
+    for name in HOP_BY_HOP {
+        req.remove_header(*name);
+    }
+    let te_trailers_only = req
+        .headers
+        .get(header::TE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    if !te_trailers_only {
+        req.remove_header(&header::TE);
+    }
+    if !upgrade {
+        req.remove_header(&header::CONNECTION);
+        req.remove_header(&header::UPGRADE);
+    }
+}
+
+/// Framing headers are Pingora's to manage, never removed by name games.
+fn is_framing(name: &HeaderName) -> bool {
+    name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING || name == header::HOST
+}
+
+fn connection_tokens(req: &RequestHeader) -> impl Iterator<Item = &str> {
+    req.headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// X-Forwarded-For/-Proto/-Host. A trusted peer's chain is extended; an
+/// untrusted peer's claims are replaced by what the gateway saw.
+fn forwarded_headers(
+    req: &mut RequestHeader,
+    ctx: &RequestCtx,
+    settings: &Settings,
+    peer: Option<IpAddr>,
+) -> Result<()> {
+    let trusted = peer.is_some_and(|p| is_trusted(settings, p));
+    let peer_text = peer.map(|p| p.to_string()).unwrap_or_default();
+    let existing: Vec<String> = req
+        .headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_string))
+        .collect();
+    let xff = if trusted && !existing.is_empty() {
+        format!("{}, {peer_text}", existing.join(", "))
+    } else {
+        peer_text
+    };
+    req.insert_header("x-forwarded-for", xff)?;
+    if !(trusted && req.headers.contains_key("x-forwarded-proto")) {
+        req.insert_header("x-forwarded-proto", if ctx.tls { "https" } else { "http" })?;
+    }
+    if !(trusted && req.headers.contains_key("x-forwarded-host")) {
+        let host = req
+            .uri
+            .authority()
+            .map(|a| a.as_str().to_string())
+            .or_else(|| {
+                req.headers
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_string)
+            });
+        match host {
+            Some(h) => req.insert_header("x-forwarded-host", h)?,
+            None => {
+                req.remove_header("x-forwarded-host");
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,158 @@
+//! Refusals as values, and the one place that turns them into responses.
+//!
+//! Every response the gateway writes itself (SPEC §4) comes from
+//! [`Rejection::response`]: JSON `{"error", "message", "request_id"}`, the
+//! status, and the extra headers each status calls for. No status code for
+//! a refusal is chosen anywhere else.
+
+use bytes::Bytes;
+use pingora_core::{Error, ErrorSource, ErrorType};
+use pingora_http::ResponseHeader;
+
+use crate::routing::PathError;
+
+/// Why the gateway answered a request itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejection {
+    /// The path cannot be normalised without guessing.
+    BadPath(PathError),
+    /// Malformed request (bad headers, bad framing).
+    BadRequest,
+    /// No route for this host and path.
+    NoRoute,
+    /// The route exists but not for this method; carries the `Allow` value.
+    MethodNotAllowed(String),
+    /// The client IP is not allowed on the route.
+    IpDenied,
+    /// The body is larger than `max_request_body_bytes`.
+    BodyTooLarge,
+    /// The backend refused or reset the connection, or sent garbage.
+    BadGateway,
+    /// No backend of the pool is healthy.
+    NoHealthyBackend,
+    /// The backend did not answer in time.
+    GatewayTimeout,
+    /// A fault inside the gateway.
+    Internal,
+}
+
+/// Seconds clients are told to wait after a 503.
+const RETRY_AFTER_SECONDS: &str = "1";
+
+impl Rejection {
+    /// The HTTP status.
+    pub fn status(&self) -> u16 {
+        match self {
+            Rejection::BadPath(_) | Rejection::BadRequest => 400,
+            Rejection::IpDenied => 403,
+            Rejection::NoRoute => 404,
+            Rejection::MethodNotAllowed(_) => 405,
+            Rejection::BodyTooLarge => 413,
+            Rejection::Internal => 500,
+            Rejection::BadGateway => 502,
+            Rejection::NoHealthyBackend => 503,
+            Rejection::GatewayTimeout => 504,
+        }
+    }
+
+    /// The machine-readable `error` code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Rejection::BadPath(_) => "bad_path",
+            Rejection::BadRequest => "bad_request",
+            Rejection::NoRoute => "no_route",
+            Rejection::MethodNotAllowed(_) => "method_not_allowed",
+            Rejection::IpDenied => "ip_denied",
+            Rejection::BodyTooLarge => "body_too_large",
+            Rejection::BadGateway => "bad_gateway",
+            Rejection::NoHealthyBackend => "no_healthy_backend",
+            Rejection::GatewayTimeout => "gateway_timeout",
+            Rejection::Internal => "internal_error",
+        }
+    }
+
+    /// The human `message`.
+    pub fn message(&self) -> &'static str {
+        match self {
+            Rejection::BadPath(e) => e.message(),
+            Rejection::BadRequest => "the request is malformed",
+            Rejection::NoRoute => "no route matches this host and path",
+            Rejection::MethodNotAllowed(_) => "this route does not accept the method",
+            Rejection::IpDenied => "your address is not allowed on this route",
+            Rejection::BodyTooLarge => "the request body is too large",
+            Rejection::BadGateway => "the upstream server refused or dropped the connection",
+            Rejection::NoHealthyBackend => "no healthy upstream server is available",
+            Rejection::GatewayTimeout => "the upstream server did not answer in time",
+            Rejection::Internal => "the gateway failed to handle the request",
+        }
+    }
+
+    /// The response header and JSON body for this refusal.
+    pub fn response(&self, request_id: &str) -> (ResponseHeader, Bytes) {
+        let body = serde_json::json!({
+            "error": self.code(),
+            "message": self.message(),
+            "request_id": request_id,
+        });
+        let body = Bytes::from(body.to_string());
+        // Building a header from a valid status and static names cannot fail.
+        let mut h = ResponseHeader::build(self.status(), Some(6)).expect("valid status");
+        let _ = h.insert_header(http::header::CONTENT_TYPE, "application/json");
+        let _ = h.insert_header(http::header::CONTENT_LENGTH, body.len());
+        let _ = h.insert_header(http::header::CACHE_CONTROL, "no-store");
+        let _ = h.insert_header("x-request-id", request_id);
+        match self {
+            Rejection::MethodNotAllowed(allow) => {
+                let _ = h.insert_header(http::header::ALLOW, allow.as_str());
+            }
+            Rejection::NoHealthyBackend => {
+                let _ = h.insert_header(http::header::RETRY_AFTER, RETRY_AFTER_SECONDS);
+            }
+            _ => {}
+        }
+        (h, body)
+    }
+
+    /// What a proxying error means for the client.
+    pub fn from_proxy_error(e: &Error) -> Rejection {
+        use ErrorType::*;
+        match e.etype() {
+            HTTPStatus(400) => Rejection::BadRequest,
+            HTTPStatus(413) => Rejection::BodyTooLarge,
+            HTTPStatus(503) => Rejection::NoHealthyBackend,
+            ConnectTimedout | ReadTimedout | WriteTimedout => Rejection::GatewayTimeout,
+            _ => match e.esource() {
+                ErrorSource::Upstream => Rejection::BadGateway,
+                ErrorSource::Downstream => Rejection::BadRequest,
+                ErrorSource::Internal | ErrorSource::Unset => Rejection::Internal,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_body_and_headers() {
+        let (h, body) = Rejection::NoHealthyBackend.response("abc\"1");
+        assert_eq!(h.status.as_u16(), 503);
+        assert_eq!(h.headers["retry-after"], "1");
+        assert_eq!(h.headers["content-type"], "application/json");
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["error"], "no_healthy_backend");
+        assert_eq!(v["request_id"], "abc\"1");
+    }
+
+    #[test]
+    fn proxy_errors_map_to_statuses() {
+        let timeout = Error::new(ErrorType::ConnectTimedout);
+        assert_eq!(Rejection::from_proxy_error(&timeout).status(), 504);
+        let mut refused = Error::new(ErrorType::ConnectRefused);
+        refused.as_up();
+        assert_eq!(Rejection::from_proxy_error(&refused).status(), 502);
+        let none = Error::new(ErrorType::HTTPStatus(503));
+        assert_eq!(Rejection::from_proxy_error(&none).status(), 503);
+    }
+}

@@ -1,0 +1,64 @@
+//! The HTML view of `/status`: plain server-rendered tables, no scripts.
+
+use serde_json::Value;
+
+/// Escapes text for HTML.
+fn esc(v: &Value) -> String {
+    let s = match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "—".into(),
+        other => other.to_string(),
+    };
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// Renders the `/status` document as a page.
+pub fn render(status: &Value) -> String {
+    let mut html = String::from(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>gatehouse status</title>\
+         <style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin-bottom:2em}\
+         td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}.down{color:#b00}.up{color:#070}</style>\
+         </head><body><h1>gatehouse</h1>",
+    );
+    let cfg = &status["config"];
+    html.push_str(&format!(
+        "<p>version {} · config {} · last reload: {} {}</p>",
+        esc(&status["version"]),
+        esc(&cfg["version"]),
+        esc(&cfg["last_reload"]["result"]),
+        esc(&cfg["last_reload"]["error"]),
+    ));
+    html.push_str("<h2>Routes (match order)</h2><table id=\"routes\"><tr><th>route</th><th>host</th><th>prefix</th><th>methods</th><th>upstream</th><th>strip prefix</th></tr>");
+    for r in status["routes"].as_array().into_iter().flatten() {
+        html.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&r["name"]),
+            esc(&r["host"]),
+            esc(&r["prefix"]),
+            esc(&r["methods"]),
+            esc(&r["upstream"]),
+            esc(&r["strip_prefix"]),
+        ));
+    }
+    html.push_str("</table><h2>Upstreams</h2><table id=\"upstreams\"><tr><th>upstream</th><th>balance</th><th>backend</th><th>weight</th><th>health</th><th>in flight</th></tr>");
+    for u in status["upstreams"].as_array().into_iter().flatten() {
+        for b in u["backends"].as_array().into_iter().flatten() {
+            let up = b["healthy"].as_bool().unwrap_or(false);
+            html.push_str(&format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td>{}</td></tr>",
+                esc(&u["name"]),
+                esc(&u["balance"]),
+                esc(&b["addr"]),
+                esc(&b["weight"]),
+                if up { "up" } else { "down" },
+                if up { "healthy" } else { "unhealthy" },
+                esc(&b["in_flight"]),
+            ));
+        }
+    }
+    html.push_str("</table></body></html>");
+    html
+}

@@ -1,0 +1,71 @@
+//! Background work of the gateway process: starts the active health
+//! checks of the loaded config and tracks readiness through Pingora's
+//! execution phases (ready once running, not ready while draining).
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use log::info;
+use pingora_core::server::{ExecutionPhase, ShutdownWatch};
+use pingora_core::services::background::BackgroundService;
+use tokio::sync::broadcast;
+
+use crate::admin::Lifecycle;
+use crate::config::Runtime;
+use crate::upstream::health;
+
+/// The supervisor background service.
+pub struct Supervisor {
+    live: Arc<ArcSwap<Runtime>>,
+    lifecycle: Arc<Lifecycle>,
+    phases: Mutex<Option<broadcast::Receiver<ExecutionPhase>>>,
+}
+
+impl Supervisor {
+    /// `phases` comes from `Server::watch_execution_phase`.
+    pub fn new(
+        live: Arc<ArcSwap<Runtime>>,
+        lifecycle: Arc<Lifecycle>,
+        phases: broadcast::Receiver<ExecutionPhase>,
+    ) -> Supervisor {
+        Supervisor {
+            live,
+            lifecycle,
+            phases: Mutex::new(Some(phases)),
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for Supervisor {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        for (pool, spec) in self.live.load().pools.values() {
+            health::spawn(pool, spec.clone());
+        }
+        let phases = self.phases.lock().ok().and_then(|mut p| p.take());
+        let Some(mut phases) = phases else { return };
+        loop {
+            tokio::select! {
+                phase = phases.recv() => match phase {
+                    Ok(ExecutionPhase::Running) => {
+                        info!("listeners bound, config loaded: ready");
+                        self.lifecycle.ready.store(true, Relaxed);
+                    }
+                    Ok(ExecutionPhase::GracefulTerminate
+                        | ExecutionPhase::GracefulUpgradeTransferringFds
+                        | ExecutionPhase::ShutdownStarted) => {
+                        self.lifecycle.ready.store(false, Relaxed);
+                    }
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                _ = shutdown.changed() => {
+                    self.lifecycle.ready.store(false, Relaxed);
+                    return;
+                }
+            }
+        }
+    }
+}
