@@ -21,6 +21,10 @@ pub struct Lifecycle {
     pub started: Instant,
     /// True once listeners are bound and config is loaded; false again while draining.
     pub ready: AtomicBool,
+    /// True once the process hands its listeners over or stops: responses then
+    /// close their connection, so clients move to the new process between
+    /// requests instead of racing a close on an idle connection.
+    pub draining: AtomicBool,
     /// Outcome of the last config load (admin-only, never on the request path).
     pub last_reload: Mutex<ReloadOutcome>,
 }
@@ -42,6 +46,7 @@ impl Lifecycle {
         Lifecycle {
             started: Instant::now(),
             ready: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
             last_reload: Mutex::new(ReloadOutcome {
                 result: "ok",
                 at: unix_now(),

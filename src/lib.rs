@@ -81,7 +81,11 @@ pub fn build_server(conf_path: &Path, flags: RunFlags) -> Result<Server, ConfigE
 
     let mut proxy = pingora_proxy::http_proxy_service_with_name(
         &server.configuration,
-        Gateway::new(Arc::clone(&live), Arc::clone(&metrics)),
+        Gateway::new(
+            Arc::clone(&live),
+            Arc::clone(&metrics),
+            Arc::clone(&lifecycle),
+        ),
         "gatehouse proxy",
     );
     for l in &listeners {

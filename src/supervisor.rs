@@ -56,7 +56,9 @@ impl BackgroundService for Supervisor {
                     Ok(ExecutionPhase::GracefulTerminate
                         | ExecutionPhase::GracefulUpgradeTransferringFds
                         | ExecutionPhase::ShutdownStarted) => {
+                        info!("draining: responses now close their connections");
                         self.lifecycle.ready.store(false, Relaxed);
+                        self.lifecycle.draining.store(true, Relaxed);
                     }
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
                     Err(broadcast::error::RecvError::Closed) => return,

@@ -5,7 +5,7 @@
 //! result holds parsed addresses, CIDRs, header names, durations, built
 //! pools and the route table: the request path never parses config.
 
-use std::collections::{hash_map::DefaultHasher, BTreeMap, HashMap};
+use std::collections::{hash_map::DefaultHasher, BTreeMap, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -249,22 +249,13 @@ impl Compiler<'_> {
                     path_text
                 };
                 let inner = e.into_inner().to_string();
-                let located = unknown_field(&inner)
-                    .map(|f| {
-                        if key.is_empty() {
-                            f.to_string()
-                        } else {
-                            format!("{key}.{f}")
-                        }
-                    })
-                    .unwrap_or_else(|| key.clone());
-                let shown = if located.is_empty() {
+                let shown = if key.is_empty() {
                     "(top level)".to_string()
                 } else {
-                    located.clone()
+                    key.clone()
                 };
                 self.errors.push(
-                    ConfigError::at(doc.position(&located), format!("`{shown}`: {inner}"))
+                    ConfigError::at(doc.position(&key), format!("`{shown}`: {inner}"))
                         .in_file(path),
                 );
                 None
@@ -600,6 +591,10 @@ impl Compiler<'_> {
         let mut names: HashMap<String, PathBuf> = HashMap::new();
         let mut table = RouteTable::default();
         let mut by_host_prefix: HashMap<(Option<String>, String), Vec<usize>> = HashMap::new();
+        let defined: HashSet<&str> = files
+            .iter()
+            .flat_map(|f| f.content.upstreams.keys().map(String::as_str))
+            .collect();
         for f in files {
             for (i, entry) in f.content.routes.iter().enumerate() {
                 let key = format!("routes[{i}]");
@@ -614,7 +609,7 @@ impl Compiler<'_> {
                     ));
                     continue;
                 }
-                let Some(route) = self.route(f, &key, entry, pools, metrics) else {
+                let Some(route) = self.route(f, &key, entry, pools, &defined, metrics) else {
                     continue;
                 };
                 let slot = by_host_prefix
@@ -644,6 +639,7 @@ impl Compiler<'_> {
         key: &str,
         e: &RouteEntry,
         pools: &BTreeMap<String, (Arc<Pool>, HealthSpec)>,
+        defined: &HashSet<&str>,
         metrics: &Metrics,
     ) -> Option<Route> {
         let before = self.errors.len();
@@ -694,6 +690,8 @@ impl Compiler<'_> {
         });
         let pool = match pools.get(&e.upstream) {
             Some((p, _)) => Some(Arc::clone(p)),
+            // Defined but invalid: its own errors are reported already.
+            None if defined.contains(e.upstream.as_str()) => None,
             None => {
                 self.errors.push(f.err(
                     &format!("{key}.upstream"),
@@ -787,12 +785,6 @@ fn methods_overlap(a: &Route, b: &Route) -> bool {
         (Some(x), Some(y)) => x.iter().any(|m| y.contains(m)),
         _ => true,
     }
-}
-
-/// `serde`'s unknown-field message names the field; return it.
-fn unknown_field(message: &str) -> Option<&str> {
-    let rest = message.strip_prefix("unknown field `")?;
-    rest.split('`').next()
 }
 
 /// Metric label values come from config; keep them plain.

@@ -7,7 +7,7 @@
 //! | `…/api/stream?events=N&interval_ms=M` | server-sent events, one every M ms |
 //! | `…/api/slow?ms=N` | JSON after N ms |
 //! | `…/ws` | WebSocket echo |
-//! | anything else | JSON echo of method, path, headers and body size |
+//! | anything else | JSON echo of method, path, headers, body size, and how many requests this connection has carried (upstream reuse shows as counts above 1) |
 //!
 //! Responses carry `Server` and `X-Powered-By` like a Next.js app does, so
 //! tests can see the gateway remove them.
@@ -87,7 +87,9 @@ pub fn spawn(listener: TcpListener, app: SampleApp) -> JoinSet<()> {
 async fn connection(stream: TcpStream, app: Arc<SampleApp>) {
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
+    let mut served = 0u64;
     while let Some(head) = read_head(&mut r).await {
+        served += 1;
         let body_len = match read_body(&mut r, &head).await {
             Some(n) => n,
             None => return,
@@ -101,23 +103,12 @@ async fn connection(stream: TcpStream, app: Arc<SampleApp>) {
         } else if path.ends_with("/api/stream") {
             stream_events(&mut w, &head).await;
             false
-        } else if path.ends_with("/api/slow") {
-            tokio::time::sleep(Duration::from_millis(head.query("ms").unwrap_or(1000))).await;
-            respond(
-                &mut w,
-                200,
-                "application/json",
-                &echo(&app, &head, body_len),
-            )
-            .await
         } else {
-            respond(
-                &mut w,
-                200,
-                "application/json",
-                &echo(&app, &head, body_len),
-            )
-            .await
+            if path.ends_with("/api/slow") {
+                tokio::time::sleep(Duration::from_millis(head.query("ms").unwrap_or(1000))).await;
+            }
+            let body = echo(&app, &head, body_len, served);
+            respond(&mut w, 200, "application/json", &body).await
         };
         if !keep_going
             || head
@@ -193,7 +184,7 @@ async fn read_body<R: AsyncRead + Unpin>(r: &mut BufReader<R>, head: &Head) -> O
     Some(len)
 }
 
-fn echo(app: &SampleApp, head: &Head, body_len: u64) -> Vec<u8> {
+fn echo(app: &SampleApp, head: &Head, body_len: u64, conn_requests: u64) -> Vec<u8> {
     let headers: BTreeMap<&str, Vec<&str>> =
         head.headers.iter().fold(BTreeMap::new(), |mut m, (k, v)| {
             m.entry(k.as_str())
@@ -208,6 +199,7 @@ fn echo(app: &SampleApp, head: &Head, body_len: u64) -> Vec<u8> {
         "target": head.target,
         "headers": headers,
         "body_bytes": body_len,
+        "conn_requests": conn_requests,
     })
     .to_string()
     .into_bytes()

@@ -29,6 +29,7 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 pub use ctx::RequestCtx;
 
+use crate::admin::Lifecycle;
 use crate::config::Runtime;
 use crate::metrics::{method_label, Metrics, NO_ROUTE};
 use crate::reject::Rejection;
@@ -37,16 +38,26 @@ use crate::upstream::pool::HashKey;
 /// How long an idle upstream connection is kept for reuse.
 const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The proxy: the live config and the metrics it records into.
+/// The proxy: the live config, the metrics it records into, and the
+/// process lifecycle (to stop keep-alive while draining).
 pub struct Gateway {
     live: Arc<ArcSwap<Runtime>>,
     metrics: Arc<Metrics>,
+    lifecycle: Arc<Lifecycle>,
 }
 
 impl Gateway {
     /// A gateway serving whatever config `live` holds at each request.
-    pub fn new(live: Arc<ArcSwap<Runtime>>, metrics: Arc<Metrics>) -> Gateway {
-        Gateway { live, metrics }
+    pub fn new(
+        live: Arc<ArcSwap<Runtime>>,
+        metrics: Arc<Metrics>,
+        lifecycle: Arc<Lifecycle>,
+    ) -> Gateway {
+        Gateway {
+            live,
+            metrics,
+            lifecycle,
+        }
     }
 
     /// Writes a refusal (SPEC §4) and remembers it for logging.
@@ -238,13 +249,21 @@ impl ProxyHttp for Gateway {
         request_modifiers::prepare(upstream_request, ctx, route, &rt.settings, peer)
     }
 
-    /// The client's response: security headers, request id, route edits.
+    /// The client's response: security headers, request id, route edits;
+    /// `Connection: close` while draining.
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if self
+            .lifecycle
+            .draining
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            session.set_keepalive(None);
+        }
         let Some(rt) = ctx.runtime.clone() else {
             return Ok(());
         };

@@ -1,0 +1,333 @@
+//! Test harness: the real `gatehouse` binary on free loopback ports, real
+//! sample-app upstreams, a plain HTTP client and a raw-socket client.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener as StdListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use gatehouse::demo::sample_app::{self, SampleApp};
+use tokio::task::JoinSet;
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A sample app serving on a loopback port until dropped.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    tasks: Option<JoinSet<()>>,
+}
+
+impl Upstream {
+    /// Starts an app named `name` on a free port.
+    pub async fn start(name: &str) -> Upstream {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::serve(listener, name)
+    }
+
+    /// Starts an app on a given address (to bring a killed backend back).
+    pub async fn start_at(addr: SocketAddr, name: &str) -> Upstream {
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        Self::serve(listener, name)
+    }
+
+    fn serve(listener: tokio::net::TcpListener, name: &str) -> Upstream {
+        let addr = listener.local_addr().unwrap();
+        let tasks = sample_app::spawn(listener, SampleApp { name: name.into() });
+        Upstream {
+            addr,
+            tasks: Some(tasks),
+        }
+    }
+
+    /// Stops it like a killed process: listener and connections closed.
+    pub async fn kill(&mut self) {
+        if let Some(mut t) = self.tasks.take() {
+            t.shutdown().await;
+        }
+    }
+}
+
+/// A running gateway process with its own config directory.
+pub struct Gateway {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: tempfile::TempDir,
+}
+
+/// Minimal conf.yaml for tests; `extra` is appended verbatim (a grace
+/// period in `extra` replaces the default one second).
+pub fn conf_yaml(dir: &Path, port: u16, admin: u16, extra: &str) -> String {
+    let grace = if extra.contains("grace_period_seconds") {
+        ""
+    } else {
+        "grace_period_seconds: 1\n"
+    };
+    format!(
+        "threads: 2\n\
+         pid_file: {d}/gw.pid\n\
+         upgrade_sock: {d}/upgrade.sock\n\
+         {grace}\
+         graceful_shutdown_timeout_seconds: 5\n\
+         listeners:\n  - addr: 127.0.0.1:{port}\n\
+         admin: 127.0.0.1:{admin}\n\
+         routes_dir: routes\n{extra}\n",
+        d = dir.display()
+    )
+}
+
+/// Writes a config directory: conf.yaml plus `routes/NAME` files.
+pub fn write_config(dir: &Path, conf: &str, routes: &[(&str, &str)]) -> PathBuf {
+    std::fs::create_dir_all(dir.join("routes")).unwrap();
+    let conf_path = dir.join("conf.yaml");
+    std::fs::write(&conf_path, conf).unwrap();
+    for (name, text) in routes {
+        std::fs::write(dir.join("routes").join(name), text).unwrap();
+    }
+    conf_path
+}
+
+/// A route file with one upstream `app` over `backends` and one route per
+/// `(name, prefix, extra)`; `pool_extra` is added under the upstream.
+pub fn route_file(
+    backends: &[SocketAddr],
+    pool_extra: &str,
+    routes: &[(&str, &str, &str)],
+) -> String {
+    let list: Vec<String> = backends.iter().map(|b| b.to_string()).collect();
+    let mut s = format!(
+        "upstreams:\n  app:\n    backends: [{}]\n{}\nroutes:\n",
+        list.join(", "),
+        indent(pool_extra, 4)
+    );
+    for (name, prefix, extra) in routes {
+        s.push_str(&format!(
+            "  - name: {name}\n    prefix: {prefix}\n    upstream: app\n{}\n",
+            indent(extra, 4)
+        ));
+    }
+    s
+}
+
+fn indent(text: &str, n: usize) -> String {
+    let pad = " ".repeat(n);
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| format!("{pad}{l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Path of the built binary.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_gatehouse")
+}
+
+impl Gateway {
+    /// Starts a gateway with the test conf (plus `extra`) and `routes`.
+    pub fn start(extra: &str, routes: &[(&str, &str)]) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let (port, admin) = (free_port(), free_port());
+        let conf = write_config(
+            dir.path(),
+            &conf_yaml(dir.path(), port, admin, extra),
+            routes,
+        );
+        let child = spawn_gateway(&conf, &[], dir.path());
+        let gw = Gateway {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            admin: SocketAddr::from(([127, 0, 0, 1], admin)),
+            dir,
+        };
+        gw.wait_ready();
+        gw
+    }
+
+    /// Waits until `/health/ready` answers 200 (at most 20 s).
+    pub fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(r) = raw(
+                self.admin,
+                "GET /health/ready HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+            ) {
+                if r.status == 200 {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("gateway not ready; log:\n{}", self.log());
+    }
+
+    /// The gateway's stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
+    }
+
+    /// `http://127.0.0.1:PORT{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// `http://ADMIN{path}`.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin, path)
+    }
+
+    /// Sends a signal to the gateway process.
+    pub fn signal(&self, sig: i32) {
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `gatehouse run -c conf` with stderr to `dir/gateway.log`.
+pub fn spawn_gateway(conf: &Path, args: &[&str], dir: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("gateway.log"))
+        .unwrap();
+    Command::new(bin())
+        .arg("run")
+        .arg("-c")
+        .arg(conf)
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+/// An HTTP client that never uses a proxy.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// GET `url` and parse the JSON body.
+pub async fn get_json(url: &str) -> (u16, serde_json::Value) {
+    let r = client().get(url).send().await.unwrap();
+    let status = r.status().as_u16();
+    let body = r.bytes().await.unwrap();
+    (
+        status,
+        serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// A response read off a raw socket.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// Sends `request` verbatim (it should say `Connection: close`) and reads
+/// the whole response. For paths an HTTP library would clean up first.
+pub fn raw(addr: SocketAddr, request: &str) -> std::io::Result<RawResponse> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.write_all(request.as_bytes())?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    parse_response(&buf)
+}
+
+fn parse_response(buf: &[u8]) -> std::io::Result<RawResponse> {
+    let text = String::from_utf8_lossy(buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("no status line in {text:?}")))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    Ok(RawResponse {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// `GET path` over a raw socket with `Connection: close` and extra header lines.
+pub fn raw_get(addr: SocketAddr, path: &str, headers: &[&str]) -> RawResponse {
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: gw.test\r\nConnection: close\r\n");
+    for h in headers {
+        req.push_str(h);
+        req.push_str("\r\n");
+    }
+    req.push_str("\r\n");
+    raw(addr, &req).unwrap()
+}
+
+/// Polls `cond` every 50 ms for up to `secs` seconds.
+pub async fn eventually(secs: u64, mut cond: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if cond().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}

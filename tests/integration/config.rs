@@ -1,0 +1,194 @@
+//! Config loading: every error names file, line and key; `check` exits 1.
+
+use std::path::Path;
+use std::process::Command;
+
+use gatehouse::config::compile::load_with_env;
+use gatehouse::metrics::Metrics;
+
+use crate::common::{bin, write_config};
+
+const MAIN: &str = "listeners:\n  - addr: 127.0.0.1:6188\nadmin: 127.0.0.1:9091\n";
+
+const GOOD_ROUTES: &str = "\
+upstreams:
+  web:
+    backends: [127.0.0.1:3002, {addr: 127.0.0.1:3003, weight: 3}]
+    balance: weighted
+routes:
+  - name: web
+    prefix: /web
+    upstream: web
+";
+
+fn env(name: &str) -> Option<String> {
+    (name == "PORT").then(|| "6190".to_string())
+}
+
+/// Loads a config dir and returns the error lines with the dir stripped.
+fn errors(main: &str, routes: &[(&str, &str)]) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = write_config(dir.path(), main, routes);
+    match load_with_env(&conf, &Metrics::new(), &env) {
+        Ok(_) => Vec::new(),
+        Err(e) => {
+            e.0.iter()
+                .map(|e| {
+                    e.to_string()
+                        .replace(&format!("{}/", dir.path().display()), "")
+                })
+                .collect()
+        }
+    }
+}
+
+#[test]
+fn valid_config_loads_with_env_substitution() {
+    let main = "listeners:\n  - addr: 127.0.0.1:${PORT}\n";
+    assert_eq!(
+        errors(main, &[("web.yaml", GOOD_ROUTES)]),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn errors_name_file_line_and_key() {
+    let table: &[(&str, &str, &[&str])] = &[
+        (
+            "unknown key",
+            "upstreams:\n  web:\n    backends: [127.0.0.1:1]\nroutes:\n  - name: a\n    prefix: /a\n    upstream: web\n    prefixx: /b\n",
+            &["routes/r.yaml:8:5: `routes[0].prefixx`: unknown field `prefixx`, expected one of `name`, `prefix`, `host`, `methods`, `upstream`, `strip_prefix`, `ip_allow`, `ip_deny`, `headers`"],
+        ),
+        (
+            "missing upstream",
+            "upstreams:\n  web:\n    backends: [127.0.0.1:1]\nroutes:\n  - name: a\n    prefix: /a\n    upstream: nope\n",
+            &["routes/r.yaml:7:5: `routes[0].upstream`: no upstream named `nope`"],
+        ),
+        (
+            "bad CIDR and bad duration",
+            "upstreams:\n  web:\n    backends: [127.0.0.1:1]\n    connect_timeout_ms: 0\nroutes:\n  - name: a\n    prefix: /a\n    upstream: web\n    ip_allow: [10.0.0.0/33]\n",
+            &[
+                "routes/r.yaml:4:5: `upstreams.web.connect_timeout_ms`: 0 ms is outside 1..=600000 ms",
+                "routes/r.yaml:9:16: `routes[0].ip_allow[0]`: `10.0.0.0/33` is not a valid IP or CIDR",
+            ],
+        ),
+        (
+            "wrong type",
+            "upstreams:\n  web:\n    backends: [127.0.0.1:1]\n    read_timeout_ms: 2s\n",
+            &["routes/r.yaml:4:5: `upstreams.web.read_timeout_ms`: invalid type: string \"2s\", expected u64"],
+        ),
+        (
+            "bad backend and hash without key",
+            "upstreams:\n  web:\n    backends: [not-an-addr]\n    balance: hash\n",
+            &[
+                "routes/r.yaml:3:16: `upstreams.web.backends[0]`: `not-an-addr` is not a valid ip:port",
+                "routes/r.yaml:4:5: `upstreams.web.balance`: `hash` needs `hash_key`",
+            ],
+        ),
+        (
+            "prefix not normal, duplicate route names",
+            "upstreams:\n  web:\n    backends: [127.0.0.1:1]\nroutes:\n  - name: a\n    prefix: /a//b\n    upstream: web\n  - name: a\n    prefix: /c\n    upstream: web\n",
+            &[
+                "routes/r.yaml:6:5: `routes[0].prefix`: `/a//b` is not in normal form; write `/a/b`",
+                "routes/r.yaml:8:5: `routes[1].name`: route `a` is already defined in ROUTES/r.yaml",
+            ],
+        ),
+        (
+            "same host, prefix and methods twice",
+            "upstreams:\n  web:\n    backends: [127.0.0.1:1]\nroutes:\n  - name: a\n    prefix: /a\n    upstream: web\n    methods: [GET, POST]\n  - name: b\n    prefix: /a/\n    upstream: web\n    methods: [post]\n",
+            &["routes/r.yaml:10:5: `routes[1].prefix`: route `b` has the same host, prefix and methods as route `a`"],
+        ),
+        (
+            "unset environment variable",
+            "upstreams:\n  web:\n    backends: [\"127.0.0.1:${NOPE}\"]\n",
+            &["routes/r.yaml:3:16: environment variable `NOPE` is not set"],
+        ),
+        (
+            "YAML syntax",
+            "upstreams:\n  web:\n    backends: [127.0.0.1:1\n",
+            &["routes/r.yaml:4:1: YAML syntax: while parsing a flow sequence, expected ',' or ']'"],
+        ),
+    ];
+    for (what, routes, want) in table {
+        let got = errors(MAIN, &[("r.yaml", routes)]);
+        let got: Vec<String> = got
+            .iter()
+            .map(|e| {
+                let routes_dir = e
+                    .find("already defined in ")
+                    .map(|i| i + "already defined in ".len());
+                match routes_dir {
+                    Some(i) => format!("{}ROUTES/{}", &e[..i], e[i..].rsplit('/').next().unwrap()),
+                    None => e.clone(),
+                }
+            })
+            .collect();
+        assert_eq!(got, *want, "case: {what}");
+    }
+}
+
+#[test]
+fn main_file_errors_are_all_reported() {
+    let main = "listeners:\n  - addr: nowhere\nadmin: 127.0.0.1:x\ntrusted_proxies: [10.0.0.0/8, bogus]\nthreads: 0\n";
+    assert_eq!(
+        errors(main, &[]),
+        [
+            "conf.yaml:5:1: `threads`: must be at least 1",
+            "conf.yaml:2:5: `listeners[0].addr`: `nowhere` is not a valid ip:port",
+            "conf.yaml:3:1: `admin`: `127.0.0.1:x` is not a valid ip:port",
+            "conf.yaml:4:31: `trusted_proxies[1]`: `bogus` is not a valid IP or CIDR",
+        ]
+    );
+    assert_eq!(
+        errors("listeners: []\nroutes_dir: missing\ncolour: blue\n", &[]),
+        ["conf.yaml:3:1: `colour`: unknown field `colour`, expected one of `version`, `daemon`, `error_log`, `pid_file`, `upgrade_sock`, `user`, `group`, `threads`, `work_stealing`, `grace_period_seconds`, `graceful_shutdown_timeout_seconds`, `upstream_keepalive_pool_size`, `ca_file`, `listeners`, `admin`, `routes_dir`, `trusted_proxies`, `client_ip_header`, `security_headers`, `max_request_body_bytes`"]
+    );
+}
+
+fn check(conf: &Path) -> (i32, String, String) {
+    let out = Command::new(bin())
+        .args(["check", "-c"])
+        .arg(conf)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_command_prints_table_or_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = write_config(dir.path(), MAIN, &[("web.yaml", GOOD_ROUTES)]);
+    let (code, out, _) = check(&conf);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("ok\n"), "{out}");
+    assert!(
+        out.contains("/web") && out.contains("127.0.0.1:3003"),
+        "{out}"
+    );
+
+    std::fs::write(
+        dir.path().join("routes/bad.yaml"),
+        "routes:\n  - name: x\n    prefix: /x\n    upstream: none\n",
+    )
+    .unwrap();
+    let (code, _, err) = check(&conf);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("bad.yaml:4:5: `routes[0].upstream`: no upstream named `none`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn shipped_config_is_valid() {
+    let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf.yaml");
+    let (code, out, err) = check(&conf);
+    assert_eq!(code, 0, "{err}");
+    for prefix in ["/oauth", "/admin", "/kline", "/flow", "/test"] {
+        assert!(out.contains(prefix), "{prefix} missing from\n{out}");
+    }
+}

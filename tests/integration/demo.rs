@@ -1,0 +1,73 @@
+//! `gatehouse demo` on a fresh machine: the shipped config, five sample
+//! apps on :3001-:3005, every prefix reaching its app.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::{bin, get_json};
+
+struct Demo(std::process::Child);
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn demo_serves_the_reference_deployment() {
+    let conf = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf.yaml");
+    let mut demo = Demo(
+        Command::new(bin())
+            .args(["demo", "-c"])
+            .arg(&conf)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = demo.0.stdout.take().unwrap();
+    let guide = tokio::task::spawn_blocking(move || {
+        let mut text = String::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            text.push_str(&line);
+            text.push('\n');
+            if line.contains("Ctrl-C") {
+                break;
+            }
+        }
+        text
+    })
+    .await
+    .unwrap();
+    assert!(
+        guide.contains("curl -i http://127.0.0.1:6188/admin/dashboard"),
+        "{guide}"
+    );
+    assert!(guide.contains("401") && guide.contains("429"), "{guide}");
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ready = reqwest::get("http://127.0.0.1:9091/health/ready").await;
+        if ready.is_ok_and(|r| r.status() == 200) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "demo never became ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (prefix, app) in [
+        ("oauth", "oauth-service"),
+        ("admin", "admin-portal"),
+        ("kline", "kline-service"),
+        ("flow", "flow-service"),
+        ("test", "test-service"),
+    ] {
+        let (status, body) = get_json(&format!("http://127.0.0.1:6188/{prefix}/page")).await;
+        assert_eq!((status, body["app"].as_str()), (200, Some(app)), "{prefix}");
+    }
+    let (status, body) = get_json("http://127.0.0.1:6188/nowhere").await;
+    assert_eq!((status, body["error"].as_str()), (404, Some("no_route")));
+}

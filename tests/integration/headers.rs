@@ -1,0 +1,148 @@
+//! Forwarding headers, request ids, trace context, hop-by-hop headers and
+//! response hygiene.
+
+use crate::common::{raw_get, route_file, Gateway, Upstream};
+
+async fn gateway(extra: &str) -> (Upstream, Gateway) {
+    let up = Upstream::start("app").await;
+    let routes = route_file(&[up.addr], "", &[("all", "/", "")]);
+    let gw = Gateway::start(extra, &[("r.yaml", &routes)]);
+    (up, gw)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn untrusted_peer_gets_its_own_forwarding_headers() {
+    let (_up, gw) = gateway("").await;
+    let r = raw_get(
+        gw.addr,
+        "/x",
+        &[
+            "X-Forwarded-For: 6.6.6.6",
+            "X-Forwarded-Proto: https",
+            "X-Forwarded-Host: evil.test",
+        ],
+    );
+    let h = &r.json()["headers"];
+    assert_eq!(h["x-forwarded-for"], serde_json::json!(["127.0.0.1"]));
+    assert_eq!(h["x-forwarded-proto"], serde_json::json!(["http"]));
+    assert_eq!(h["x-forwarded-host"], serde_json::json!(["gw.test"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn trusted_peer_chain_is_extended() {
+    let (_up, gw) = gateway("trusted_proxies: [127.0.0.1/32]").await;
+    let r = raw_get(
+        gw.addr,
+        "/x",
+        &[
+            "X-Forwarded-For: 203.0.113.7, 10.0.0.1",
+            "X-Forwarded-Proto: https",
+        ],
+    );
+    let h = &r.json()["headers"];
+    assert_eq!(
+        h["x-forwarded-for"],
+        serde_json::json!(["203.0.113.7, 10.0.0.1, 127.0.0.1"])
+    );
+    assert_eq!(h["x-forwarded-proto"], serde_json::json!(["https"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn request_id_kept_when_sane_else_generated() {
+    let (_up, gw) = gateway("").await;
+    let r = raw_get(gw.addr, "/x", &["X-Request-Id: client-id-42"]);
+    assert_eq!(r.header("x-request-id"), Some("client-id-42"));
+    assert_eq!(r.json()["headers"]["x-request-id"][0], "client-id-42");
+
+    let r = raw_get(gw.addr, "/x", &["X-Request-Id: bad id <script>"]);
+    let id = r.header("x-request-id").unwrap().to_string();
+    assert_eq!(id.len(), 32);
+    assert_eq!(r.json()["headers"]["x-request-id"][0], id.as_str());
+    let r2 = raw_get(gw.addr, "/x", &[]);
+    assert_ne!(r2.header("x-request-id").unwrap(), id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn traceparent_continued_or_started() {
+    let (_up, gw) = gateway("").await;
+    let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let r = raw_get(
+        gw.addr,
+        "/x",
+        &[&format!("traceparent: {incoming}"), "tracestate: vendor=1"],
+    );
+    let tp = r.json()["headers"]["traceparent"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+        "{tp}"
+    );
+    assert!(
+        !tp.contains("00f067aa0ba902b7"),
+        "gateway span must be the parent: {tp}"
+    );
+    assert_eq!(r.json()["headers"]["tracestate"][0], "vendor=1");
+
+    let r = raw_get(gw.addr, "/x", &[]);
+    let tp = r.json()["headers"]["traceparent"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let parts: Vec<&str> = tp.split('-').collect();
+    assert_eq!(
+        (parts.len(), parts[1].len(), parts[2].len()),
+        (4, 32, 16),
+        "{tp}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hop_by_hop_headers_are_not_forwarded() {
+    let (_up, gw) = gateway("").await;
+    let r = raw_get(
+        gw.addr,
+        "/x",
+        &[
+            "Keep-Alive: timeout=5",
+            "X-Private: 1",
+            "Proxy-Authorization: Basic eA==",
+            "TE: gzip",
+        ],
+    );
+    let h = &r.json()["headers"];
+    for gone in ["keep-alive", "proxy-authorization", "te"] {
+        assert!(h.get(gone).is_none(), "{gone} forwarded: {h}");
+    }
+    // Headers a client lists in Connection are hop-by-hop too.
+    let req = "GET /x HTTP/1.1\r\nHost: gw\r\nConnection: close, X-Private\r\nX-Private: 1\r\n\r\n";
+    let r = crate::common::raw(gw.addr, req).unwrap();
+    assert!(r.json()["headers"].get("x-private").is_none(), "{}", r.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn responses_get_security_headers_and_lose_server_banners() {
+    let (_up, gw) = gateway("").await;
+    let r = raw_get(gw.addr, "/x", &[]);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("server"), None);
+    assert_eq!(r.header("x-powered-by"), None);
+    assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(r.header("x-frame-options"), Some("SAMEORIGIN"));
+    assert_eq!(
+        r.header("referrer-policy"),
+        Some("strict-origin-when-cross-origin")
+    );
+    assert_eq!(
+        r.header("strict-transport-security"),
+        None,
+        "HSTS only on TLS"
+    );
+    drop(gw);
+
+    let (_up2, gw) = gateway("security_headers: false").await;
+    let r = raw_get(gw.addr, "/x", &[]);
+    assert_eq!(r.header("x-frame-options"), None);
+    assert_eq!(r.header("x-powered-by"), None);
+}

@@ -1,0 +1,12 @@
+//! Integration tests: the real `gatehouse` binary against real upstream
+//! servers on loopback ports chosen at run time.
+
+mod admin;
+mod common;
+mod config;
+mod demo;
+mod headers;
+mod lifecycle;
+mod protocols;
+mod routing;
+mod upstreams;
