@@ -192,3 +192,48 @@ fn shipped_config_is_valid() {
         assert!(out.contains(prefix), "{prefix} missing from\n{out}");
     }
 }
+
+/// The keys serde accepts at one level, read from its unknown-field error.
+fn keys_at(main: &str, routes: &str) -> Vec<String> {
+    let errs = errors(main, &[("r.yaml", routes)]);
+    let msg = errs
+        .iter()
+        .find(|e| e.contains("zz_unknown"))
+        .unwrap_or_else(|| panic!("{errs:?}"));
+    let list = msg
+        .split("expected ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{msg}"));
+    let list = list.trim_start_matches("one of ");
+    list.split([',', ' '])
+        .filter(|k| k.starts_with('`'))
+        .map(|k| k.trim_matches('`').to_string())
+        .collect()
+}
+
+#[test]
+fn readme_documents_every_config_key() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let up = "upstreams:\n  u:\n    backends: [127.0.0.1:1]\n";
+    let levels = [
+        keys_at("zz_unknown: 1\nlisteners: []\n", ""),
+        keys_at("listeners:\n  - {addr: 127.0.0.1:1, zz_unknown: 1}\n", ""),
+        keys_at("listeners:\n  - {addr: 127.0.0.1:1, tls: {cert: a, key: b, zz_unknown: 1}}\n", ""),
+        keys_at(MAIN, "zz_unknown: 1\n"),
+        keys_at(MAIN, &format!("{up}    zz_unknown: 1\n")),
+        keys_at(MAIN, &format!("{up}    health_check: {{zz_unknown: 1}}\n")),
+        keys_at(MAIN, &format!("{up}routes:\n  - {{name: a, prefix: /, upstream: u, zz_unknown: 1}}\n")),
+        keys_at(MAIN, &format!("{up}routes:\n  - {{name: a, prefix: /, upstream: u, headers: {{zz_unknown: 1}}}}\n")),
+        vec!["addr".to_string(), "weight".to_string()],
+    ];
+    let missing: Vec<&String> = levels
+        .iter()
+        .flatten()
+        .filter(|k| !readme.contains(&format!("`{k}`")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "README's configuration reference lacks {missing:?}"
+    );
+}
