@@ -64,12 +64,20 @@ pub struct Gateway {
 }
 
 /// Minimal conf.yaml for tests; `extra` is appended verbatim (a grace
-/// period in `extra` replaces the default one second).
+/// period in `extra` replaces the default one second; a first line
+/// `tls: {...}` turns the listener into a TLS one).
 pub fn conf_yaml(dir: &Path, port: u16, admin: u16, extra: &str) -> String {
     let grace = if extra.contains("grace_period_seconds") {
         ""
     } else {
         "grace_period_seconds: 1\n"
+    };
+    let (tls, extra) = match extra.strip_prefix("tls: ") {
+        Some(rest) => {
+            let (tls, rest) = rest.split_once('\n').unwrap_or((rest, ""));
+            (format!("    tls: {tls}\n"), rest)
+        }
+        None => (String::new(), extra),
     };
     format!(
         "threads: 2\n\
@@ -77,7 +85,7 @@ pub fn conf_yaml(dir: &Path, port: u16, admin: u16, extra: &str) -> String {
          upgrade_sock: {d}/upgrade.sock\n\
          {grace}\
          graceful_shutdown_timeout_seconds: 5\n\
-         listeners:\n  - addr: 127.0.0.1:{port}\n\
+         listeners:\n  - addr: 127.0.0.1:{port}\n{tls}\
          admin: 127.0.0.1:{admin}\n\
          routes_dir: routes\n{extra}\n",
         d = dir.display()
@@ -134,7 +142,12 @@ pub fn bin() -> &'static str {
 impl Gateway {
     /// Starts a gateway with the test conf (plus `extra`) and `routes`.
     pub fn start(extra: &str, routes: &[(&str, &str)]) -> Gateway {
-        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(tempfile::tempdir().unwrap(), extra, routes)
+    }
+
+    /// Like [`Gateway::start`], in a directory the caller has prepared
+    /// (certificates, for example).
+    pub fn start_in(dir: tempfile::TempDir, extra: &str, routes: &[(&str, &str)]) -> Gateway {
         let (port, admin) = (free_port(), free_port());
         let conf = write_config(
             dir.path(),

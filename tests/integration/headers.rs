@@ -146,3 +146,61 @@ async fn responses_get_security_headers_and_lose_server_banners() {
     assert_eq!(r.header("x-frame-options"), None);
     assert_eq!(r.header("x-powered-by"), None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tls_listener_adds_hsts_and_forwards_https() {
+    let up = Upstream::start("app").await;
+    let dir = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .arg("-keyout")
+        .arg(dir.path().join("server.key"))
+        .arg("-out")
+        .arg(dir.path().join("server.crt"))
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("the openssl command (Debian package openssl) makes the test certificate");
+    assert!(status.success());
+    let routes = route_file(&[up.addr], "", &[("all", "/", "")]);
+    let gw = Gateway::start_in(
+        dir,
+        "tls: {cert: server.crt, key: server.key}",
+        &[("r.yaml", &routes)],
+    );
+
+    let addr = gw.addr;
+    let response = tokio::task::spawn_blocking(move || {
+        let mut b = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls()).unwrap();
+        b.set_verify(openssl::ssl::SslVerifyMode::NONE);
+        let tcp = std::net::TcpStream::connect(addr).unwrap();
+        let mut tls = b.build().connect("localhost", tcp).unwrap();
+        use std::io::{Read, Write};
+        tls.write_all(b"GET /x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut buf = Vec::new();
+        let _ = tls.read_to_end(&mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    })
+    .await
+    .unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let lower = response.to_ascii_lowercase();
+    assert!(
+        lower.contains("strict-transport-security: max-age=31536000"),
+        "{response}"
+    );
+    assert!(
+        response.contains(r#""x-forwarded-proto":["https"]"#),
+        "{response}"
+    );
+}
