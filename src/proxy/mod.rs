@@ -134,7 +134,15 @@ impl ProxyHttp for Gateway {
 
     /// Decides whether the request goes on. `Ok(true)` means the gateway
     /// already answered (a refusal of SPEC §4) and the request is over.
+    /// While the process drains, every response closes its connection.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        if self
+            .lifecycle
+            .draining
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            session.set_keepalive(None);
+        }
         ctx.runtime = Some(self.live.load_full());
         match request_filters::admit(session, ctx) {
             Ok(()) => Ok(false),
@@ -249,21 +257,13 @@ impl ProxyHttp for Gateway {
         request_modifiers::prepare(upstream_request, ctx, route, &rt.settings, peer)
     }
 
-    /// The client's response: security headers, request id, route edits;
-    /// `Connection: close` while draining.
+    /// The client's response: security headers, request id, route edits.
     async fn response_filter(
         &self,
-        session: &mut Session,
+        _session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if self
-            .lifecycle
-            .draining
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
-            session.set_keepalive(None);
-        }
         let Some(rt) = ctx.runtime.clone() else {
             return Ok(());
         };
