@@ -28,6 +28,8 @@
 #   GATEHOUSE_BIN=...  binary to measure; unset: `cargo build --release` in the
 #                      repo and use target/release/gatehouse (or
 #                      $CARGO_TARGET_DIR/release/gatehouse)
+#   GATEHOUSE_CONF_EXTRA=...  YAML lines appended to the generated conf.yaml,
+#                      for experiments (e.g. 'work_stealing: false')
 #   KEEP_TMP=1         keep the temp dir (configs, logs, raw wrk output)
 #
 # Needs nginx, wrk, curl and python3. Every process it starts is stopped by
@@ -316,6 +318,7 @@ listeners:
   - addr: 127.0.0.1:$GH_PORT
 admin: 127.0.0.1:$ADMIN_PORT
 routes_dir: routes
+${GATEHOUSE_CONF_EXTRA:-}
 EOF
 cat >"$TMP/routes/bench.yaml" <<EOF
 upstreams:

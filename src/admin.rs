@@ -12,6 +12,7 @@ use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 use serde_json::{json, Value};
 
+use crate::auth::tokenginx::Health;
 use crate::config::Runtime;
 use crate::metrics::Metrics;
 
@@ -107,7 +108,11 @@ impl Admin {
             "config_version": rt.version,
             "uptime_seconds": self.lifecycle.started.elapsed().as_secs(),
             "components": {
-                "tokenginx": "off",
+                "tokenginx": match &rt.auth.tokenginx {
+                    None => "off",
+                    Some(t) if t.health() == Health::Ok => "ok",
+                    Some(_) => "error",
+                },
                 "rate_limit_store": "off",
                 "upstreams": upstreams,
             },

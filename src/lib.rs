@@ -9,6 +9,7 @@
 //! | [`routing`] | path normalisation and the host + longest-prefix route table |
 //! | [`upstream`] | pools, balancing (round robin, weighted, least connections, consistent hash), health checks |
 //! | [`proxy`] | [`proxy::Gateway`], the `ProxyHttp` implementation: thin phases calling the modules |
+//! | [`auth`] | tokens: extraction, JWT + JWKS, verified-token cache, TokenginX sessions and opaque tokens, scopes, roles |
 //! | [`client_ip`] | client address through trusted proxies |
 //! | [`trace`] | request ids and W3C trace context |
 //! | [`reject`] | refusals as values; the one place that writes error responses |
@@ -21,6 +22,7 @@
 //! the tests and the benchmarks all start the gateway through it.
 
 pub mod admin;
+pub mod auth;
 pub mod client_ip;
 pub mod config;
 pub mod demo;

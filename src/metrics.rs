@@ -36,6 +36,17 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     /// `gatehouse_config_last_reload_success`.
     pub config_last_reload_success: IntGauge,
+    /// `gatehouse_auth_failures_total{route, reason}`.
+    pub auth_failures: IntCounterVec,
+    /// `gatehouse_auth_allowed_on_error_total`: requests let through
+    /// because TokenginX failed under `on_error: allow`.
+    pub auth_allowed_on_error: IntCounter,
+    /// `gatehouse_tokenginx_lookups_total{result}`.
+    pub tokenginx_lookups: IntCounterVec,
+    /// `gatehouse_tokenginx_lookup_duration_seconds`.
+    pub tokenginx_lookup_duration: Histogram,
+    /// `gatehouse_jwks_refreshes_total{issuer, result}`.
+    pub jwks_refreshes: IntCounterVec,
 }
 
 /// Handles of one route, resolved when the config compiles so the request
@@ -107,6 +118,40 @@ impl Metrics {
             "1 when the last config load succeeded, else 0.",
         )
         .expect("valid metric");
+        let auth_failures = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_auth_failures_total",
+                "Refused authentications, by route and reason.",
+            ),
+            &["route", "reason"],
+        )
+        .expect("valid metric");
+        let auth_allowed_on_error = IntCounter::new(
+            "gatehouse_auth_allowed_on_error_total",
+            "Requests let through because TokenginX failed and on_error is allow.",
+        )
+        .expect("valid metric");
+        let tokenginx_lookups = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_tokenginx_lookups_total",
+                "TokenginX lookups, by result.",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        let tokenginx_lookup_duration = Histogram::with_opts(latency(
+            "gatehouse_tokenginx_lookup_duration_seconds",
+            "Round trip of TokenginX lookups that were not served from cache.",
+        ))
+        .expect("valid metric");
+        let jwks_refreshes = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_jwks_refreshes_total",
+                "JWKS fetches, by issuer and result.",
+            ),
+            &["issuer", "result"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -115,6 +160,11 @@ impl Metrics {
             Box::new(upstream_retries.clone()),
             Box::new(config_reloads.clone()),
             Box::new(config_last_reload_success.clone()),
+            Box::new(auth_failures.clone()),
+            Box::new(auth_allowed_on_error.clone()),
+            Box::new(tokenginx_lookups.clone()),
+            Box::new(tokenginx_lookup_duration.clone()),
+            Box::new(jwks_refreshes.clone()),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ] {
             registry.register(c).expect("each family registered once");
@@ -128,6 +178,11 @@ impl Metrics {
             upstream_retries,
             config_reloads,
             config_last_reload_success,
+            auth_failures,
+            auth_allowed_on_error,
+            tokenginx_lookups,
+            tokenginx_lookup_duration,
+            jwks_refreshes,
         }
     }
 

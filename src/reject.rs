@@ -9,6 +9,7 @@ use bytes::Bytes;
 use pingora_core::{Error, ErrorSource, ErrorType};
 use pingora_http::ResponseHeader;
 
+use crate::auth::Reason;
 use crate::routing::PathError;
 
 /// Why the gateway answered a request itself.
@@ -24,6 +25,16 @@ pub enum Rejection {
     MethodNotAllowed(String),
     /// The client IP is not allowed on the route.
     IpDenied,
+    /// No valid token (401).
+    Unauthenticated(Reason),
+    /// A browser navigation without a valid token: 302 to the login page.
+    LoginRedirect(String),
+    /// The token lacks a scope; carries the required scopes (403).
+    InsufficientScope(String),
+    /// The caller lacks every accepted role (403).
+    InsufficientRole,
+    /// JWKS or TokenginX could not answer and policy says deny (503).
+    AuthUnavailable(&'static str),
     /// The body is larger than `max_request_body_bytes`.
     BodyTooLarge,
     /// The backend refused or reset the connection, or sent garbage.
@@ -44,13 +55,17 @@ impl Rejection {
     pub fn status(&self) -> u16 {
         match self {
             Rejection::BadPath(_) | Rejection::BadRequest => 400,
-            Rejection::IpDenied => 403,
+            Rejection::LoginRedirect(_) => 302,
+            Rejection::Unauthenticated(_) => 401,
+            Rejection::IpDenied | Rejection::InsufficientScope(_) | Rejection::InsufficientRole => {
+                403
+            }
             Rejection::NoRoute => 404,
             Rejection::MethodNotAllowed(_) => 405,
             Rejection::BodyTooLarge => 413,
             Rejection::Internal => 500,
             Rejection::BadGateway => 502,
-            Rejection::NoHealthyBackend => 503,
+            Rejection::NoHealthyBackend | Rejection::AuthUnavailable(_) => 503,
             Rejection::GatewayTimeout => 504,
         }
     }
@@ -63,6 +78,12 @@ impl Rejection {
             Rejection::NoRoute => "no_route",
             Rejection::MethodNotAllowed(_) => "method_not_allowed",
             Rejection::IpDenied => "ip_denied",
+            Rejection::Unauthenticated(Reason::Missing) => "missing_token",
+            Rejection::Unauthenticated(_) => "invalid_token",
+            Rejection::LoginRedirect(_) => "login_required",
+            Rejection::InsufficientScope(_) => "insufficient_scope",
+            Rejection::InsufficientRole => "insufficient_role",
+            Rejection::AuthUnavailable(_) => "auth_unavailable",
             Rejection::BodyTooLarge => "body_too_large",
             Rejection::BadGateway => "bad_gateway",
             Rejection::NoHealthyBackend => "no_healthy_backend",
@@ -72,13 +93,18 @@ impl Rejection {
     }
 
     /// The human `message`.
-    pub fn message(&self) -> &'static str {
+    pub fn message(&self) -> &str {
         match self {
             Rejection::BadPath(e) => e.message(),
             Rejection::BadRequest => "the request is malformed",
             Rejection::NoRoute => "no route matches this host and path",
             Rejection::MethodNotAllowed(_) => "this route does not accept the method",
             Rejection::IpDenied => "your address is not allowed on this route",
+            Rejection::Unauthenticated(r) => r.message(),
+            Rejection::LoginRedirect(_) => "sign in first",
+            Rejection::InsufficientScope(_) => Reason::Scope.message(),
+            Rejection::InsufficientRole => Reason::Role.message(),
+            Rejection::AuthUnavailable(what) => what,
             Rejection::BodyTooLarge => "the request body is too large",
             Rejection::BadGateway => "the upstream server refused or dropped the connection",
             Rejection::NoHealthyBackend => "no healthy upstream server is available",
@@ -105,8 +131,23 @@ impl Rejection {
             Rejection::MethodNotAllowed(allow) => {
                 let _ = h.insert_header(http::header::ALLOW, allow.as_str());
             }
-            Rejection::NoHealthyBackend => {
+            Rejection::NoHealthyBackend | Rejection::AuthUnavailable(_) => {
                 let _ = h.insert_header(http::header::RETRY_AFTER, RETRY_AFTER_SECONDS);
+            }
+            Rejection::Unauthenticated(_) => {
+                let _ = h.insert_header(
+                    http::header::WWW_AUTHENTICATE,
+                    format!("Bearer realm=\"gatehouse\", error=\"invalid_token\", error_description=\"{}\"", self.message()),
+                );
+            }
+            Rejection::InsufficientScope(scopes) => {
+                let _ = h.insert_header(
+                    http::header::WWW_AUTHENTICATE,
+                    format!("Bearer realm=\"gatehouse\", error=\"insufficient_scope\", scope=\"{scopes}\""),
+                );
+            }
+            Rejection::LoginRedirect(location) => {
+                let _ = h.insert_header(http::header::LOCATION, location.as_str());
             }
             _ => {}
         }

@@ -1,6 +1,7 @@
 //! Background work of the gateway process: starts the active health
-//! checks of the loaded config and tracks readiness through Pingora's
-//! execution phases (ready once running, not ready while draining).
+//! checks, JWKS refreshers and the TokenginX connection of the loaded
+//! config, and tracks readiness through Pingora's execution phases (ready
+//! once running, not ready while draining).
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
@@ -41,9 +42,12 @@ impl Supervisor {
 #[async_trait]
 impl BackgroundService for Supervisor {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        for (pool, spec) in self.live.load().pools.values() {
+        let runtime = self.live.load_full();
+        for (pool, spec) in runtime.pools.values() {
             health::spawn(pool, spec.clone());
         }
+        runtime.auth.start();
+        drop(runtime);
         let phases = self.phases.lock().ok().and_then(|mut p| p.take());
         let Some(mut phases) = phases else { return };
         loop {

@@ -20,6 +20,7 @@ use serde::de::DeserializeOwned;
 use super::error::{ConfigError, ConfigErrors};
 use super::file::{BackendFile, Balance, MainFile, RouteEntry, RouteFile, UpstreamFile};
 use super::yaml::MarkedDoc;
+use crate::auth::{Auth, RoutePolicy};
 use crate::metrics::{Metrics, RouteMetrics, NO_ROUTE};
 use crate::routing::{canonical_prefix, normalize, RouteTable};
 use crate::upstream::pool::HashKey;
@@ -91,6 +92,8 @@ pub struct Route {
     pub ip_deny: Vec<IpNet>,
     /// Header edits.
     pub headers: HeaderRules,
+    /// Who may call it.
+    pub policy: RoutePolicy,
     /// Metric handles of this route.
     pub metrics: RouteMetrics,
     /// Which file defines it.
@@ -112,6 +115,8 @@ pub struct Runtime {
     pub server: ServerSettings,
     /// Request-path settings.
     pub settings: Settings,
+    /// Authentication: issuers, key stores, caches, TokenginX.
+    pub auth: Arc<Auth>,
     /// Routes; the table's ids index this list.
     pub routes: Vec<Route>,
     /// Host and prefix index over `routes`.
@@ -192,21 +197,33 @@ pub fn load_with_env(
     }
 }
 
-struct Compiler<'e> {
-    errors: Vec<ConfigError>,
+pub(super) struct Compiler<'e> {
+    pub(super) errors: Vec<ConfigError>,
     hasher: DefaultHasher,
     env: &'e dyn Fn(&str) -> Option<String>,
 }
 
+/// What routes are compiled against.
+struct RouteInputs<'a> {
+    /// Valid pools by name.
+    pools: &'a BTreeMap<String, (Arc<Pool>, HealthSpec)>,
+    /// Every upstream name defined, valid or not (no cascade of errors).
+    defined: HashSet<&'a str>,
+    /// conf.yaml, for what auth modes need.
+    main: &'a MainFile,
+    /// For per-route handles.
+    metrics: &'a Metrics,
+}
+
 /// One parsed file: its path, its positions, its typed content.
-struct Parsed<T> {
-    path: PathBuf,
+pub(super) struct Parsed<T> {
+    pub(super) path: PathBuf,
     doc: MarkedDoc,
-    content: T,
+    pub(super) content: T,
 }
 
 impl<T> Parsed<T> {
-    fn err(&self, key: &str, message: impl std::fmt::Display) -> ConfigError {
+    pub(super) fn err(&self, key: &str, message: impl std::fmt::Display) -> ConfigError {
         ConfigError::at(self.doc.position(key), format!("`{key}`: {message}")).in_file(&self.path)
     }
 }
@@ -268,6 +285,7 @@ impl Compiler<'_> {
         let base = conf_path.parent().unwrap_or(Path::new(".")).to_path_buf();
         let server = self.server_settings(&main, &base);
         let settings = self.settings(&main);
+        let auth = Arc::new(self.auth(&main, metrics));
         let routes_dir = resolve(&base, &main.content.routes_dir);
         let mut files = vec![conf_path.to_path_buf()];
         let route_paths = match list_yaml(&routes_dir) {
@@ -288,11 +306,21 @@ impl Compiler<'_> {
             }
         }
         let pools = self.pools(&parsed_routes, metrics);
-        let (routes, table) = self.routes(&parsed_routes, &pools, metrics);
+        let inputs = RouteInputs {
+            pools: &pools,
+            defined: parsed_routes
+                .iter()
+                .flat_map(|f| f.content.upstreams.keys().map(String::as_str))
+                .collect(),
+            main: &main.content,
+            metrics,
+        };
+        let (routes, table) = self.routes(&parsed_routes, &inputs);
         Some(Runtime {
             version: format!("{:016x}", self.hasher.finish()),
             server,
             settings,
+            auth,
             routes,
             table,
             pools,
@@ -574,7 +602,7 @@ impl Compiler<'_> {
         Some((Arc::new(pool), health))
     }
 
-    fn millis<T>(&mut self, f: &Parsed<T>, key: &str, value: u64, min: u64, max: u64) {
+    pub(super) fn millis<T>(&mut self, f: &Parsed<T>, key: &str, value: u64, min: u64, max: u64) {
         if !(min..=max).contains(&value) {
             self.errors
                 .push(f.err(key, format!("{value} ms is outside {min}..={max} ms")));
@@ -584,17 +612,12 @@ impl Compiler<'_> {
     fn routes(
         &mut self,
         files: &[Parsed<RouteFile>],
-        pools: &BTreeMap<String, (Arc<Pool>, HealthSpec)>,
-        metrics: &Metrics,
+        inputs: &RouteInputs,
     ) -> (Vec<Route>, RouteTable) {
         let mut routes: Vec<Route> = Vec::new();
         let mut names: HashMap<String, PathBuf> = HashMap::new();
         let mut table = RouteTable::default();
         let mut by_host_prefix: HashMap<(Option<String>, String), Vec<usize>> = HashMap::new();
-        let defined: HashSet<&str> = files
-            .iter()
-            .flat_map(|f| f.content.upstreams.keys().map(String::as_str))
-            .collect();
         for f in files {
             for (i, entry) in f.content.routes.iter().enumerate() {
                 let key = format!("routes[{i}]");
@@ -609,7 +632,7 @@ impl Compiler<'_> {
                     ));
                     continue;
                 }
-                let Some(route) = self.route(f, &key, entry, pools, &defined, metrics) else {
+                let Some(route) = self.route(f, &key, entry, inputs) else {
                     continue;
                 };
                 let slot = by_host_prefix
@@ -638,9 +661,7 @@ impl Compiler<'_> {
         f: &Parsed<RouteFile>,
         key: &str,
         e: &RouteEntry,
-        pools: &BTreeMap<String, (Arc<Pool>, HealthSpec)>,
-        defined: &HashSet<&str>,
-        metrics: &Metrics,
+        inputs: &RouteInputs,
     ) -> Option<Route> {
         let before = self.errors.len();
         if !is_label_safe(&e.name) || e.name == NO_ROUTE {
@@ -688,10 +709,10 @@ impl Compiler<'_> {
                 })
                 .collect::<Vec<_>>()
         });
-        let pool = match pools.get(&e.upstream) {
+        let pool = match inputs.pools.get(&e.upstream) {
             Some((p, _)) => Some(Arc::clone(p)),
             // Defined but invalid: its own errors are reported already.
-            None if defined.contains(e.upstream.as_str()) => None,
+            None if inputs.defined.contains(e.upstream.as_str()) => None,
             None => {
                 self.errors.push(f.err(
                     &format!("{key}.upstream"),
@@ -703,12 +724,13 @@ impl Compiler<'_> {
         let ip_allow = self.cidrs(f, &format!("{key}.ip_allow"), &e.ip_allow);
         let ip_deny = self.cidrs(f, &format!("{key}.ip_deny"), &e.ip_deny);
         let headers = self.header_rules(f, &format!("{key}.headers"), e);
+        let policy = self.route_policy(f, key, e, inputs.main);
         let pool = pool?;
         if self.errors.len() > before {
             return None;
         }
         Some(Route {
-            metrics: metrics.route(&e.name, &pool.name),
+            metrics: inputs.metrics.route(&e.name, &pool.name),
             name: e.name.clone(),
             prefix: canonical_prefix(&e.prefix),
             host,
@@ -718,6 +740,7 @@ impl Compiler<'_> {
             ip_allow,
             ip_deny,
             headers,
+            policy,
             file: f.path.clone(),
         })
     }

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use super::auth_file::{AuthMode, JwtFile, SessionMode, TokenginxFile};
+
 /// `conf.yaml`: Pingora's server keys and the gateway's own.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -69,6 +71,16 @@ pub struct MainFile {
     /// Largest request body accepted.
     #[serde(default = "default_max_body")]
     pub max_request_body_bytes: u64,
+    /// Bearer-token verification.
+    #[serde(default)]
+    pub jwt: Option<JwtFile>,
+    /// Session store.
+    #[serde(default)]
+    pub tokenginx: Option<TokenginxFile>,
+    /// Claim -> upstream header; absent means `sub: X-User-Id`,
+    /// `scope: X-User-Scopes`, `roles: X-User-Roles`.
+    #[serde(default)]
+    pub forward_identity: Option<BTreeMap<String, String>>,
 }
 
 fn default_routes_dir() -> String {
@@ -244,6 +256,21 @@ pub struct RouteEntry {
     /// Header edits.
     #[serde(default)]
     pub headers: HeadersFile,
+    /// How callers authenticate.
+    #[serde(default)]
+    pub auth: AuthMode,
+    /// Whether a JWT's session must be alive in TokenginX.
+    #[serde(default)]
+    pub session: SessionMode,
+    /// Scopes, all required.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Roles, any one suffices.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// `401`, or `redirect:URL` for browser navigations (`{uri}` = original URI).
+    #[serde(default)]
+    pub on_unauthenticated: Option<String>,
 }
 
 /// Per-route header edits.

@@ -3,7 +3,9 @@
 //! `compile` validates everything (collecting every error with file, line
 //! and key) and builds the runtime structures the request path uses.
 
+pub mod auth_file;
 pub mod compile;
+mod compile_auth;
 pub mod error;
 pub mod file;
 pub mod yaml;

@@ -4,6 +4,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::auth::Identity;
 use crate::config::{Route, Runtime};
 use crate::reject::Rejection;
 use crate::trace::TraceContext;
@@ -42,6 +43,8 @@ pub struct RequestCtx {
     pub body_bytes: u64,
     /// Set when the gateway answered the request itself.
     pub rejection: Option<Rejection>,
+    /// The verified caller, on authenticated routes.
+    pub identity: Option<Arc<Identity>>,
 }
 
 impl RequestCtx {
@@ -63,6 +66,7 @@ impl RequestCtx {
             upstream_started: None,
             body_bytes: 0,
             rejection: None,
+            identity: None,
         }
     }
 

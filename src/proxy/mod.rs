@@ -82,7 +82,7 @@ impl Gateway {
 
     fn hash_key<'a>(
         session: &'a Session,
-        ctx: &RequestCtx,
+        ctx: &'a RequestCtx,
         key: &HashKey,
         buf: &'a mut [u8; 16],
     ) -> &'a [u8] {
@@ -100,7 +100,11 @@ impl Gateway {
             }
         };
         match key {
-            HashKey::Ip | HashKey::User => ip_bytes(buf),
+            HashKey::User => match &ctx.identity {
+                Some(id) => id.subject.as_bytes(),
+                None => ip_bytes(buf),
+            },
+            HashKey::Ip => ip_bytes(buf),
             HashKey::Header(name) => session
                 .req_header()
                 .headers
@@ -144,7 +148,7 @@ impl ProxyHttp for Gateway {
             session.set_keepalive(None);
         }
         ctx.runtime = Some(self.live.load_full());
-        match request_filters::admit(session, ctx) {
+        match request_filters::admit(session, ctx, &self.metrics).await {
             Ok(()) => Ok(false),
             Err(r) => {
                 self.reject(session, ctx, r).await?;
@@ -254,7 +258,14 @@ impl ProxyHttp for Gateway {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
-        request_modifiers::prepare(upstream_request, ctx, route, &rt.settings, peer)
+        request_modifiers::prepare(
+            upstream_request,
+            ctx,
+            route,
+            &rt.settings,
+            &rt.auth.identity_headers,
+            peer,
+        )
     }
 
     /// The client's response: security headers, request id, route edits.

@@ -3,11 +3,16 @@
 
 use std::net::IpAddr;
 
+use std::sync::Arc;
+
+use pingora_http::RequestHeader;
 use pingora_proxy::Session;
 
 use super::ctx::RequestCtx;
+use crate::auth::{Failure, Identity, Reason};
 use crate::client_ip::client_ip;
 use crate::config::{Route, Runtime};
+use crate::metrics::Metrics;
 use crate::reject::Rejection;
 use crate::routing::{host_key, normalize};
 use crate::trace::{request_id, TraceContext};
@@ -17,8 +22,14 @@ use crate::trace::{request_id, TraceContext};
 /// 2. path normalisation (400 when ambiguous);
 /// 3. route match on host and normalised path (404), then method (405);
 /// 4. client IP rules of the route (403);
-/// 5. declared body size (413).
-pub fn admit(session: &Session, ctx: &mut RequestCtx) -> Result<(), Rejection> {
+/// 5. declared body size (413);
+/// 6. authentication and authorization (401/302, 403, 503) — the first
+///    check that may cost crypto or a network round trip.
+pub async fn admit(
+    session: &Session,
+    ctx: &mut RequestCtx,
+    metrics: &Metrics,
+) -> Result<(), Rejection> {
     let req = session.req_header();
     ctx.request_id = request_id(req.headers.get("x-request-id").map(|v| v.as_bytes()));
     ctx.trace = Some(TraceContext::continue_or_start(
@@ -52,8 +63,71 @@ pub fn admit(session: &Session, ctx: &mut RequestCtx) -> Result<(), Rejection> {
     ctx.route = Some(id);
     let route = &runtime.routes[id];
 
-    check_ip(route, client)?;
-    check_declared_body(&runtime, session)
+    check_ip(route, client).inspect_err(|_| count_failure(metrics, route, Reason::Ip))?;
+    check_declared_body(&runtime, session)?;
+    ctx.identity = authenticate(req, &runtime, route, metrics).await?;
+    Ok(())
+}
+
+fn count_failure(metrics: &Metrics, route: &Route, reason: Reason) {
+    metrics
+        .auth_failures
+        .with_label_values(&[route.name.as_str(), reason.as_str()])
+        .inc();
+}
+
+async fn authenticate(
+    req: &RequestHeader,
+    runtime: &Runtime,
+    route: &Route,
+    metrics: &Metrics,
+) -> Result<Option<Arc<Identity>>, Rejection> {
+    let failure = match runtime.auth.check(req, &route.policy).await {
+        Ok(identity) => return Ok(identity),
+        Err(f) => f,
+    };
+    if let Some(reason) = failure.reason() {
+        count_failure(metrics, route, reason);
+    }
+    Err(match failure {
+        Failure::Unauthenticated(reason) => match &route.policy.login_redirect {
+            Some(target) if is_navigation(req) => Rejection::LoginRedirect(login_url(target, req)),
+            _ => Rejection::Unauthenticated(reason),
+        },
+        Failure::InsufficientScope(scopes) => Rejection::InsufficientScope(scopes),
+        Failure::InsufficientRole => Rejection::InsufficientRole,
+        Failure::Unavailable(what) => Rejection::AuthUnavailable(what),
+    })
+}
+
+/// A browser loading a page: GET or HEAD that accepts HTML. API calls
+/// (fetch, curl) get the 401 instead of a redirect.
+fn is_navigation(req: &RequestHeader) -> bool {
+    matches!(req.method, http::Method::GET | http::Method::HEAD)
+        && req
+            .headers
+            .get(http::header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("text/html"))
+}
+
+/// The login URL with `{uri}` replaced by the URL-encoded original URI.
+fn login_url(target: &str, req: &RequestHeader) -> String {
+    let original = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    target.replace("{uri}", &percent_encode(original))
+}
+
+/// Encodes everything but RFC 3986 unreserved characters.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 fn match_route(
@@ -101,5 +175,19 @@ fn check_declared_body(runtime: &Runtime, session: &Session) -> Result<(), Rejec
     match declared {
         Some(n) if n > runtime.settings.max_request_body_bytes => Err(Rejection::BodyTooLarge),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn login_url_encodes_the_original_uri() {
+        let req = RequestHeader::build("GET", b"/admin/users?page=2&q=a%20b", None).unwrap();
+        assert_eq!(
+            login_url("/oauth/login?next={uri}", &req),
+            "/oauth/login?next=%2Fadmin%2Fusers%3Fpage%3D2%26q%3Da%2520b"
+        );
     }
 }

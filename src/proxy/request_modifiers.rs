@@ -7,6 +7,7 @@ use pingora_core::Result;
 use pingora_http::RequestHeader;
 
 use super::ctx::RequestCtx;
+use crate::auth::strip_identity_headers;
 use crate::client_ip::is_trusted;
 use crate::config::{Route, Settings};
 
@@ -20,17 +21,25 @@ const HOP_BY_HOP: &[&str] = &[
     "trailer",
 ];
 
-/// Rewrites `req` for the backend: path, hop-by-hop headers, forwarding
-/// headers, request id, trace context, and the route's header edits.
+/// Rewrites `req` for the backend: path, hop-by-hop headers, identity
+/// headers (the client's copies always removed, the verified ones added),
+/// forwarding headers, request id, trace context, the route's header edits.
 pub fn prepare(
     req: &mut RequestHeader,
     ctx: &RequestCtx,
     route: &Route,
     settings: &Settings,
+    identity_headers: &[HeaderName],
     peer: Option<IpAddr>,
 ) -> Result<()> {
     rewrite_path(req, ctx, route)?;
     strip_hop_by_hop(req);
+    strip_identity_headers(req, identity_headers);
+    if let Some(identity) = &ctx.identity {
+        for (name, value) in &identity.headers {
+            req.insert_header(name.clone(), value.clone())?;
+        }
+    }
     forwarded_headers(req, ctx, settings, peer)?;
     req.insert_header("x-request-id", ctx.request_id.as_str())?;
     if let Some(t) = &ctx.trace {

@@ -2,6 +2,8 @@
 //! servers on loopback ports chosen at run time.
 
 mod admin;
+mod auth;
+mod auth_support;
 mod common;
 mod config;
 mod demo;

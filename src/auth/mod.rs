@@ -1,0 +1,341 @@
+//! Authentication and authorization of a request, run by `request_filter`
+//! after the route is known.
+//!
+//! | module | holds |
+//! |---|---|
+//! | [`extract`] | the token: `Authorization: Bearer` or cookies, per `token_sources` |
+//! | [`jwt`] | JWT verification per issuer |
+//! | [`jwks`] | issuers' public keys, fetched and refreshed |
+//! | [`token_cache`] | verified tokens, so a token is verified cryptographically once |
+//! | [`tokenginx`] | session and opaque-token lookups in TokenginX |
+//! | [`identity`] | who the token speaks for; scopes, roles, forwarded headers |
+//! | [`template`] | TokenginX key templates |
+//!
+//! Order of work for one request: find the token (no token: 401); a JWT
+//! is looked up in the verified-token cache, else verified (signature,
+//! issuer, audience, times); a route with `session: required` then asks
+//! TokenginX whether the session lives; an opaque token is looked up in
+//! TokenginX; last, scopes and roles. Every refusal is a [`Failure`].
+
+pub mod extract;
+pub mod identity;
+pub mod jwks;
+pub mod jwt;
+pub mod template;
+pub mod token_cache;
+pub mod tokenginx;
+
+use std::sync::Arc;
+
+use http::HeaderName;
+use pingora_http::RequestHeader;
+
+pub use identity::Identity;
+
+use crate::config::auth_file::{AuthMode, OnError, SessionMode};
+use extract::{Found, TokenSource};
+use token_cache::TokenCache;
+use tokenginx::{Tokenginx, Verdict};
+
+/// Why authentication failed: the `reason` label of
+/// `gatehouse_auth_failures_total`. The set is closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// No token.
+    Missing,
+    /// Not a parsable token, or too long.
+    Malformed,
+    /// Bad signature.
+    Signature,
+    /// `exp` passed.
+    Expired,
+    /// `nbf` or `iat` in the future.
+    NotYetValid,
+    /// Unknown `iss`.
+    Issuer,
+    /// `aud` not accepted.
+    Audience,
+    /// `alg` not allowed, or not the key's.
+    Algorithm,
+    /// No key with that `kid`.
+    UnknownKey,
+    /// Session or opaque token not in TokenginX.
+    Session,
+    /// A required scope is missing.
+    Scope,
+    /// No accepted role.
+    Role,
+    /// Client IP refused.
+    Ip,
+}
+
+impl Reason {
+    /// The metric label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Missing => "missing",
+            Reason::Malformed => "malformed",
+            Reason::Signature => "signature",
+            Reason::Expired => "expired",
+            Reason::NotYetValid => "not_yet_valid",
+            Reason::Issuer => "issuer",
+            Reason::Audience => "audience",
+            Reason::Algorithm => "algorithm",
+            Reason::UnknownKey => "unknown_key",
+            Reason::Session => "session",
+            Reason::Scope => "scope",
+            Reason::Role => "role",
+            Reason::Ip => "ip",
+        }
+    }
+
+    /// Text for the JSON error's `message`.
+    pub fn message(self) -> &'static str {
+        match self {
+            Reason::Missing => "no access token was presented",
+            Reason::Malformed => "the access token is malformed",
+            Reason::Signature => "the access token's signature is invalid",
+            Reason::Expired => "the access token has expired",
+            Reason::NotYetValid => "the access token is not valid yet",
+            Reason::Issuer => "the access token's issuer is not trusted",
+            Reason::Audience => "the access token is not meant for this gateway",
+            Reason::Algorithm => "the access token's algorithm is not allowed",
+            Reason::UnknownKey => "the access token's signing key is unknown",
+            Reason::Session => "the session has ended",
+            Reason::Scope => "the access token lacks a required scope",
+            Reason::Role => "the caller lacks a required role",
+            Reason::Ip => "your address is not allowed on this route",
+        }
+    }
+}
+
+/// An authentication or authorization refusal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// 401 (or a login redirect for browsers).
+    Unauthenticated(Reason),
+    /// 403: a scope is missing; carries the route's required scopes.
+    InsufficientScope(String),
+    /// 403: no accepted role.
+    InsufficientRole,
+    /// 503: a dependency (JWKS, TokenginX) could not answer.
+    Unavailable(&'static str),
+}
+
+impl Failure {
+    /// The metric reason, if this failure is counted as an auth failure.
+    pub fn reason(&self) -> Option<Reason> {
+        match self {
+            Failure::Unauthenticated(r) => Some(*r),
+            Failure::InsufficientScope(_) => Some(Reason::Scope),
+            Failure::InsufficientRole => Some(Reason::Role),
+            Failure::Unavailable(_) => None,
+        }
+    }
+}
+
+/// What a route requires of its callers.
+#[derive(Debug, Clone, Default)]
+pub struct RoutePolicy {
+    /// How callers authenticate.
+    pub mode: AuthMode,
+    /// Whether a JWT's session must be alive in TokenginX.
+    pub session: SessionMode,
+    /// Every one required.
+    pub scopes: Vec<String>,
+    /// Any one suffices.
+    pub roles: Vec<String>,
+    /// Where unauthenticated browser navigations go instead of a 401
+    /// (`{uri}` is replaced by the URL-encoded original URI).
+    pub login_redirect: Option<String>,
+}
+
+/// Authentication machinery shared by every route of a config.
+pub struct Auth {
+    /// Where tokens are looked for.
+    pub sources: Vec<TokenSource>,
+    /// Longer tokens are refused unparsed.
+    pub max_token_bytes: usize,
+    /// JWT issuers, if `jwt` is configured.
+    pub verifier: Option<jwt::Verifier>,
+    /// Verified JWTs.
+    pub cache: TokenCache,
+    /// Session store, if `tokenginx` is configured.
+    pub tokenginx: Option<Arc<Tokenginx>>,
+    /// Headers the gateway injects upstream (stripped from every client request).
+    pub identity_headers: Vec<HeaderName>,
+    /// Counter of requests let through because TokenginX failed under `on_error: allow`.
+    pub allowed_on_error: prometheus::IntCounter,
+}
+
+/// Seconds since the Unix epoch.
+pub fn now() -> u64 {
+    crate::admin::unix_now()
+}
+
+impl Auth {
+    /// Authenticates and authorizes a request for a route with `policy`.
+    /// `Ok(None)` for public routes.
+    pub async fn check(
+        &self,
+        req: &RequestHeader,
+        policy: &RoutePolicy,
+    ) -> Result<Option<Arc<Identity>>, Failure> {
+        if policy.mode == AuthMode::None {
+            return Ok(None);
+        }
+        let token = match extract::find(req, &self.sources) {
+            Found::Token(t) => t,
+            Found::Missing => return Err(Failure::Unauthenticated(Reason::Missing)),
+            Found::Malformed => return Err(Failure::Unauthenticated(Reason::Malformed)),
+        };
+        if token.len() > self.max_token_bytes {
+            return Err(Failure::Unauthenticated(Reason::Malformed));
+        }
+        let now = now();
+        let as_jwt = match policy.mode {
+            AuthMode::Jwt => true,
+            AuthMode::Opaque => false,
+            _ => looks_like_jwt(token),
+        };
+        let identity = if as_jwt {
+            let identity = self.jwt(token, now).await?;
+            if policy.session == SessionMode::Required {
+                self.session(&identity).await?;
+            }
+            identity
+        } else {
+            self.opaque(token, now).await?
+        };
+        if !identity.has_scopes(&policy.scopes) {
+            return Err(Failure::InsufficientScope(policy.scopes.join(" ")));
+        }
+        if !identity.has_any_role(&policy.roles) {
+            return Err(Failure::InsufficientRole);
+        }
+        Ok(Some(identity))
+    }
+
+    async fn jwt(&self, token: &str, now: u64) -> Result<Arc<Identity>, Failure> {
+        if let Some(hit) = self.cache.get(token, now) {
+            return Ok(hit);
+        }
+        let verifier = self
+            .verifier
+            .as_ref()
+            .ok_or(Failure::Unauthenticated(Reason::Issuer))?;
+        let identity = Arc::new(verifier.verify(token, now).await?);
+        self.cache.put(token, Arc::clone(&identity));
+        Ok(identity)
+    }
+
+    async fn session(&self, identity: &Identity) -> Result<(), Failure> {
+        let store = self
+            .tokenginx
+            .as_ref()
+            .ok_or(Failure::Unavailable("no session store is configured"))?;
+        let key = identity
+            .session_key
+            .as_deref()
+            .ok_or(Failure::Unauthenticated(Reason::Session))?;
+        match store.session(key).await {
+            Verdict::Found(_) => Ok(()),
+            Verdict::Missing => Err(Failure::Unauthenticated(Reason::Session)),
+            Verdict::Error => self.on_store_error(store),
+        }
+    }
+
+    async fn opaque(&self, token: &str, now: u64) -> Result<Arc<Identity>, Failure> {
+        let store = self
+            .tokenginx
+            .as_ref()
+            .ok_or(Failure::Unauthenticated(Reason::Malformed))?;
+        match store.opaque(token, now).await {
+            Verdict::Found(Some(identity)) => Ok(identity),
+            Verdict::Found(None) | Verdict::Missing => {
+                Err(Failure::Unauthenticated(Reason::Session))
+            }
+            // Without its record an opaque token proves nothing, so even
+            // `on_error: allow` cannot let it through.
+            Verdict::Error => Err(Failure::Unavailable("the session store is unavailable")),
+        }
+    }
+
+    fn on_store_error(&self, store: &Tokenginx) -> Result<(), Failure> {
+        match store.settings.on_error {
+            OnError::Deny => Err(Failure::Unavailable("the session store is unavailable")),
+            OnError::Allow => {
+                self.allowed_on_error.inc();
+                Ok(())
+            }
+        }
+    }
+
+    /// Starts background work: JWKS refreshers and the TokenginX connection.
+    pub fn start(&self) {
+        if let Some(v) = &self.verifier {
+            for issuer in &v.issuers {
+                if let jwt::IssuerKeys::Jwks(store) = &issuer.keys {
+                    store.spawn_refresher();
+                }
+            }
+        }
+        if let Some(t) = &self.tokenginx {
+            t.start();
+        }
+    }
+}
+
+/// Three base64url segments: a JWS compact serialization.
+fn looks_like_jwt(token: &str) -> bool {
+    token.bytes().filter(|&b| b == b'.').count() == 2 && token.starts_with("ey")
+}
+
+/// Removes every gateway-owned identity header from a client request,
+/// spelled with `-` or `_`, in any case.
+pub fn strip_identity_headers(req: &mut RequestHeader, owned: &[HeaderName]) {
+    for name in owned {
+        req.remove_header(name);
+    }
+    let underscored: Vec<HeaderName> = req
+        .headers
+        .keys()
+        .filter(|k| k.as_str().contains('_'))
+        .filter(|k| {
+            let dashed = k.as_str().replace('_', "-");
+            owned.iter().any(|o| o.as_str() == dashed)
+        })
+        .cloned()
+        .collect();
+    for name in underscored {
+        req.remove_header(&name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_headers_are_stripped_in_every_spelling() {
+        let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+        for (k, v) in [
+            ("X-User-Id", "a"),
+            ("x_user_id", "b"),
+            ("X_User_Id", "c"),
+            ("x-user-idx", "keep"),
+        ] {
+            r.append_header(k.to_string(), v).unwrap();
+        }
+        strip_identity_headers(&mut r, &[HeaderName::from_static("x-user-id")]);
+        let left: Vec<&str> = r.headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["x-user-idx"]);
+    }
+
+    #[test]
+    fn jwt_shape() {
+        assert!(looks_like_jwt("eyJhbGciOi.eyJzdWIi.sig"));
+        assert!(!looks_like_jwt("opaque-token-123"));
+        assert!(!looks_like_jwt("a.b.c"));
+    }
+}
