@@ -1,5 +1,7 @@
 //! `gatehouse demo`: the shipped config in front of five sample apps on
-//! the reference ports, with a dev signing key and curl lines to paste.
+//! the reference ports. The sample OAuth service publishes a freshly made
+//! ES256 signing key as its JWKS, and the demo prints a token signed with
+//! it next to curl lines to paste.
 
 pub mod sample_app;
 
@@ -7,6 +9,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
 
+use jsonwebtoken::jwk::{Jwk, JwkSet};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use sample_app::SampleApp;
 
 /// The reference deployment: app name and port.
@@ -18,42 +22,68 @@ pub const APPS: [(&str, u16); 5] = [
     ("test-service", 3005),
 ];
 
-/// Runs the demo until the gateway stops.
-pub fn run(conf: &Path) -> ExitCode {
-    let listeners = match bind_apps() {
-        Ok(l) => l,
-        Err(msg) => {
-            eprintln!("{msg}");
-            return ExitCode::FAILURE;
-        }
-    };
-    if std::env::var_os("JWT_SECRET").is_none() {
-        let key = format!("{:032x}{:032x}", fastrand::u128(..), fastrand::u128(..));
-        // Single-threaded here: no other thread reads the environment yet.
-        unsafe { std::env::set_var("JWT_SECRET", &key) };
-    }
-    std::thread::spawn(move || serve_apps(listeners));
+/// `iss` of the demo OAuth service's tokens (as in the shipped conf.yaml).
+pub const DEMO_ISSUER: &str = "http://127.0.0.1:6188/oauth";
 
-    let metrics = crate::metrics::Metrics::new();
-    let (public, admin) = match crate::config::load(conf, &metrics) {
-        Ok(rt) => (rt.server.listeners.first().map(|l| l.addr), rt.server.admin),
-        Err(errors) => {
-            eprintln!("{errors}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let server = match crate::build_server(conf, crate::RunFlags::default()) {
-        Ok(s) => s,
-        Err(errors) => {
-            eprintln!("{errors}");
-            return ExitCode::FAILURE;
-        }
-    };
-    print_guide(public, admin);
-    server.run_forever()
+/// The demo's signing key: its JWKS and a token for a demo user.
+pub struct DevKey {
+    /// JWKS document with the public key.
+    pub jwks: String,
+    /// A token for `demo-user` with scopes `read admin`, valid for a day.
+    pub token: String,
 }
 
-fn bind_apps() -> Result<Vec<(std::net::TcpListener, SampleApp)>, String> {
+impl DevKey {
+    /// A fresh ES256 key pair.
+    pub fn generate() -> Result<DevKey, String> {
+        let group = openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1)
+            .map_err(|e| e.to_string())?;
+        let ec = openssl::ec::EcKey::generate(&group).map_err(|e| e.to_string())?;
+        let der = openssl::pkey::PKey::from_ec_key(ec)
+            .and_then(|k| k.private_key_to_pkcs8())
+            .map_err(|e| e.to_string())?;
+        let key = EncodingKey::from_ec_der(&der);
+        let mut jwk = Jwk::from_encoding_key(&key, Algorithm::ES256).map_err(|e| e.to_string())?;
+        jwk.common.key_id = Some("demo-1".into());
+        let jwks = serde_json::to_string(&JwkSet { keys: vec![jwk] }).map_err(|e| e.to_string())?;
+        let now = crate::admin::unix_now();
+        let claims = serde_json::json!({
+            "iss": DEMO_ISSUER, "aud": "gatehouse", "sub": "demo-user",
+            "scope": "read admin", "iat": now, "exp": now + 86_400, "jti": "demo-session",
+        });
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some("demo-1".into());
+        let token = jsonwebtoken::encode(&header, &claims, &key).map_err(|e| e.to_string())?;
+        Ok(DevKey { jwks, token })
+    }
+}
+
+/// Runs the demo until the gateway stops.
+pub fn run(conf: &Path) -> ExitCode {
+    match start(conf) {
+        Ok(server) => server.run_forever(),
+        Err(msg) => {
+            eprintln!("{msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn start(conf: &Path) -> Result<pingora_core::server::Server, String> {
+    let key = DevKey::generate().map_err(|e| format!("demo: cannot make a signing key: {e}"))?;
+    let listeners = bind_apps(&key.jwks)?;
+    let metrics = crate::metrics::Metrics::new();
+    let rt = crate::config::load(conf, &metrics).map_err(|e| e.to_string())?;
+    let (public, admin) = (rt.server.listeners.first().map(|l| l.addr), rt.server.admin);
+    drop(rt);
+    std::thread::spawn(move || serve_apps(listeners));
+    let server =
+        crate::build_server(conf, crate::RunFlags::default()).map_err(|e| e.to_string())?;
+    print_guide(public, admin, &key.token);
+    Ok(server)
+}
+
+fn bind_apps(jwks: &str) -> Result<Vec<(std::net::TcpListener, SampleApp)>, String> {
     APPS.iter()
         .map(|(name, port)| {
             let addr = SocketAddr::from(([127, 0, 0, 1], *port));
@@ -61,7 +91,11 @@ fn bind_apps() -> Result<Vec<(std::net::TcpListener, SampleApp)>, String> {
                 format!("demo: cannot start sample app {name} on {addr}: {e} (is something already running there?)")
             })?;
             l.set_nonblocking(true).map_err(|e| e.to_string())?;
-            Ok((l, SampleApp { name: name.to_string() }))
+            let app = SampleApp {
+                name: name.to_string(),
+                jwks: (*name == "oauth-service").then(|| jwks.to_string()),
+            };
+            Ok((l, app))
         })
         .collect()
 }
@@ -90,21 +124,24 @@ fn serve_apps(listeners: Vec<(std::net::TcpListener, SampleApp)>) {
     });
 }
 
-fn print_guide(public: Option<SocketAddr>, admin: Option<SocketAddr>) {
+fn print_guide(public: Option<SocketAddr>, admin: Option<SocketAddr>, token: &str) {
     let gw = public.map_or("127.0.0.1:6188".to_string(), |a| loopback(a).to_string());
     let admin = admin.map_or("(no admin address configured)".to_string(), |a| {
         loopback(a).to_string()
     });
     println!(
         "\ngatehouse demo: sample apps on :3001-:3005, gateway on {gw}, admin on {admin}\n\
-         dev signing key (HS256, JWT_SECRET): set in this process's environment\n\n\
-         Routing (each prefix reaches its app):\n\
-         \x20 curl -i http://{gw}/admin/dashboard\n\
-         \x20 curl -i http://{gw}/kline/api/candles?symbol=BTC\n\
-         \x20 curl -N http://{gw}/flow/api/stream        # server-sent events, streamed\n\
-         \x20 curl -i http://{gw}/nowhere                # 404 JSON from the gateway\n\
-         \x20 curl -i 'http://{gw}/admin/%2e%2e/x'        # 400: ambiguous path\n\n\
-         Authentication (401): not configured yet — JWT checks arrive with the auth work.\n\
+         dev signing key: ES256, published by the sample oauth-service at /oauth/.well-known/jwks.json\n\n\
+         TOKEN={token}\n\n\
+         Routing (each prefix reaches its app; the app echoes what it received):\n\
+         \x20 curl -i http://{gw}/test/hello                                   # public\n\
+         \x20 curl -i -H \"Authorization: Bearer $TOKEN\" http://{gw}/admin/dashboard\n\
+         \x20 curl -N -H \"Authorization: Bearer $TOKEN\" http://{gw}/flow/api/stream   # server-sent events\n\
+         \x20 curl -i http://{gw}/nowhere                                      # 404 JSON\n\
+         \x20 curl -i 'http://{gw}/admin/%2e%2e/x'                              # 400: ambiguous path\n\n\
+         Authentication (401):\n\
+         \x20 curl -i http://{gw}/kline/api/candles                            # 401, no token\n\
+         \x20 curl -i -H 'Accept: text/html' http://{gw}/admin/dashboard      # 302 to the login page\n\n\
          Rate limiting (429): not configured yet — limits arrive with the rate-limit work.\n\n\
          Operations:\n\
          \x20 curl http://{admin}/health/ready\n\

@@ -7,6 +7,7 @@
 //! | `…/api/stream?events=N&interval_ms=M` | server-sent events, one every M ms |
 //! | `…/api/slow?ms=N` | JSON after N ms |
 //! | `…/ws` | WebSocket echo |
+//! | `…/.well-known/jwks.json` | the app's JWKS, when it has one |
 //! | anything else | JSON echo of method, path, headers, body size, and how many requests this connection has carried (upstream reuse shows as counts above 1) |
 //!
 //! Responses carry `Server` and `X-Powered-By` like a Next.js app does, so
@@ -31,6 +32,9 @@ const MAX_HEAD: usize = 64 * 1024;
 pub struct SampleApp {
     /// Name in every JSON answer (`admin-portal`, …).
     pub name: String,
+    /// A JWKS document served at `…/.well-known/jwks.json` (the demo's
+    /// OAuth service publishes its signing key this way).
+    pub jwks: Option<String>,
 }
 
 /// A parsed request head.
@@ -98,6 +102,8 @@ async fn connection(stream: TcpStream, app: Arc<SampleApp>) {
         let keep_going = if path.ends_with("/ws") && head.header("upgrade").is_some() {
             websocket(r, w, &head).await;
             return;
+        } else if let (true, Some(jwks)) = (path.ends_with("/.well-known/jwks.json"), &app.jwks) {
+            respond(&mut w, 200, "application/json", jwks.as_bytes()).await
         } else if path.ends_with("/api/health") {
             respond(&mut w, 200, "application/json", br#"{"status":"ok"}"#).await
         } else if path.ends_with("/api/stream") {

@@ -40,7 +40,13 @@ impl Upstream {
 
     fn serve(listener: tokio::net::TcpListener, name: &str) -> Upstream {
         let addr = listener.local_addr().unwrap();
-        let tasks = sample_app::spawn(listener, SampleApp { name: name.into() });
+        let tasks = sample_app::spawn(
+            listener,
+            SampleApp {
+                name: name.into(),
+                jwks: None,
+            },
+        );
         Upstream {
             addr,
             tasks: Some(tasks),

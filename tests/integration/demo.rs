@@ -43,11 +43,12 @@ async fn demo_serves_the_reference_deployment() {
     })
     .await
     .unwrap();
-    assert!(
-        guide.contains("curl -i http://127.0.0.1:6188/admin/dashboard"),
-        "{guide}"
-    );
     assert!(guide.contains("401") && guide.contains("429"), "{guide}");
+    let token = guide
+        .lines()
+        .find_map(|l| l.strip_prefix("TOKEN="))
+        .unwrap_or_else(|| panic!("no token in {guide}"))
+        .to_string();
 
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -65,9 +66,23 @@ async fn demo_serves_the_reference_deployment() {
         ("flow", "flow-service"),
         ("test", "test-service"),
     ] {
-        let (status, body) = get_json(&format!("http://127.0.0.1:6188/{prefix}/page")).await;
-        assert_eq!((status, body["app"].as_str()), (200, Some(app)), "{prefix}");
+        let r = reqwest::Client::new()
+            .get(format!("http://127.0.0.1:6188/{prefix}/page"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{prefix}");
+        let body: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+        assert_eq!(body["app"].as_str(), Some(app), "{prefix}");
     }
+    let (status, body) = get_json("http://127.0.0.1:6188/kline/api/candles").await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("missing_token"))
+    );
+    let (status, _) = get_json("http://127.0.0.1:6188/test/hello").await;
+    assert_eq!(status, 200);
     let (status, body) = get_json("http://127.0.0.1:6188/nowhere").await;
     assert_eq!((status, body["error"].as_str()), (404, Some("no_route")));
 }
