@@ -1,9 +1,8 @@
 //! The admin service: `/health/live`, `/health/ready`, `/metrics`,
 //! `/status` (JSON, or HTML for a browser), on its own address.
 
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -14,61 +13,8 @@ use serde_json::{json, Value};
 
 use crate::auth::tokenginx::Health;
 use crate::config::Runtime;
+use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
-
-/// Process-wide facts the admin service reports.
-pub struct Lifecycle {
-    /// When the process started.
-    pub started: Instant,
-    /// True once listeners are bound and config is loaded; false again while draining.
-    pub ready: AtomicBool,
-    /// True once the process hands its listeners over or stops: responses then
-    /// close their connection, so clients move to the new process between
-    /// requests instead of racing a close on an idle connection.
-    pub draining: AtomicBool,
-    /// Outcome of the last config load (admin-only, never on the request path).
-    pub last_reload: Mutex<ReloadOutcome>,
-}
-
-/// What the last config load did.
-#[derive(Debug, Clone)]
-pub struct ReloadOutcome {
-    /// `ok` or `error`.
-    pub result: &'static str,
-    /// Unix seconds.
-    pub at: u64,
-    /// The errors, one per line, when it failed.
-    pub error: Option<String>,
-}
-
-impl Lifecycle {
-    /// A process that has just loaded its first config.
-    pub fn new() -> Lifecycle {
-        Lifecycle {
-            started: Instant::now(),
-            ready: AtomicBool::new(false),
-            draining: AtomicBool::new(false),
-            last_reload: Mutex::new(ReloadOutcome {
-                result: "ok",
-                at: unix_now(),
-                error: None,
-            }),
-        }
-    }
-}
-
-impl Default for Lifecycle {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-/// Seconds since the Unix epoch.
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
 
 /// The admin HTTP app.
 pub struct Admin {

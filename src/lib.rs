@@ -15,7 +15,8 @@
 //! | [`reject`] | refusals as values; the one place that writes error responses |
 //! | [`metrics`] | every Prometheus family |
 //! | [`admin`], [`status_page`] | the admin service: health, metrics, status |
-//! | [`supervisor`] | background work: health checkers, readiness |
+//! | [`lifecycle`] | readiness, draining, in-flight requests, last config load |
+//! | [`supervisor`] | background work: health checkers, JWKS, TokenginX, readiness, drain-then-exit |
 //! | [`demo`] | `gatehouse demo` and the sample apps tests use as upstreams |
 //!
 //! [`build_server`] assembles a Pingora server from a config file; `main`,
@@ -26,6 +27,7 @@ pub mod auth;
 pub mod client_ip;
 pub mod config;
 pub mod demo;
+pub mod lifecycle;
 pub mod metrics;
 pub mod proxy;
 pub mod reject;
@@ -44,8 +46,9 @@ use pingora_core::server::Server;
 use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
 
-use crate::admin::{Admin, Lifecycle};
+use crate::admin::Admin;
 use crate::config::ConfigErrors;
+use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
 use crate::supervisor::Supervisor;

@@ -5,6 +5,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of glibc's malloc: the proxy allocates and frees small
+/// buffers on every request from several threads, and glibc's arena locks
+/// showed up as futex waits in the profile (see benches/README.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// gatehouse: an API gateway on Pingora.
 #[derive(Parser, Debug)]
 #[command(name = "gatehouse", version, about)]

@@ -1,10 +1,12 @@
 //! Background work of the gateway process: starts the active health
 //! checks, JWKS refreshers and the TokenginX connection of the loaded
-//! config, and tracks readiness through Pingora's execution phases (ready
-//! once running, not ready while draining).
+//! config, and follows Pingora's execution phases: ready once running; not
+//! ready, and closing keep-alive connections, while draining; exiting as
+//! soon as the last in-flight request is done.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -13,8 +15,8 @@ use pingora_core::server::{ExecutionPhase, ShutdownWatch};
 use pingora_core::services::background::BackgroundService;
 use tokio::sync::broadcast;
 
-use crate::admin::Lifecycle;
 use crate::config::Runtime;
+use crate::lifecycle::Lifecycle;
 use crate::upstream::health;
 
 /// The supervisor background service.
@@ -64,14 +66,42 @@ impl BackgroundService for Supervisor {
                         self.lifecycle.ready.store(false, Relaxed);
                         self.lifecycle.draining.store(true, Relaxed);
                     }
+                    Ok(ExecutionPhase::ShutdownGracePeriod) => {
+                        tokio::spawn(exit_when_drained(Arc::clone(&self.lifecycle)));
+                    }
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
-                _ = shutdown.changed() => {
+                changed = shutdown.changed() => {
                     self.lifecycle.ready.store(false, Relaxed);
-                    return;
+                    if changed.is_err() {
+                        return;
+                    }
                 }
             }
         }
     }
+}
+
+/// How long no request may be in flight before a draining process exits:
+/// long enough for a request whose connection was accepted just before the
+/// listeners closed to arrive.
+const DRAIN_QUIET: Duration = Duration::from_millis(500);
+
+/// During the grace period, exits as soon as no request has been in flight
+/// for [`DRAIN_QUIET`], instead of always sleeping the whole period.
+/// Requests still running at its end are cut by Pingora as usual.
+async fn exit_when_drained(lifecycle: Arc<Lifecycle>) {
+    let step = Duration::from_millis(50);
+    let mut quiet = Duration::ZERO;
+    while quiet < DRAIN_QUIET {
+        tokio::time::sleep(step).await;
+        quiet = if lifecycle.in_flight.load(Relaxed) == 0 {
+            quiet + step
+        } else {
+            Duration::ZERO
+        };
+    }
+    info!("drained: no request in flight, exiting before the grace period ends");
+    std::process::exit(0);
 }

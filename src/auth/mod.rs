@@ -170,7 +170,7 @@ pub struct Auth {
 
 /// Seconds since the Unix epoch.
 pub fn now() -> u64 {
-    crate::admin::unix_now()
+    crate::lifecycle::unix_now()
 }
 
 impl Auth {

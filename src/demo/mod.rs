@@ -46,7 +46,7 @@ impl DevKey {
         let mut jwk = Jwk::from_encoding_key(&key, Algorithm::ES256).map_err(|e| e.to_string())?;
         jwk.common.key_id = Some("demo-1".into());
         let jwks = serde_json::to_string(&JwkSet { keys: vec![jwk] }).map_err(|e| e.to_string())?;
-        let now = crate::admin::unix_now();
+        let now = crate::lifecycle::unix_now();
         let claims = serde_json::json!({
             "iss": DEMO_ISSUER, "aud": "gatehouse", "sub": "demo-user",
             "scope": "read admin", "iat": now, "exp": now + 86_400, "jti": "demo-session",

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use crate::auth::Identity;
 use crate::config::{Route, Runtime};
+use crate::lifecycle::InFlight;
 use crate::reject::Rejection;
 use crate::trace::TraceContext;
 use crate::upstream::{Lease, Tried};
@@ -45,11 +46,14 @@ pub struct RequestCtx {
     pub rejection: Option<Rejection>,
     /// The verified caller, on authenticated routes.
     pub identity: Option<Arc<Identity>>,
+    /// Keeps the request counted as in flight until the context is dropped
+    /// (a draining process exits once none is left).
+    _in_flight: InFlight,
 }
 
 impl RequestCtx {
     /// A fresh context for a request arriving now.
-    pub fn new() -> RequestCtx {
+    pub fn new(in_flight: InFlight) -> RequestCtx {
         RequestCtx {
             started: Instant::now(),
             runtime: None,
@@ -67,17 +71,12 @@ impl RequestCtx {
             body_bytes: 0,
             rejection: None,
             identity: None,
+            _in_flight: in_flight,
         }
     }
 
     /// The matched route.
     pub fn route(&self) -> Option<&Route> {
         Some(&self.runtime.as_ref()?.routes[self.route?])
-    }
-}
-
-impl Default for RequestCtx {
-    fn default() -> Self {
-        Self::new()
     }
 }

@@ -29,8 +29,8 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 pub use ctx::RequestCtx;
 
-use crate::admin::Lifecycle;
 use crate::config::Runtime;
+use crate::lifecycle::{InFlight, Lifecycle};
 use crate::metrics::{method_label, Metrics, NO_ROUTE};
 use crate::reject::Rejection;
 use crate::upstream::pool::HashKey;
@@ -133,7 +133,7 @@ impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::new()
+        RequestCtx::new(InFlight::start(&self.lifecycle))
     }
 
     /// Decides whether the request goes on. `Ok(true)` means the gateway

@@ -22,17 +22,23 @@ fn wait_exit(child: &mut std::process::Child, secs: u64) -> Option<std::process:
 async fn sigterm_drains_in_flight_requests() {
     let up = Upstream::start("app").await;
     let routes = route_file(&[up.addr], "", &[("web", "/", "")]);
-    // Pingora drains for `grace_period_seconds`, then cancels what is left.
-    let mut gw = Gateway::start("grace_period_seconds: 4", &[("r.yaml", &routes)]);
+    // In-flight requests get up to `grace_period_seconds`; the process
+    // exits as soon as none is left, not at the end of the period.
+    let mut gw = Gateway::start("grace_period_seconds: 30", &[("r.yaml", &routes)]);
     let slow = tokio::spawn(client().get(gw.url("/api/slow?ms=2500")).send());
     tokio::time::sleep(Duration::from_millis(300)).await;
     gw.signal(libc::SIGTERM);
+    let signalled = Instant::now();
     let r = slow
         .await
         .unwrap()
         .expect("in-flight request must complete");
     assert_eq!(r.status(), 200);
     let status = wait_exit(&mut gw.child, 15).expect("gateway did not exit after SIGTERM");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(10),
+        "exit waited for the grace period"
+    );
     assert!(
         status.success() || status.code().is_none(),
         "{status:?}\n{}",
