@@ -59,7 +59,7 @@ impl Admin {
                     Some(t) if t.health() == Health::Ok => "ok",
                     Some(_) => "error",
                 },
-                "rate_limit_store": "off",
+                "rate_limit_store": rt.limiter.store_health(),
                 "upstreams": upstreams,
             },
         });

@@ -10,6 +10,7 @@
 //! | [`upstream`] | pools, balancing (round robin, weighted, least connections, consistent hash), health checks |
 //! | [`proxy`] | [`proxy::Gateway`], the `ProxyHttp` implementation: thin phases calling the modules |
 //! | [`auth`] | tokens: extraction, JWT + JWKS, verified-token cache, TokenginX sessions and opaque tokens, scopes, roles |
+//! | [`limit`] | rate limits: token buckets, local lock-free store, shared Redis store |
 //! | [`client_ip`] | client address through trusted proxies |
 //! | [`trace`] | request ids and W3C trace context |
 //! | [`reject`] | refusals as values; the one place that writes error responses |
@@ -28,6 +29,7 @@ pub mod client_ip;
 pub mod config;
 pub mod demo;
 pub mod lifecycle;
+pub mod limit;
 pub mod metrics;
 pub mod proxy;
 pub mod reject;

@@ -47,6 +47,10 @@ pub struct Metrics {
     pub tokenginx_lookup_duration: Histogram,
     /// `gatehouse_jwks_refreshes_total{issuer, result}`.
     pub jwks_refreshes: IntCounterVec,
+    /// `gatehouse_rate_limited_total{route}`.
+    pub rate_limited: IntCounterVec,
+    /// `gatehouse_rate_limit_store_total{result}`: shared-store answers and fallbacks.
+    pub rate_limit_store: IntCounterVec,
 }
 
 /// Handles of one route, resolved when the config compiles so the request
@@ -152,6 +156,22 @@ impl Metrics {
             &["issuer", "result"],
         )
         .expect("valid metric");
+        let rate_limited = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_rate_limited_total",
+                "Requests refused by a rate limit, by route.",
+            ),
+            &["route"],
+        )
+        .expect("valid metric");
+        let rate_limit_store = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_rate_limit_store_total",
+                "Shared rate-limit store decisions: ok, cached_deny, error_local, error_allow, error_deny.",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -165,6 +185,8 @@ impl Metrics {
             Box::new(tokenginx_lookups.clone()),
             Box::new(tokenginx_lookup_duration.clone()),
             Box::new(jwks_refreshes.clone()),
+            Box::new(rate_limited.clone()),
+            Box::new(rate_limit_store.clone()),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ] {
             registry.register(c).expect("each family registered once");
@@ -183,6 +205,8 @@ impl Metrics {
             tokenginx_lookups,
             tokenginx_lookup_duration,
             jwks_refreshes,
+            rate_limited,
+            rate_limit_store,
         }
     }
 

@@ -10,6 +10,7 @@ use pingora_core::{Error, ErrorSource, ErrorType};
 use pingora_http::ResponseHeader;
 
 use crate::auth::Reason;
+use crate::limit::LimitHeaders;
 use crate::routing::PathError;
 
 /// Why the gateway answered a request itself.
@@ -35,6 +36,10 @@ pub enum Rejection {
     InsufficientRole,
     /// JWKS or TokenginX could not answer and policy says deny (503).
     AuthUnavailable(&'static str),
+    /// Over a rate limit (429), with the RateLimit headers.
+    RateLimited(LimitHeaders),
+    /// The shared rate-limit store failed and `on_error: deny` (503).
+    RateLimitUnavailable,
     /// The body is larger than `max_request_body_bytes`.
     BodyTooLarge,
     /// The backend refused or reset the connection, or sent garbage.
@@ -63,9 +68,12 @@ impl Rejection {
             Rejection::NoRoute => 404,
             Rejection::MethodNotAllowed(_) => 405,
             Rejection::BodyTooLarge => 413,
+            Rejection::RateLimited(_) => 429,
             Rejection::Internal => 500,
             Rejection::BadGateway => 502,
-            Rejection::NoHealthyBackend | Rejection::AuthUnavailable(_) => 503,
+            Rejection::NoHealthyBackend
+            | Rejection::AuthUnavailable(_)
+            | Rejection::RateLimitUnavailable => 503,
             Rejection::GatewayTimeout => 504,
         }
     }
@@ -84,6 +92,8 @@ impl Rejection {
             Rejection::InsufficientScope(_) => "insufficient_scope",
             Rejection::InsufficientRole => "insufficient_role",
             Rejection::AuthUnavailable(_) => "auth_unavailable",
+            Rejection::RateLimited(_) => "rate_limited",
+            Rejection::RateLimitUnavailable => "rate_limit_unavailable",
             Rejection::BodyTooLarge => "body_too_large",
             Rejection::BadGateway => "bad_gateway",
             Rejection::NoHealthyBackend => "no_healthy_backend",
@@ -105,6 +115,10 @@ impl Rejection {
             Rejection::InsufficientScope(_) => Reason::Scope.message(),
             Rejection::InsufficientRole => Reason::Role.message(),
             Rejection::AuthUnavailable(what) => what,
+            Rejection::RateLimited(_) => {
+                "too many requests: slow down and retry after the Retry-After seconds"
+            }
+            Rejection::RateLimitUnavailable => "the rate-limit store is unavailable",
             Rejection::BodyTooLarge => "the request body is too large",
             Rejection::BadGateway => "the upstream server refused or dropped the connection",
             Rejection::NoHealthyBackend => "no healthy upstream server is available",
@@ -131,8 +145,14 @@ impl Rejection {
             Rejection::MethodNotAllowed(allow) => {
                 let _ = h.insert_header(http::header::ALLOW, allow.as_str());
             }
-            Rejection::NoHealthyBackend | Rejection::AuthUnavailable(_) => {
+            Rejection::NoHealthyBackend
+            | Rejection::AuthUnavailable(_)
+            | Rejection::RateLimitUnavailable => {
                 let _ = h.insert_header(http::header::RETRY_AFTER, RETRY_AFTER_SECONDS);
+            }
+            Rejection::RateLimited(limits) => {
+                let _ = h.insert_header(http::header::RETRY_AFTER, limits.retry_after);
+                add_limit_headers(&mut h, limits);
             }
             Rejection::Unauthenticated(_) => {
                 let _ = h.insert_header(
@@ -169,6 +189,15 @@ impl Rejection {
             },
         }
     }
+}
+
+/// `RateLimit-Policy` and `RateLimit` (IETF httpapi draft) on a response.
+pub fn add_limit_headers(h: &mut ResponseHeader, limits: &LimitHeaders) {
+    if limits.ratelimit.is_empty() {
+        return;
+    }
+    let _ = h.insert_header("ratelimit-policy", &*limits.policy);
+    let _ = h.insert_header("ratelimit", limits.ratelimit.as_str());
 }
 
 #[cfg(test)]

@@ -49,6 +49,7 @@ impl BackgroundService for Supervisor {
             health::spawn(pool, spec.clone());
         }
         runtime.auth.start();
+        runtime.limiter.start();
         drop(runtime);
         let phases = self.phases.lock().ok().and_then(|mut p| p.take());
         let Some(mut phases) = phases else { return };

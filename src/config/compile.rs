@@ -21,6 +21,7 @@ use super::error::{ConfigError, ConfigErrors};
 use super::file::{BackendFile, Balance, MainFile, RouteEntry, RouteFile, UpstreamFile};
 use super::yaml::MarkedDoc;
 use crate::auth::{Auth, RoutePolicy};
+use crate::limit::{Limiter, RouteLimits};
 use crate::metrics::{Metrics, RouteMetrics, NO_ROUTE};
 use crate::routing::{canonical_prefix, normalize, RouteTable};
 use crate::upstream::pool::HashKey;
@@ -94,6 +95,8 @@ pub struct Route {
     pub headers: HeaderRules,
     /// Who may call it.
     pub policy: RoutePolicy,
+    /// Its rate limits.
+    pub limits: Option<RouteLimits>,
     /// Metric handles of this route.
     pub metrics: RouteMetrics,
     /// Which file defines it.
@@ -117,6 +120,8 @@ pub struct Runtime {
     pub settings: Settings,
     /// Authentication: issuers, key stores, caches, TokenginX.
     pub auth: Arc<Auth>,
+    /// Rate-limit stores.
+    pub limiter: Arc<Limiter>,
     /// Routes; the table's ids index this list.
     pub routes: Vec<Route>,
     /// Host and prefix index over `routes`.
@@ -286,6 +291,7 @@ impl Compiler<'_> {
         let server = self.server_settings(&main, &base);
         let settings = self.settings(&main);
         let auth = Arc::new(self.auth(&main, metrics));
+        let limiter = Arc::new(self.limiter(&main, metrics));
         let routes_dir = resolve(&base, &main.content.routes_dir);
         let mut files = vec![conf_path.to_path_buf()];
         let route_paths = match list_yaml(&routes_dir) {
@@ -321,6 +327,7 @@ impl Compiler<'_> {
             server,
             settings,
             auth,
+            limiter,
             routes,
             table,
             pools,
@@ -725,6 +732,7 @@ impl Compiler<'_> {
         let ip_deny = self.cidrs(f, &format!("{key}.ip_deny"), &e.ip_deny);
         let headers = self.header_rules(f, &format!("{key}.headers"), e);
         let policy = self.route_policy(f, key, e, inputs.main);
+        let limits = self.route_limits(f, key, e, inputs.metrics);
         let pool = pool?;
         if self.errors.len() > before {
             return None;
@@ -741,6 +749,7 @@ impl Compiler<'_> {
             ip_deny,
             headers,
             policy,
+            limits,
             file: f.path.clone(),
         })
     }

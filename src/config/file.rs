@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use super::auth_file::{AuthMode, JwtFile, SessionMode, TokenginxFile};
+use super::limit_file::{RateLimitFile, RouteLimitsFile};
 
 /// `conf.yaml`: Pingora's server keys and the gateway's own.
 #[derive(Debug, Deserialize)]
@@ -77,6 +78,9 @@ pub struct MainFile {
     /// Session store.
     #[serde(default)]
     pub tokenginx: Option<TokenginxFile>,
+    /// Rate-limit store.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitFile>,
     /// Claim -> upstream header; absent means `sub: X-User-Id`,
     /// `scope: X-User-Scopes`, `roles: X-User-Roles`.
     #[serde(default)]
@@ -271,6 +275,9 @@ pub struct RouteEntry {
     /// `401`, or `redirect:URL` for browser navigations (`{uri}` = original URI).
     #[serde(default)]
     pub on_unauthenticated: Option<String>,
+    /// Token-bucket limits.
+    #[serde(default)]
+    pub rate_limit: Option<RouteLimitsFile>,
 }
 
 /// Per-route header edits.

@@ -6,8 +6,10 @@
 pub mod auth_file;
 pub mod compile;
 mod compile_auth;
+mod compile_limit;
 pub mod error;
 pub mod file;
+pub mod limit_file;
 pub mod yaml;
 
 pub use compile::{load, HeaderRules, Listener, Route, Runtime, ServerSettings, Settings};

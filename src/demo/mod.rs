@@ -142,7 +142,9 @@ fn print_guide(public: Option<SocketAddr>, admin: Option<SocketAddr>, token: &st
          Authentication (401):\n\
          \x20 curl -i http://{gw}/kline/api/candles                            # 401, no token\n\
          \x20 curl -i -H 'Accept: text/html' http://{gw}/admin/dashboard      # 302 to the login page\n\n\
-         Rate limiting (429): not configured yet — limits arrive with the rate-limit work.\n\n\
+         Rate limiting (429): /test allows 10 at once, then 5/s per client IP:\n\
+         \x20 for i in $(seq 15); do curl -s -o /dev/null -w '%{{http_code}} ' http://{gw}/test/hello; done; echo\n\
+         \x20 curl -si http://{gw}/test/hello | grep -i -E '^(HTTP|retry-after|ratelimit)'\n\n\
          Operations:\n\
          \x20 curl http://{admin}/health/ready\n\
          \x20 curl http://{admin}/metrics\n\

@@ -7,6 +7,7 @@ use std::time::Instant;
 use crate::auth::Identity;
 use crate::config::{Route, Runtime};
 use crate::lifecycle::InFlight;
+use crate::limit::LimitHeaders;
 use crate::reject::Rejection;
 use crate::trace::TraceContext;
 use crate::upstream::{Lease, Tried};
@@ -46,6 +47,8 @@ pub struct RequestCtx {
     pub rejection: Option<Rejection>,
     /// The verified caller, on authenticated routes.
     pub identity: Option<Arc<Identity>>,
+    /// RateLimit headers of a rate-limited route.
+    pub limit_headers: Option<LimitHeaders>,
     /// Keeps the request counted as in flight until the context is dropped
     /// (a draining process exits once none is left).
     _in_flight: InFlight,
@@ -71,6 +74,7 @@ impl RequestCtx {
             body_bytes: 0,
             rejection: None,
             identity: None,
+            limit_headers: None,
             _in_flight: in_flight,
         }
     }

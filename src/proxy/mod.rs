@@ -278,6 +278,9 @@ impl ProxyHttp for Gateway {
         let Some(rt) = ctx.runtime.clone() else {
             return Ok(());
         };
+        if let Some(limits) = &ctx.limit_headers {
+            crate::reject::add_limit_headers(upstream_response, limits);
+        }
         response_modifiers::prepare(
             upstream_response,
             &ctx.request_id,

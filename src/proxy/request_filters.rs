@@ -12,6 +12,7 @@ use super::ctx::RequestCtx;
 use crate::auth::{Failure, Identity, Reason};
 use crate::client_ip::client_ip;
 use crate::config::{Route, Runtime};
+use crate::limit::{Refusal, RequestKeys};
 use crate::metrics::Metrics;
 use crate::reject::Rejection;
 use crate::routing::{host_key, normalize};
@@ -23,8 +24,10 @@ use crate::trace::{request_id, TraceContext};
 /// 3. route match on host and normalised path (404), then method (405);
 /// 4. client IP rules of the route (403);
 /// 5. declared body size (413);
-/// 6. authentication and authorization (401/302, 403, 503) — the first
-///    check that may cost crypto or a network round trip.
+/// 6. rate limits keyed by IP, header or route (429);
+/// 7. authentication and authorization (401/302, 403, 503) — crypto and
+///    TokenginX lookups, skipped for whoever the limits above refused;
+/// 8. rate limits keyed by the verified user (429).
 pub async fn admit(
     session: &Session,
     ctx: &mut RequestCtx,
@@ -65,8 +68,35 @@ pub async fn admit(
 
     check_ip(route, client).inspect_err(|_| count_failure(metrics, route, Reason::Ip))?;
     check_declared_body(&runtime, session)?;
+    limit(&runtime, route, ctx, req, false).await?;
     ctx.identity = authenticate(req, &runtime, route, metrics).await?;
-    Ok(())
+    limit(&runtime, route, ctx, req, true).await
+}
+
+async fn limit(
+    runtime: &Runtime,
+    route: &Route,
+    ctx: &mut RequestCtx,
+    req: &RequestHeader,
+    after_auth: bool,
+) -> Result<(), Rejection> {
+    let Some(limits) = &route.limits else {
+        return Ok(());
+    };
+    let keys = RequestKeys {
+        ip: ctx.client_ip.unwrap_or(IpAddr::from([0, 0, 0, 0])),
+        user: ctx.identity.as_deref().map(|i| i.subject.as_str()),
+        req,
+    };
+    let headers = ctx.limit_headers.get_or_insert_with(Default::default);
+    runtime
+        .limiter
+        .check(limits, after_auth, &keys, headers)
+        .await
+        .map_err(|refusal| match refusal {
+            Refusal::Limited(h) => Rejection::RateLimited(h),
+            Refusal::StoreUnavailable => Rejection::RateLimitUnavailable,
+        })
 }
 
 fn count_failure(metrics: &Metrics, route: &Route, reason: Reason) {

@@ -71,6 +71,57 @@ impl TestKey {
     }
 }
 
+/// A loopback port whose cluster bus port (`port + 10000`) is free too.
+pub fn cluster_port() -> u16 {
+    loop {
+        let p = 20_000 + (fastrand::u16(..) % 10_000);
+        let ok = [p, p + 10_000]
+            .iter()
+            .all(|q| TcpListener::bind(("127.0.0.1", *q)).is_ok());
+        if ok {
+            return p;
+        }
+    }
+}
+
+/// Three cluster-enabled nodes joined into a 3-master Redis Cluster with
+/// `redis-cli --cluster create`.
+pub fn redis_cluster() -> Vec<RedisServer> {
+    let nodes: Vec<RedisServer> = (0..3)
+        .map(|_| RedisServer::start_cluster_node(cluster_port()))
+        .collect();
+    let addrs: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port))
+        .collect();
+    let out = Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(&addrs)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .output()
+        .expect("redis-cli is needed: apt-get install -y redis-tools");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for n in &nodes {
+        loop {
+            let info = Command::new("redis-cli")
+                .args(["-p", &n.port.to_string(), "cluster", "info"])
+                .output()
+                .unwrap();
+            if String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "cluster did not converge");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    nodes
+}
+
 /// Signs with an HMAC secret.
 pub fn sign_hs(alg: Algorithm, secret: &[u8], claims: &serde_json::Value) -> String {
     jsonwebtoken::encode(&Header::new(alg), claims, &EncodingKey::from_secret(secret)).unwrap()
@@ -145,27 +196,53 @@ impl JwksServer {
 pub struct RedisServer {
     pub port: u16,
     child: Child,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl RedisServer {
     pub fn start() -> RedisServer {
-        let port = free_port();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+        Self::spawn(free_port(), &[], None)
+    }
+
+    /// A cluster-enabled node (its bus port, `port + 10000`, must be free too).
+    pub fn start_cluster_node(port: u16) -> RedisServer {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("nodes.conf");
+        let args = [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            conf.to_str().unwrap(),
+        ];
+        Self::spawn(port, &args, Some(dir))
+    }
+
+    fn spawn(port: u16, extra: &[&str], dir: Option<tempfile::TempDir>) -> RedisServer {
+        let mut cmd = Command::new("redis-server");
+        cmd.args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        if let Some(d) = &dir {
+            cmd.current_dir(d.path());
+        }
+        let child = cmd
             .spawn()
             .expect("redis-server is needed: apt-get install -y redis-server");
-        let server = RedisServer { port, child };
+        let server = RedisServer {
+            port,
+            child,
+            _dir: dir,
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
         while server.cmd(&["PING"]).as_deref() != Some("+PONG") {
             assert!(Instant::now() < deadline, "redis-server did not start");

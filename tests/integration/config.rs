@@ -57,7 +57,7 @@ fn errors_name_file_line_and_key() {
         (
             "unknown key",
             "upstreams:\n  web:\n    backends: [127.0.0.1:1]\nroutes:\n  - name: a\n    prefix: /a\n    upstream: web\n    prefixx: /b\n",
-            &["routes/r.yaml:8:5: `routes[0].prefixx`: unknown field `prefixx`, expected one of `name`, `prefix`, `host`, `methods`, `upstream`, `strip_prefix`, `ip_allow`, `ip_deny`, `headers`, `auth`, `session`, `scopes`, `roles`, `on_unauthenticated`"],
+            &["routes/r.yaml:8:5: `routes[0].prefixx`: unknown field `prefixx`, expected one of `name`, `prefix`, `host`, `methods`, `upstream`, `strip_prefix`, `ip_allow`, `ip_deny`, `headers`, `auth`, `session`, `scopes`, `roles`, `on_unauthenticated`, `rate_limit`"],
         ),
         (
             "missing upstream",
@@ -141,7 +141,7 @@ fn main_file_errors_are_all_reported() {
     );
     assert_eq!(
         errors("listeners: []\nroutes_dir: missing\ncolour: blue\n", &[]),
-        ["conf.yaml:3:1: `colour`: unknown field `colour`, expected one of `version`, `daemon`, `error_log`, `pid_file`, `upgrade_sock`, `user`, `group`, `threads`, `work_stealing`, `grace_period_seconds`, `graceful_shutdown_timeout_seconds`, `upstream_keepalive_pool_size`, `ca_file`, `listeners`, `admin`, `routes_dir`, `trusted_proxies`, `client_ip_header`, `security_headers`, `max_request_body_bytes`, `jwt`, `tokenginx`, `forward_identity`"]
+        ["conf.yaml:3:1: `colour`: unknown field `colour`, expected one of `version`, `daemon`, `error_log`, `pid_file`, `upgrade_sock`, `user`, `group`, `threads`, `work_stealing`, `grace_period_seconds`, `graceful_shutdown_timeout_seconds`, `upstream_keepalive_pool_size`, `ca_file`, `listeners`, `admin`, `routes_dir`, `trusted_proxies`, `client_ip_header`, `security_headers`, `max_request_body_bytes`, `jwt`, `tokenginx`, `rate_limit`, `forward_identity`"]
     );
 }
 
@@ -229,6 +229,8 @@ fn readme_documents_every_config_key() {
         keys_at("listeners: []\njwt: {issuers: [], zz_unknown: 1}\n", ""),
         keys_at("listeners: []\njwt:\n  issuers:\n    - {issuer: a, algorithms: [RS256], zz_unknown: 1}\n", ""),
         keys_at("listeners: []\ntokenginx: {url: \"redis://x\", zz_unknown: 1}\n", ""),
+        keys_at("listeners: []\nrate_limit: {zz_unknown: 1}\n", ""),
+        vec!["key".to_string(), "rate".to_string(), "burst".to_string()],
     ];
     let missing: Vec<&String> = levels
         .iter()

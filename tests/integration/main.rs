@@ -9,6 +9,7 @@ mod config;
 mod demo;
 mod headers;
 mod lifecycle;
+mod limits;
 mod protocols;
 mod routing;
 mod upstreams;

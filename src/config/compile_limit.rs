@@ -1,0 +1,172 @@
+//! Validation and compilation of the rate-limit keys into the
+//! [`Limiter`] and each route's [`RouteLimits`].
+
+use std::time::Duration;
+
+use redis::IntoConnectionInfo;
+
+use super::compile::{Compiler, Parsed};
+use super::file::{MainFile, RouteEntry, RouteFile};
+use super::limit_file::{FallbackFile, RateLimitFile, StoreKind};
+use crate::limit::gcra::Bucket;
+use crate::limit::redis_store::{RedisStore, Target};
+use crate::limit::{
+    limit_name, parse_rate, Fallback, Limit, LimitKey, Limiter, RouteLimits, StoreCounters,
+};
+use crate::metrics::Metrics;
+
+impl Compiler<'_> {
+    /// Builds the limiter of `main`'s `rate_limit` section.
+    pub(super) fn limiter(&mut self, main: &Parsed<MainFile>, metrics: &Metrics) -> Limiter {
+        let default = RateLimitFile::default();
+        let f = main.content.rate_limit.as_ref().unwrap_or(&default);
+        self.millis(main, "rate_limit.timeout_ms", f.timeout_ms, 1, 10_000);
+        if f.local_max_keys == 0 {
+            self.errors
+                .push(main.err("rate_limit.local_max_keys", "must be greater than 0"));
+        }
+        let shared = match f.store {
+            StoreKind::Local => {
+                if f.redis_url.is_some() || !f.redis_cluster.is_empty() {
+                    self.errors.push(main.err(
+                        "rate_limit.store",
+                        "Redis addresses are set but `store` is `local`",
+                    ));
+                }
+                None
+            }
+            StoreKind::Redis => self
+                .redis_target(main, f)
+                .map(|t| RedisStore::new(t, Duration::from_millis(f.timeout_ms))),
+        };
+        let fallback = match f.on_error {
+            FallbackFile::Local => Fallback::Local,
+            FallbackFile::Allow => Fallback::Allow,
+            FallbackFile::Deny => Fallback::Deny,
+        };
+        let c = &metrics.rate_limit_store;
+        let counters = StoreCounters {
+            ok: c.with_label_values(&["ok"]),
+            cached_deny: c.with_label_values(&["cached_deny"]),
+            error_local: c.with_label_values(&["error_local"]),
+            error_allow: c.with_label_values(&["error_allow"]),
+            error_deny: c.with_label_values(&["error_deny"]),
+        };
+        Limiter::new(f.local_max_keys.max(1), shared, fallback, counters)
+    }
+
+    fn redis_target(&mut self, main: &Parsed<MainFile>, f: &RateLimitFile) -> Option<Target> {
+        match (&f.redis_url, f.redis_cluster.is_empty()) {
+            (Some(url), true) => match redis::Client::open(url.as_str()) {
+                Ok(c) => Some(Target::Single(Box::new(c))),
+                Err(e) => {
+                    self.errors
+                        .push(main.err("rate_limit.redis_url", format!("`{url}`: {e}")));
+                    None
+                }
+            },
+            (None, false) => {
+                let mut nodes = Vec::new();
+                for (i, url) in f.redis_cluster.iter().enumerate() {
+                    match url.as_str().into_connection_info() {
+                        Ok(info) => nodes.push(info),
+                        Err(e) => self.errors.push(main.err(
+                            &format!("rate_limit.redis_cluster[{i}]"),
+                            format!("`{url}`: {e}"),
+                        )),
+                    }
+                }
+                let timeout = Duration::from_millis(f.timeout_ms);
+                redis::cluster::ClusterClient::builder(nodes)
+                    .connection_timeout(timeout.max(Duration::from_millis(200)))
+                    .response_timeout(timeout)
+                    .build()
+                    .map_err(|e| {
+                        self.errors
+                            .push(main.err("rate_limit.redis_cluster", e.to_string()))
+                    })
+                    .ok()
+                    .map(|c| Target::Cluster(Box::new(c)))
+            }
+            (Some(_), false) => {
+                self.errors.push(main.err(
+                    "rate_limit.redis_cluster",
+                    "give `redis_url` or `redis_cluster`, not both",
+                ));
+                None
+            }
+            (None, true) => {
+                self.errors.push(main.err(
+                    "rate_limit.store",
+                    "`redis` needs `redis_url` or `redis_cluster`",
+                ));
+                None
+            }
+        }
+    }
+
+    /// The limits of a route.
+    pub(super) fn route_limits(
+        &mut self,
+        f: &Parsed<RouteFile>,
+        key: &str,
+        e: &RouteEntry,
+        metrics: &Metrics,
+    ) -> Option<RouteLimits> {
+        let list = e.rate_limit.as_ref()?.as_slice();
+        let mut limits = Vec::new();
+        for (i, l) in list.iter().enumerate() {
+            let k = if matches!(
+                e.rate_limit,
+                Some(super::limit_file::RouteLimitsFile::Many(_))
+            ) {
+                format!("{key}.rate_limit[{i}]")
+            } else {
+                format!("{key}.rate_limit")
+            };
+            let limit_key = LimitKey::parse(&l.key);
+            if limit_key.is_none() {
+                self.errors.push(f.err(
+                    &format!("{k}.key"),
+                    format!("`{}` is not ip, user, route or header:NAME", l.key),
+                ));
+            }
+            let rate = parse_rate(&l.rate);
+            if rate.is_none() {
+                self.errors.push(f.err(
+                    &format!("{k}.rate"),
+                    format!("`{}` is not N/s, N/m or N/h", l.rate),
+                ));
+            }
+            if l.burst == Some(0) {
+                self.errors
+                    .push(f.err(&format!("{k}.burst"), "must be at least 1"));
+            }
+            if let (Some(limit_key), Some((interval_us, n))) = (limit_key, rate) {
+                if limits.iter().any(|x: &Limit| x.key == limit_key) {
+                    self.errors.push(f.err(
+                        &format!("{k}.key"),
+                        format!("two limits count by `{}`", l.key),
+                    ));
+                    continue;
+                }
+                limits.push(Limit {
+                    name: limit_name(&e.name, &limit_key),
+                    key: limit_key,
+                    bucket: Bucket {
+                        interval_us,
+                        burst: l.burst.unwrap_or(n).max(1),
+                    },
+                });
+            }
+        }
+        if limits.is_empty() {
+            return None;
+        }
+        Some(RouteLimits::new(
+            &e.name,
+            limits,
+            metrics.rate_limited.with_label_values(&[&e.name]),
+        ))
+    }
+}
