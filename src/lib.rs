@@ -15,6 +15,7 @@
 //! | [`trace`] | request ids and W3C trace context |
 //! | [`reject`] | refusals as values; the one place that writes error responses |
 //! | [`metrics`] | every Prometheus family |
+//! | [`access_log`] | the JSON access log: formatting on the request path, writing on its own thread |
 //! | [`admin`], [`status_page`] | the admin service: health, metrics, status |
 //! | [`lifecycle`] | readiness, draining, in-flight requests, last config load |
 //! | [`supervisor`] | background work: health checkers, JWKS, TokenginX, readiness, drain-then-exit |
@@ -23,6 +24,7 @@
 //! [`build_server`] assembles a Pingora server from a config file; `main`,
 //! the tests and the benchmarks all start the gateway through it.
 
+pub mod access_log;
 pub mod admin;
 pub mod auth;
 pub mod client_ip;
@@ -43,12 +45,14 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use pingora_core::server::configuration::Opt;
+use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
 use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
 
+use crate::access_log::Reopen;
 use crate::admin::Admin;
+use crate::config::reload::Reloader;
 use crate::config::ConfigErrors;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
@@ -69,9 +73,19 @@ pub struct RunFlags {
 pub fn build_server(conf_path: &Path, flags: RunFlags) -> Result<Server, ConfigErrors> {
     let metrics = Arc::new(Metrics::new());
     let mut runtime = config::load(conf_path, &metrics)?;
+    let reopen = Arc::new(Reopen::default());
+    config::reload::prepare(&mut runtime, None, &metrics, &reopen)?;
     metrics.config_reloads.with_label_values(&["ok"]).inc();
     metrics.config_last_reload_success.set(1);
-    let mut pingora_conf = std::mem::take(&mut runtime.server.pingora);
+    // ServerConf is not Clone; the running config keeps its copy so a
+    // reload can tell which fixed settings changed.
+    let mut pingora_conf =
+        ServerConf::from_yaml(&runtime.server.pingora.to_yaml()).map_err(|e| {
+            ConfigErrors(vec![config::ConfigError::file(
+                conf_path,
+                format!("server settings: {e}"),
+            )])
+        })?;
     pingora_conf.daemon |= flags.daemon;
     let listeners = runtime.server.listeners.clone();
     let admin_addr = runtime.server.admin;
@@ -124,7 +138,14 @@ pub fn build_server(conf_path: &Path, flags: RunFlags) -> Result<Server, ConfigE
     }
 
     let phases = server.watch_execution_phase();
-    let supervisor = Supervisor::new(live, lifecycle, phases);
+    let reloader = Reloader::new(
+        conf_path.to_path_buf(),
+        Arc::clone(&live),
+        Arc::clone(&metrics),
+        Arc::clone(&lifecycle),
+        Arc::clone(&reopen),
+    );
+    let supervisor = Supervisor::new(reloader, live, lifecycle, reopen, phases);
     server.add_service(background_service("gatehouse supervisor", supervisor));
     Ok(server)
 }

@@ -51,6 +51,8 @@ pub struct Metrics {
     pub rate_limited: IntCounterVec,
     /// `gatehouse_rate_limit_store_total{result}`: shared-store answers and fallbacks.
     pub rate_limit_store: IntCounterVec,
+    /// `gatehouse_access_log_dropped_total`: lines dropped because the writer fell behind.
+    pub access_log_dropped: IntCounter,
 }
 
 /// Handles of one route, resolved when the config compiles so the request
@@ -172,6 +174,11 @@ impl Metrics {
             &["result"],
         )
         .expect("valid metric");
+        let access_log_dropped = IntCounter::new(
+            "gatehouse_access_log_dropped_total",
+            "Access-log lines dropped because the writer fell behind.",
+        )
+        .expect("valid metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -187,6 +194,7 @@ impl Metrics {
             Box::new(jwks_refreshes.clone()),
             Box::new(rate_limited.clone()),
             Box::new(rate_limit_store.clone()),
+            Box::new(access_log_dropped.clone()),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ] {
             registry.register(c).expect("each family registered once");
@@ -207,6 +215,7 @@ impl Metrics {
             jwks_refreshes,
             rate_limited,
             rate_limit_store,
+            access_log_dropped,
         }
     }
 

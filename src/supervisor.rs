@@ -1,42 +1,54 @@
-//! Background work of the gateway process: starts the active health
-//! checks, JWKS refreshers and the TokenginX connection of the loaded
-//! config, and follows Pingora's execution phases: ready once running; not
-//! ready, and closing keep-alive connections, while draining; exiting as
-//! soon as the last in-flight request is done.
+//! Background work of the gateway process. It puts the loaded config into
+//! service (health checkers, JWKS refreshers, TokenginX and rate-limit
+//! store connections), reloads the config when a file changes or on
+//! SIGHUP, reopens the access log on SIGUSR1, and follows Pingora's
+//! execution phases: ready once running; not ready, and closing keep-alive
+//! connections, while draining; exiting as soon as the last in-flight
+//! request is done.
 
+use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use log::info;
+use log::{info, warn};
 use pingora_core::server::{ExecutionPhase, ShutdownWatch};
 use pingora_core::services::background::BackgroundService;
+use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::broadcast;
 
-use crate::config::Runtime;
+use crate::access_log::Reopen;
+use crate::config::reload::{activate, Reloader};
 use crate::lifecycle::Lifecycle;
-use crate::upstream::health;
+
+/// How often the config files are checked for changes.
+const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The supervisor background service.
 pub struct Supervisor {
-    live: Arc<ArcSwap<Runtime>>,
+    reloader: Reloader,
     lifecycle: Arc<Lifecycle>,
+    reopen: Arc<Reopen>,
     phases: Mutex<Option<broadcast::Receiver<ExecutionPhase>>>,
+    live: Arc<arc_swap::ArcSwap<crate::config::Runtime>>,
 }
 
 impl Supervisor {
     /// `phases` comes from `Server::watch_execution_phase`.
     pub fn new(
-        live: Arc<ArcSwap<Runtime>>,
+        reloader: Reloader,
+        live: Arc<arc_swap::ArcSwap<crate::config::Runtime>>,
         lifecycle: Arc<Lifecycle>,
+        reopen: Arc<Reopen>,
         phases: broadcast::Receiver<ExecutionPhase>,
     ) -> Supervisor {
         Supervisor {
-            live,
+            reloader,
             lifecycle,
+            reopen,
             phases: Mutex::new(Some(phases)),
+            live,
         }
     }
 }
@@ -44,15 +56,19 @@ impl Supervisor {
 #[async_trait]
 impl BackgroundService for Supervisor {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let runtime = self.live.load_full();
-        for (pool, spec) in runtime.pools.values() {
-            health::spawn(pool, spec.clone());
-        }
-        runtime.auth.start();
-        runtime.limiter.start();
-        drop(runtime);
+        activate(&self.live.load(), None);
         let phases = self.phases.lock().ok().and_then(|mut p| p.take());
         let Some(mut phases) = phases else { return };
+        let (Ok(mut hup), Ok(mut usr1)) = (
+            signal(SignalKind::hangup()),
+            signal(SignalKind::user_defined1()),
+        ) else {
+            warn!("cannot listen for SIGHUP/SIGUSR1: reload and log reopening by signal are off");
+            return;
+        };
+        let mut watch = tokio::time::interval(WATCH_INTERVAL);
+        watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut seen = snapshot(&self.watched());
         loop {
             tokio::select! {
                 phase = phases.recv() => match phase {
@@ -79,9 +95,53 @@ impl BackgroundService for Supervisor {
                         return;
                     }
                 }
+                _ = hup.recv() => {
+                    self.reloader.reload("SIGHUP");
+                    seen = snapshot(&self.watched());
+                }
+                _ = usr1.recv() => {
+                    info!("SIGUSR1: reopening the access log");
+                    self.reopen.request();
+                }
+                _ = watch.tick() => {
+                    let now = snapshot(&self.watched());
+                    if now != seen {
+                        // Let an editor or a ConfigMap update finish writing.
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        seen = snapshot(&self.watched());
+                        self.reloader.reload("files changed");
+                    }
+                }
             }
         }
     }
+}
+
+impl Supervisor {
+    /// conf.yaml and every file of the routes directory (new files count).
+    fn watched(&self) -> Vec<PathBuf> {
+        let rt = self.live.load();
+        let mut files = vec![self.reloader.conf().clone()];
+        if let Ok(entries) = std::fs::read_dir(&rt.routes_dir) {
+            files.extend(entries.filter_map(|e| e.ok().map(|e| e.path())));
+        }
+        files.sort();
+        files
+    }
+}
+
+/// Size and modification time of each file (following symlinks, as
+/// Kubernetes ConfigMap volumes use them).
+fn snapshot(files: &[PathBuf]) -> Vec<(PathBuf, Option<(u64, SystemTime)>)> {
+    files
+        .iter()
+        .map(|f| {
+            let meta = std::fs::metadata(f)
+                .ok()
+                .and_then(|m| Some((m.len(), m.modified().ok()?)));
+            (f.clone(), meta)
+        })
+        .collect()
 }
 
 /// How long no request may be in flight before a draining process exits:

@@ -30,9 +30,10 @@ use std::sync::Arc;
 use http::HeaderName;
 use pingora_http::RequestHeader;
 
+pub use crate::config::auth_file::AuthMode;
 pub use identity::Identity;
 
-use crate::config::auth_file::{AuthMode, OnError, SessionMode};
+use crate::config::auth_file::{OnError, SessionMode};
 use extract::{Found, TokenSource};
 use token_cache::TokenCache;
 use tokenginx::{Tokenginx, Verdict};

@@ -18,8 +18,9 @@ use pingora_core::server::configuration::ServerConf;
 use serde::de::DeserializeOwned;
 
 use super::error::{ConfigError, ConfigErrors};
-use super::file::{BackendFile, Balance, MainFile, RouteEntry, RouteFile, UpstreamFile};
+use super::file::{BackendFile, Balance, LogFormat, MainFile, RouteEntry, RouteFile, UpstreamFile};
 use super::yaml::MarkedDoc;
+use crate::access_log::{AccessLog, Destination};
 use crate::auth::{Auth, RoutePolicy};
 use crate::limit::{Limiter, RouteLimits};
 use crate::metrics::{Metrics, RouteMetrics, NO_ROUTE};
@@ -127,9 +128,37 @@ pub struct Runtime {
     /// Host and prefix index over `routes`.
     pub table: RouteTable,
     /// Upstream pools with their health-check spec, by name.
-    pub pools: BTreeMap<String, (Arc<Pool>, HealthSpec)>,
+    pub pools: Pools,
     /// Every file read, conf.yaml first.
     pub files: Vec<PathBuf>,
+    /// The routes directory (watched for new files).
+    pub routes_dir: PathBuf,
+    /// Where access-log lines go; `None` when `format: off`.
+    pub access_log: Option<AccessLogSpec>,
+    /// The running access-log writer (set by [`super::reload::prepare`]).
+    pub log: Option<Arc<AccessLog>>,
+    /// What each reusable part was built from.
+    pub fingerprints: Fingerprints,
+}
+
+/// Access-log settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLogSpec {
+    /// stdout or a file.
+    pub dest: Destination,
+    /// Query parameters never written.
+    pub redact_query: Vec<String>,
+}
+
+/// Fingerprints of the config each reusable part was built from.
+#[derive(Debug, Default)]
+pub struct Fingerprints {
+    /// `jwt`, `tokenginx`, `forward_identity`.
+    pub auth: u64,
+    /// `rate_limit`.
+    pub limiter: u64,
+    /// Each upstream's section.
+    pub pools: HashMap<String, u64>,
 }
 
 impl Runtime {
@@ -184,16 +213,43 @@ pub fn load(conf_path: &Path, metrics: &Metrics) -> Result<Runtime, ConfigErrors
     load_with_env(conf_path, metrics, &|name| std::env::var(name).ok())
 }
 
+/// Loads a new config for a running gateway: the parts whose config did
+/// not change — upstream pools (with their health state), authentication
+/// (key stores, caches, TokenginX connection), rate-limit stores (with
+/// their buckets) and the access log — are taken over from `previous`.
+pub fn load_reusing(
+    conf_path: &Path,
+    metrics: &Metrics,
+    previous: &Runtime,
+) -> Result<Runtime, ConfigErrors> {
+    compile_with(
+        conf_path,
+        metrics,
+        &|name| std::env::var(name).ok(),
+        Some(previous),
+    )
+}
+
 /// [`load`] with an explicit environment (for tests).
 pub fn load_with_env(
     conf_path: &Path,
     metrics: &Metrics,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Runtime, ConfigErrors> {
+    compile_with(conf_path, metrics, env, None)
+}
+
+fn compile_with(
+    conf_path: &Path,
+    metrics: &Metrics,
+    env: &dyn Fn(&str) -> Option<String>,
+    previous: Option<&Runtime>,
+) -> Result<Runtime, ConfigErrors> {
     let mut c = Compiler {
         errors: Vec::new(),
         hasher: DefaultHasher::new(),
         env,
+        previous,
     };
     let runtime = c.compile(conf_path, metrics);
     match runtime {
@@ -206,12 +262,17 @@ pub(super) struct Compiler<'e> {
     pub(super) errors: Vec<ConfigError>,
     hasher: DefaultHasher,
     env: &'e dyn Fn(&str) -> Option<String>,
+    /// The running config, whose unchanged parts are reused.
+    pub(super) previous: Option<&'e Runtime>,
 }
+
+/// Upstream pools with their health-check spec, by name.
+pub type Pools = BTreeMap<String, (Arc<Pool>, HealthSpec)>;
 
 /// What routes are compiled against.
 struct RouteInputs<'a> {
     /// Valid pools by name.
-    pools: &'a BTreeMap<String, (Arc<Pool>, HealthSpec)>,
+    pools: &'a Pools,
     /// Every upstream name defined, valid or not (no cascade of errors).
     defined: HashSet<&'a str>,
     /// conf.yaml, for what auth modes need.
@@ -223,8 +284,22 @@ struct RouteInputs<'a> {
 /// One parsed file: its path, its positions, its typed content.
 pub(super) struct Parsed<T> {
     pub(super) path: PathBuf,
-    doc: MarkedDoc,
+    pub(super) doc: MarkedDoc,
     pub(super) content: T,
+}
+
+impl<T> Parsed<T> {
+    /// A fingerprint of the (expanded) values at these top-level keys, and
+    /// of `extra`: equal fingerprints mean the same config for that part.
+    pub(super) fn fingerprint(&self, keys: &[&str], extra: &str) -> u64 {
+        let mut h = DefaultHasher::new();
+        for k in keys {
+            let v = self.doc.value.get(k).cloned().unwrap_or_default();
+            serde_yaml::to_string(&v).unwrap_or_default().hash(&mut h);
+        }
+        extra.hash(&mut h);
+        h.finish()
+    }
 }
 
 impl<T> Parsed<T> {
@@ -290,8 +365,20 @@ impl Compiler<'_> {
         let base = conf_path.parent().unwrap_or(Path::new(".")).to_path_buf();
         let server = self.server_settings(&main, &base);
         let settings = self.settings(&main);
-        let auth = Arc::new(self.auth(&main, metrics));
-        let limiter = Arc::new(self.limiter(&main, metrics));
+        let auth_print = main.fingerprint(&["jwt", "tokenginx", "forward_identity"], "");
+        let auth = match self.previous.filter(|p| p.fingerprints.auth == auth_print) {
+            Some(p) => Arc::clone(&p.auth),
+            None => Arc::new(self.auth(&main, metrics)),
+        };
+        let limiter_print = main.fingerprint(&["rate_limit"], "");
+        let limiter = match self
+            .previous
+            .filter(|p| p.fingerprints.limiter == limiter_print)
+        {
+            Some(p) => Arc::clone(&p.limiter),
+            None => Arc::new(self.limiter(&main, metrics)),
+        };
+        let access_log = self.access_log(&main, &base);
         let routes_dir = resolve(&base, &main.content.routes_dir);
         let mut files = vec![conf_path.to_path_buf()];
         let route_paths = match list_yaml(&routes_dir) {
@@ -311,7 +398,7 @@ impl Compiler<'_> {
                 parsed_routes.push(parsed);
             }
         }
-        let pools = self.pools(&parsed_routes, metrics);
+        let (pools, pool_prints) = self.pools(&parsed_routes, metrics);
         let inputs = RouteInputs {
             pools: &pools,
             defined: parsed_routes
@@ -328,10 +415,18 @@ impl Compiler<'_> {
             settings,
             auth,
             limiter,
+            access_log,
+            log: None,
             routes,
             table,
             pools,
             files,
+            routes_dir,
+            fingerprints: Fingerprints {
+                auth: auth_print,
+                limiter: limiter_print,
+                pools: pool_prints,
+            },
         })
     }
 
@@ -461,8 +556,9 @@ impl Compiler<'_> {
         &mut self,
         files: &[Parsed<RouteFile>],
         metrics: &Metrics,
-    ) -> BTreeMap<String, (Arc<Pool>, HealthSpec)> {
+    ) -> (Pools, HashMap<String, u64>) {
         let mut pools = BTreeMap::new();
+        let mut prints = HashMap::new();
         let mut defined_in: HashMap<&str, &Path> = HashMap::new();
         for f in files {
             for (name, up) in &f.content.upstreams {
@@ -477,12 +573,50 @@ impl Compiler<'_> {
                     ));
                     continue;
                 }
-                if let Some(pool) = self.pool(f, &key, name, up, metrics) {
+                let print = {
+                    let mut h = DefaultHasher::new();
+                    let v = f
+                        .doc
+                        .value
+                        .get("upstreams")
+                        .and_then(|u| u.get(name))
+                        .cloned()
+                        .unwrap_or_default();
+                    serde_yaml::to_string(&v).unwrap_or_default().hash(&mut h);
+                    h.finish()
+                };
+                prints.insert(name.clone(), print);
+                let reused = self
+                    .previous
+                    .filter(|p| p.fingerprints.pools.get(name) == Some(&print))
+                    .and_then(|p| p.pools.get(name))
+                    .map(|(pool, spec)| (Arc::clone(pool), spec.clone()));
+                if let Some(pool) = reused.or_else(|| self.pool(f, &key, name, up, metrics)) {
                     pools.insert(name.clone(), pool);
                 }
             }
         }
-        pools
+        (pools, prints)
+    }
+
+    fn access_log(&mut self, main: &Parsed<MainFile>, base: &Path) -> Option<AccessLogSpec> {
+        let f = &main.content.access_log;
+        if f.format == LogFormat::Off {
+            return None;
+        }
+        let dest = match &f.path {
+            Some(p) if p.is_empty() => {
+                self.errors
+                    .push(main.err("access_log.path", "must not be empty (use null for stdout)"));
+                Destination::Stdout
+            }
+            Some(p) => Destination::File(resolve(base, p)),
+            None => Destination::Stdout,
+        };
+        Some(AccessLogSpec {
+            dest,
+            redact_query: f.redact_query.clone(),
+        })
     }
 
     fn pool(

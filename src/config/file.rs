@@ -81,6 +81,9 @@ pub struct MainFile {
     /// Rate-limit store.
     #[serde(default)]
     pub rate_limit: Option<RateLimitFile>,
+    /// The JSON access log.
+    #[serde(default)]
+    pub access_log: AccessLogFile,
     /// Claim -> upstream header; absent means `sub: X-User-Id`,
     /// `scope: X-User-Scopes`, `roles: X-User-Roles`.
     #[serde(default)]
@@ -95,6 +98,61 @@ fn yes() -> bool {
 }
 fn default_max_body() -> u64 {
     10 * 1024 * 1024
+}
+
+/// Access-log format.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// One JSON object per line.
+    #[default]
+    Json,
+    /// No access log.
+    Off,
+}
+
+/// `access_log:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogFile {
+    /// `json` or `off`.
+    #[serde(default)]
+    pub format: LogFormat,
+    /// File to append to (relative to conf.yaml); absent: stdout.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Query parameters whose values are replaced by `REDACTED`.
+    #[serde(default = "default_redact")]
+    pub redact_query: Vec<String>,
+}
+
+impl Default for AccessLogFile {
+    fn default() -> Self {
+        AccessLogFile {
+            format: LogFormat::Json,
+            path: None,
+            redact_query: default_redact(),
+        }
+    }
+}
+
+fn default_redact() -> Vec<String> {
+    [
+        "access_token",
+        "id_token",
+        "refresh_token",
+        "token",
+        "code",
+        "password",
+        "secret",
+        "api_key",
+        "apikey",
+        "key",
+        "sig",
+        "signature",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 /// One public listener.

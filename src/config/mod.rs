@@ -10,7 +10,11 @@ mod compile_limit;
 pub mod error;
 pub mod file;
 pub mod limit_file;
+pub mod reload;
 pub mod yaml;
 
-pub use compile::{load, HeaderRules, Listener, Route, Runtime, ServerSettings, Settings};
+pub use compile::{
+    load, load_reusing, AccessLogSpec, HeaderRules, Listener, Route, Runtime, ServerSettings,
+    Settings,
+};
 pub use error::{ConfigError, ConfigErrors, Position};

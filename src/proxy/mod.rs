@@ -8,9 +8,10 @@
 //! | `upstream_request_filter` | [`request_modifiers`] — path, forwarding headers |
 //! | `response_filter` | [`response_modifiers`] — security headers |
 //! | `fail_to_connect` / `fail_to_proxy` | passive health, retries, [`crate::reject`] |
-//! | `logging` | [`crate::metrics`] |
+//! | `logging` | [`crate::metrics`], [`log_line`] |
 
 pub mod ctx;
+pub mod log_line;
 pub mod request_filters;
 pub mod request_modifiers;
 pub mod response_modifiers;
@@ -353,6 +354,33 @@ impl ProxyHttp for Gateway {
                     .observe(elapsed);
             }
         }
+        if let Some(log) = ctx.runtime.as_ref().and_then(|r| r.log.as_ref()) {
+            log.write(log_line::line(session, ctx, status, &log.redact_query));
+        }
         ctx.lease = None;
+    }
+
+    /// Client hang-ups are routine for a proxy: not error-log material.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, e: &Error) -> bool {
+        e.esource() == &ErrorSource::Downstream
+            && matches!(
+                e.etype(),
+                ErrorType::ConnectionClosed
+                    | ErrorType::ReadError
+                    | ErrorType::WriteError
+                    | ErrorType::ReadTimedout
+            )
+    }
+
+    /// What Pingora's own error lines say about a request: method, host and
+    /// path, never the query (it may carry tokens) or a header.
+    fn request_summary(&self, session: &Session, _ctx: &RequestCtx) -> String {
+        let req = session.req_header();
+        let host = req
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
+        format!("{} {}{}", req.method, host, req.uri.path())
     }
 }

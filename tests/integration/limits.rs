@@ -216,7 +216,7 @@ async fn two_gateways_share_one_redis_limit() {
     let redis = RedisServer::start();
     let up = Upstream::start("app").await;
     let rl = format!(
-        "{{store: redis, redis_url: \"{}\", timeout_ms: 200}}",
+        "{{store: redis, redis_url: \"{}\", timeout_ms: 1000}}",
         redis.url()
     );
     let one = Gateway::start(&conf(&rl), &[("r.yaml", &routes(&up))]);
@@ -243,7 +243,7 @@ async fn redis_cluster_with_hash_tagged_keys() {
         .map(|n| format!("\"redis://127.0.0.1:{}\"", n.port))
         .collect();
     let rl = format!(
-        "{{store: redis, redis_cluster: [{}], timeout_ms: 200}}",
+        "{{store: redis, redis_cluster: [{}], timeout_ms: 1000}}",
         seeds.join(", ")
     );
     let gw = Gateway::start(&conf(&rl), &[("r.yaml", &routes(&up))]);
