@@ -12,6 +12,8 @@ use pingora_core::protocols::http::ServerSession;
 use serde_json::{json, Value};
 
 use crate::auth::tokenginx::Health;
+use crate::auth::{AuthMode, RoutePolicy};
+use crate::config::auth_file::SessionMode;
 use crate::config::Runtime;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
@@ -85,6 +87,8 @@ impl Admin {
                     "methods": r.methods.as_ref().map(|m| m.iter().map(|x| x.as_str()).collect::<Vec<_>>()),
                     "upstream": r.pool.name,
                     "strip_prefix": r.strip_prefix,
+                    "auth": auth_summary(&r.policy),
+                    "rate_limit": r.limits.as_ref().map(|l| l.policy_header.to_string()),
                     "ip_allow": r.ip_allow.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
                     "ip_deny": r.ip_deny.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
                     "file": r.file.display().to_string(),
@@ -104,6 +108,7 @@ impl Admin {
                         "weight": b.weight,
                         "healthy": b.is_healthy(),
                         "in_flight": b.in_flight(),
+                        "recent_error_rate": b.recent_error_rate(),
                     })).collect::<Vec<_>>(),
                 })
             })
@@ -125,6 +130,26 @@ impl Admin {
             "upstreams": upstreams,
         })
     }
+}
+
+/// `jwt scopes=admin roles=ops session` style summary of a route's policy.
+fn auth_summary(p: &RoutePolicy) -> String {
+    let mut s = match p.mode {
+        AuthMode::None => return "public".into(),
+        AuthMode::Jwt => "jwt".to_string(),
+        AuthMode::Opaque => "opaque".to_string(),
+        AuthMode::Any => "jwt|opaque".to_string(),
+    };
+    if p.session == SessionMode::Required {
+        s.push_str(" session");
+    }
+    if !p.scopes.is_empty() {
+        s.push_str(&format!(" scopes={}", p.scopes.join(",")));
+    }
+    if !p.roles.is_empty() {
+        s.push_str(&format!(" roles={}", p.roles.join("|")));
+    }
+    s
 }
 
 fn json_response(code: StatusCode, body: &Value) -> Response<Vec<u8>> {

@@ -31,24 +31,26 @@ pub fn render(status: &Value) -> String {
         esc(&cfg["last_reload"]["result"]),
         esc(&cfg["last_reload"]["error"]),
     ));
-    html.push_str("<h2>Routes (match order)</h2><table id=\"routes\"><tr><th>route</th><th>host</th><th>prefix</th><th>methods</th><th>upstream</th><th>strip prefix</th></tr>");
+    html.push_str("<h2>Routes (match order)</h2><table id=\"routes\"><tr><th>route</th><th>host</th><th>prefix</th><th>methods</th><th>upstream</th><th>strip prefix</th><th>auth</th><th>rate limit</th></tr>");
     for r in status["routes"].as_array().into_iter().flatten() {
         html.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&r["name"]),
             esc(&r["host"]),
             esc(&r["prefix"]),
             esc(&r["methods"]),
             esc(&r["upstream"]),
             esc(&r["strip_prefix"]),
+            esc(&r["auth"]),
+            esc(&r["rate_limit"]),
         ));
     }
-    html.push_str("</table><h2>Upstreams</h2><table id=\"upstreams\"><tr><th>upstream</th><th>balance</th><th>backend</th><th>weight</th><th>health</th><th>in flight</th></tr>");
+    html.push_str("</table><h2>Upstreams</h2><table id=\"upstreams\"><tr><th>upstream</th><th>balance</th><th>backend</th><th>weight</th><th>health</th><th>in flight</th><th>recent errors</th></tr>");
     for u in status["upstreams"].as_array().into_iter().flatten() {
         for b in u["backends"].as_array().into_iter().flatten() {
             let up = b["healthy"].as_bool().unwrap_or(false);
             html.push_str(&format!(
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td>{:.1}%</td></tr>",
                 esc(&u["name"]),
                 esc(&u["balance"]),
                 esc(&b["addr"]),
@@ -56,6 +58,7 @@ pub fn render(status: &Value) -> String {
                 if up { "up" } else { "down" },
                 if up { "healthy" } else { "unhealthy" },
                 esc(&b["in_flight"]),
+                b["recent_error_rate"].as_f64().unwrap_or(0.0) * 100.0,
             ));
         }
     }

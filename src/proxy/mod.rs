@@ -230,6 +230,7 @@ impl ProxyHttp for Gateway {
                     e.etype().as_str()
                 );
             }
+            lease.backend().record(true);
             ctx.last_connect_error = Some(e.etype().clone());
             if ctx.attempts <= pool.settings.retries {
                 e.set_retry(true);
@@ -353,6 +354,9 @@ impl ProxyHttp for Gateway {
                     .with_label_values(&[NO_ROUTE])
                     .observe(elapsed);
             }
+        }
+        if let Some(lease) = &ctx.lease {
+            lease.backend().record(status >= 500 || status == 0);
         }
         if let Some(log) = ctx.runtime.as_ref().and_then(|r| r.log.as_ref()) {
             log.write(log_line::line(session, ctx, status, &log.redact_query));

@@ -88,6 +88,9 @@ async fn run(
         });
         let results = futures_util::future::join_all(probes).await;
         let Some(pool) = pool.upgrade() else { return };
+        for b in pool.backends.iter() {
+            b.roll_window();
+        }
         for (i, result) in results.into_iter().enumerate() {
             let healthy = result.is_ok();
             if pool.set_health(i, healthy) {

@@ -5,7 +5,7 @@
 //! schedule and the hash ring are built once when the config compiles.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,6 +46,14 @@ pub struct Backend {
     in_flight: AtomicUsize,
     /// `gatehouse_upstream_backend_healthy{upstream, backend}`.
     gauge: IntGauge,
+    /// Attempts sent to it, ever.
+    attempts: AtomicU64,
+    /// Attempts that failed (connect error, 5xx, timeout), ever.
+    failures: AtomicU64,
+    /// (attempts, failures) at the last health round, for the recent error rate.
+    last_round: AtomicU64,
+    /// Failure ratio over the last health-check interval, in parts per million.
+    recent_error_ppm: AtomicU64,
 }
 
 impl Backend {
@@ -57,6 +65,32 @@ impl Backend {
     /// Requests now in flight to it.
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Relaxed)
+    }
+
+    /// Records how one attempt on this backend ended.
+    pub fn record(&self, failed: bool) {
+        self.attempts.fetch_add(1, Relaxed);
+        if failed {
+            self.failures.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Closes a measuring window (each health-check round): the error rate
+    /// of the attempts since the previous one becomes the recent rate.
+    pub fn roll_window(&self) {
+        let (a, f) = (self.attempts.load(Relaxed), self.failures.load(Relaxed));
+        let packed = (a & 0xFFFF_FFFF) << 32 | (f & 0xFFFF_FFFF);
+        let prev = self.last_round.swap(packed, Relaxed);
+        let (pa, pf) = (prev >> 32, prev & 0xFFFF_FFFF);
+        let da = (a & 0xFFFF_FFFF).wrapping_sub(pa) & 0xFFFF_FFFF;
+        let df = (f & 0xFFFF_FFFF).wrapping_sub(pf) & 0xFFFF_FFFF;
+        let ppm = (df * 1_000_000).checked_div(da).unwrap_or(0);
+        self.recent_error_ppm.store(ppm, Relaxed);
+    }
+
+    /// Failed share of the attempts in the last window (0.0–1.0).
+    pub fn recent_error_rate(&self) -> f64 {
+        self.recent_error_ppm.load(Relaxed) as f64 / 1e6
     }
 }
 
@@ -198,6 +232,10 @@ impl Pool {
                     healthy: AtomicBool::new(true),
                     in_flight: AtomicUsize::new(0),
                     gauge,
+                    attempts: AtomicU64::new(0),
+                    failures: AtomicU64::new(0),
+                    last_round: AtomicU64::new(0),
+                    recent_error_ppm: AtomicU64::new(0),
                 }
             })
             .collect();
@@ -390,6 +428,24 @@ mod tests {
         p.set_health(first[0], false);
         let second = picks(&p, 5, b"user-42");
         assert!(second.iter().all(|&i| i == second[0] && i != first[0]));
+    }
+
+    #[test]
+    fn recent_error_rate_covers_the_last_window() {
+        let p = pool(Balance::RoundRobin, &[1]);
+        let b = &p.backends[0];
+        for i in 0..10 {
+            b.record(i < 5);
+        }
+        b.roll_window();
+        assert_eq!(b.recent_error_rate(), 0.5);
+        for _ in 0..4 {
+            b.record(false);
+        }
+        b.roll_window();
+        assert_eq!(b.recent_error_rate(), 0.0);
+        b.roll_window();
+        assert_eq!(b.recent_error_rate(), 0.0);
     }
 
     #[test]

@@ -77,6 +77,9 @@ async fn status_json_and_html() {
         up.addr.to_string()
     );
     assert_eq!(s["upstreams"][0]["backends"][0]["healthy"], true);
+    assert_eq!(s["upstreams"][0]["backends"][0]["recent_error_rate"], 0.0);
+    assert_eq!(s["routes"][0]["auth"], "public");
+    assert!(s["routes"][0]["rate_limit"].is_null());
     assert_eq!(s["config"]["last_reload"]["result"], "ok");
     assert_eq!(s["config"]["version"].as_str().unwrap().len(), 16);
 
