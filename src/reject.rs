@@ -20,6 +20,8 @@ pub enum Rejection {
     BadPath(PathError),
     /// Malformed request (bad headers, bad framing).
     BadRequest,
+    /// Missing, invalid or contradictory Host.
+    BadHost(&'static str),
     /// No route for this host and path.
     NoRoute,
     /// The route exists but not for this method; carries the `Allow` value.
@@ -59,7 +61,7 @@ impl Rejection {
     /// The HTTP status.
     pub fn status(&self) -> u16 {
         match self {
-            Rejection::BadPath(_) | Rejection::BadRequest => 400,
+            Rejection::BadPath(_) | Rejection::BadRequest | Rejection::BadHost(_) => 400,
             Rejection::LoginRedirect(_) => 302,
             Rejection::Unauthenticated(_) => 401,
             Rejection::IpDenied | Rejection::InsufficientScope(_) | Rejection::InsufficientRole => {
@@ -83,6 +85,7 @@ impl Rejection {
         match self {
             Rejection::BadPath(_) => "bad_path",
             Rejection::BadRequest => "bad_request",
+            Rejection::BadHost(_) => "bad_host",
             Rejection::NoRoute => "no_route",
             Rejection::MethodNotAllowed(_) => "method_not_allowed",
             Rejection::IpDenied => "ip_denied",
@@ -107,6 +110,7 @@ impl Rejection {
         match self {
             Rejection::BadPath(e) => e.message(),
             Rejection::BadRequest => "the request is malformed",
+            Rejection::BadHost(why) => why,
             Rejection::NoRoute => "no route matches this host and path",
             Rejection::MethodNotAllowed(_) => "this route does not accept the method",
             Rejection::IpDenied => "your address is not allowed on this route",

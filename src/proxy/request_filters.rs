@@ -50,15 +50,7 @@ pub async fn admit(
     ctx.client_ip = Some(client);
 
     let path = normalize(req.uri.path()).map_err(Rejection::BadPath)?;
-    let host = req
-        .uri
-        .host()
-        .or_else(|| {
-            req.headers
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-        })
-        .unwrap_or("");
+    let host = request_host(req)?;
     let id = match_route(&runtime, &host_key(host), &path, &req.method)?;
     if let std::borrow::Cow::Owned(p) = path {
         ctx.normalized_path = Some(p);
@@ -158,6 +150,30 @@ fn percent_encode(s: &str) -> String {
         }
     }
     out
+}
+
+/// The host a request is for. HTTP/1.1 requires a Host header (RFC 9112
+/// §3.2); an absolute-form target must name the same host, so routing and
+/// the upstream can never disagree about it.
+fn request_host(req: &RequestHeader) -> Result<&str, Rejection> {
+    let header = match req.headers.get(http::header::HOST) {
+        Some(h) => Some(
+            h.to_str()
+                .map_err(|_| Rejection::BadHost("the Host header is not text"))?,
+        ),
+        None => None,
+    };
+    match (header, req.uri.authority()) {
+        (Some(h), Some(a)) if !h.eq_ignore_ascii_case(a.as_str()) => Err(Rejection::BadHost(
+            "the request target and the Host header name different hosts",
+        )),
+        (Some(h), _) => Ok(h),
+        (None, Some(a)) => Ok(a.host()),
+        (None, None) if req.version == http::Version::HTTP_11 => {
+            Err(Rejection::BadHost("HTTP/1.1 requests need a Host header"))
+        }
+        (None, None) => Ok(""),
+    }
 }
 
 fn match_route(

@@ -55,7 +55,8 @@ pub fn prepare(
 }
 
 /// The backend sees the normalised path (minus the prefix with
-/// `strip_prefix`), always in origin form.
+/// `strip_prefix`), always in origin form (an absolute-form target is
+/// rewritten; its host was checked against Host already).
 fn rewrite_path(req: &mut RequestHeader, ctx: &RequestCtx, route: &Route) -> Result<()> {
     let original = req.uri.path();
     let mut path = ctx.normalized_path.as_deref().unwrap_or(original);
@@ -65,7 +66,7 @@ fn rewrite_path(req: &mut RequestHeader, ctx: &RequestCtx, route: &Route) -> Res
             path = "/";
         }
     }
-    if path == original && req.uri.authority().is_none() {
+    if path == original && req.raw_path().first() == Some(&b'/') {
         return Ok(());
     }
     let mut target = String::with_capacity(path.len() + 64);

@@ -51,6 +51,17 @@ impl HealthSpec {
     }
 }
 
+/// A one-line reason: the error kind and its root cause, without the
+/// peer dump Pingora puts in the context.
+fn describe(e: &pingora_core::Error) -> String {
+    let root = e.root_cause().to_string();
+    if root.is_empty() || root == e.etype().as_str() {
+        e.etype().as_str().to_string()
+    } else {
+        format!("{}: {root}", e.etype().as_str())
+    }
+}
+
 /// Starts the checker of `pool` on the current Tokio runtime.
 pub fn spawn(pool: &Arc<Pool>, spec: HealthSpec) {
     let weak = Arc::downgrade(pool);
@@ -84,7 +95,7 @@ async fn run(
             tokio::time::timeout(spec.timeout, checker.check(t))
                 .await
                 .map_err(|_| "timed out".to_string())
-                .and_then(|r| r.map_err(|e| e.to_string()))
+                .and_then(|r| r.map_err(|e| describe(&e)))
         });
         let results = futures_util::future::join_all(probes).await;
         let Some(pool) = pool.upgrade() else { return };
