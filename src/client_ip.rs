@@ -64,6 +64,9 @@ mod tests {
             client_ip_header: header.map(|h| h.try_into().unwrap()),
             security_headers: true,
             max_request_body_bytes: 1,
+            max_uri_bytes: 8192,
+            max_header_bytes: 32768,
+            client_body_timeout: std::time::Duration::from_secs(1),
         }
     }
 

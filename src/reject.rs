@@ -44,6 +44,12 @@ pub enum Rejection {
     RateLimitUnavailable,
     /// The body is larger than `max_request_body_bytes`.
     BodyTooLarge,
+    /// The request target is longer than `max_uri_bytes`.
+    UriTooLong,
+    /// The request headers are larger than `max_header_bytes`.
+    HeadersTooLarge,
+    /// The client sent its body too slowly.
+    ClientTimeout,
     /// The backend refused or reset the connection, or sent garbage.
     BadGateway,
     /// No backend of the pool is healthy.
@@ -70,6 +76,9 @@ impl Rejection {
             Rejection::NoRoute => 404,
             Rejection::MethodNotAllowed(_) => 405,
             Rejection::BodyTooLarge => 413,
+            Rejection::UriTooLong => 414,
+            Rejection::HeadersTooLarge => 431,
+            Rejection::ClientTimeout => 408,
             Rejection::RateLimited(_) => 429,
             Rejection::Internal => 500,
             Rejection::BadGateway => 502,
@@ -98,6 +107,9 @@ impl Rejection {
             Rejection::RateLimited(_) => "rate_limited",
             Rejection::RateLimitUnavailable => "rate_limit_unavailable",
             Rejection::BodyTooLarge => "body_too_large",
+            Rejection::UriTooLong => "uri_too_long",
+            Rejection::HeadersTooLarge => "headers_too_large",
+            Rejection::ClientTimeout => "request_timeout",
             Rejection::BadGateway => "bad_gateway",
             Rejection::NoHealthyBackend => "no_healthy_backend",
             Rejection::GatewayTimeout => "gateway_timeout",
@@ -124,6 +136,9 @@ impl Rejection {
             }
             Rejection::RateLimitUnavailable => "the rate-limit store is unavailable",
             Rejection::BodyTooLarge => "the request body is too large",
+            Rejection::UriTooLong => "the request target is too long",
+            Rejection::HeadersTooLarge => "the request headers are too large",
+            Rejection::ClientTimeout => "the request body arrived too slowly",
             Rejection::BadGateway => "the upstream server refused or dropped the connection",
             Rejection::NoHealthyBackend => "no healthy upstream server is available",
             Rejection::GatewayTimeout => "the upstream server did not answer in time",
@@ -185,6 +200,7 @@ impl Rejection {
             HTTPStatus(400) => Rejection::BadRequest,
             HTTPStatus(413) => Rejection::BodyTooLarge,
             HTTPStatus(503) => Rejection::NoHealthyBackend,
+            ReadTimedout if e.esource() == &ErrorSource::Downstream => Rejection::ClientTimeout,
             ConnectTimedout | ReadTimedout | WriteTimedout => Rejection::GatewayTimeout,
             _ => match e.esource() {
                 ErrorSource::Upstream => Rejection::BadGateway,

@@ -59,6 +59,12 @@ pub struct Settings {
     pub security_headers: bool,
     /// Largest request body accepted.
     pub max_request_body_bytes: u64,
+    /// Longest request target accepted.
+    pub max_uri_bytes: usize,
+    /// Largest total of header names and values accepted.
+    pub max_header_bytes: usize,
+    /// Per-read wait for request body bytes.
+    pub client_body_timeout: Duration,
 }
 
 /// Header edits of a route, parsed.
@@ -526,6 +532,21 @@ impl Compiler<'_> {
                 })
                 .ok()
         });
+        if m.max_header_bytes < 1024 {
+            self.errors
+                .push(main.err("max_header_bytes", "must be at least 1024"));
+        }
+        if m.max_uri_bytes < 16 {
+            self.errors
+                .push(main.err("max_uri_bytes", "must be at least 16"));
+        }
+        self.millis(
+            main,
+            "client_body_timeout_ms",
+            m.client_body_timeout_ms,
+            100,
+            3_600_000,
+        );
         if m.max_request_body_bytes == 0 {
             self.errors
                 .push(main.err("max_request_body_bytes", "must be greater than 0"));
@@ -535,6 +556,9 @@ impl Compiler<'_> {
             client_ip_header,
             security_headers: m.security_headers,
             max_request_body_bytes: m.max_request_body_bytes,
+            max_uri_bytes: m.max_uri_bytes,
+            max_header_bytes: m.max_header_bytes,
+            client_body_timeout: Duration::from_millis(m.client_body_timeout_ms),
         }
     }
 

@@ -72,6 +72,15 @@ pub struct MainFile {
     /// Largest request body accepted.
     #[serde(default = "default_max_body")]
     pub max_request_body_bytes: u64,
+    /// Longest request target (path and query) accepted; longer gets 414.
+    #[serde(default = "default_max_uri")]
+    pub max_uri_bytes: usize,
+    /// Largest total of request header names and values; larger gets 431.
+    #[serde(default = "default_max_headers")]
+    pub max_header_bytes: usize,
+    /// Longest wait for the next bytes of a request body; slower gets 408.
+    #[serde(default = "default_body_timeout")]
+    pub client_body_timeout_ms: u64,
     /// Bearer-token verification.
     #[serde(default)]
     pub jwt: Option<JwtFile>,
@@ -95,6 +104,15 @@ fn default_routes_dir() -> String {
 }
 fn yes() -> bool {
     true
+}
+fn default_max_uri() -> usize {
+    8192
+}
+fn default_max_headers() -> usize {
+    32 * 1024
+}
+fn default_body_timeout() -> u64 {
+    60_000
 }
 fn default_max_body() -> u64 {
     10 * 1024 * 1024

@@ -148,7 +148,11 @@ impl ProxyHttp for Gateway {
         {
             session.set_keepalive(None);
         }
-        ctx.runtime = Some(self.live.load_full());
+        let runtime = self.live.load_full();
+        session
+            .as_downstream_mut()
+            .set_read_timeout(Some(runtime.settings.client_body_timeout));
+        ctx.runtime = Some(runtime);
         match request_filters::admit(session, ctx, &self.metrics).await {
             Ok(()) => Ok(false),
             Err(r) => {

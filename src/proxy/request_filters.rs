@@ -20,7 +20,8 @@ use crate::trace::{request_id, TraceContext};
 
 /// Runs the checks in order:
 /// 1. request id and trace context (so every answer, even a 400, carries them);
-/// 2. path normalisation (400 when ambiguous);
+/// 2. target length (414), header size (431), path normalisation (400
+///    when ambiguous);
 /// 3. route match on host and normalised path (404), then method (405);
 /// 4. client IP rules of the route (403);
 /// 5. declared body size (413);
@@ -49,6 +50,17 @@ pub async fn admit(
     let client = client_ip(&runtime.settings, peer, req);
     ctx.client_ip = Some(client);
 
+    if req.raw_path().len() > runtime.settings.max_uri_bytes {
+        return Err(Rejection::UriTooLong);
+    }
+    let header_bytes: usize = req
+        .headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len())
+        .sum();
+    if header_bytes > runtime.settings.max_header_bytes {
+        return Err(Rejection::HeadersTooLarge);
+    }
     let path = normalize(req.uri.path()).map_err(Rejection::BadPath)?;
     let host = request_host(req)?;
     let id = match_route(&runtime, &host_key(host), &path, &req.method)?;

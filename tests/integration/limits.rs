@@ -14,8 +14,8 @@ use crate::auth_support::{now, redis_cluster, sign_hs, RedisServer};
 use crate::common::{client, get_json, route_file, Gateway, Upstream};
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef";
-const RATE: f64 = 50.0;
-const BURST: f64 = 20.0;
+const RATE: f64 = 20.0;
+const BURST: f64 = 10.0;
 
 fn conf(rate_limit: &str) -> String {
     format!(
@@ -31,7 +31,7 @@ rate_limit: {rate_limit}
 }
 
 fn routes(up: &Upstream) -> String {
-    let limit = |key: &str| format!("rate_limit: {{key: \"{key}\", rate: 50/s, burst: 20}}");
+    let limit = |key: &str| format!("rate_limit: {{key: \"{key}\", rate: 20/s, burst: 10}}");
     route_file(
         &[up.addr],
         "",
@@ -44,7 +44,7 @@ fn routes(up: &Upstream) -> String {
             (
                 "multi",
                 "/multi",
-                "rate_limit:\n  - {key: ip, rate: 1000/s, burst: 1000}\n  - {key: route, rate: 50/s, burst: 20}",
+                "rate_limit:\n  - {key: ip, rate: 1000/s, burst: 1000}\n  - {key: route, rate: 20/s, burst: 10}",
             ),
         ],
     )

@@ -8,6 +8,7 @@ mod common;
 mod config;
 mod demo;
 mod deploy;
+mod edge;
 mod headers;
 mod lifecycle;
 mod limits;
