@@ -1,39 +1,57 @@
 #!/usr/bin/env bash
 # benches/run.sh: gatehouse load benchmark (the reference load of SPEC §7).
 #
-# What it measures, in one run, on 127.0.0.1 only:
-#   direct       wrk -> nginx upstream                  (the floor: no proxy hop)
-#   nginx-proxy  wrk -> nginx proxy_pass -> upstream    (the yardstick, upstream keepalive)
-#   gatehouse    wrk -> gatehouse -> upstream           (one route `prefix: /`, no auth)
+# What it measures, in one run, on 127.0.0.1 only (the TARGETS knob picks a
+# subset):
+#   direct                wrk -> nginx upstream               (the floor: no proxy hop)
+#   nginx-proxy           wrk -> nginx proxy_pass -> upstream (the yardstick, upstream keepalive)
+#   gatehouse             wrk -> gatehouse -> upstream        (one route `prefix: /`, no auth)
+#   gatehouse-auth        wrk -> gatehouse -> upstream        (route `auth: jwt` (HS256) + a
+#                         per-user rate limit that is never hit, local store)
+#   gatehouse-auth-redis  the same with `rate_limit: {store: redis}` against a
+#                         redis-server started here (one round trip per request)
+# Each gatehouse target is its own gatehouse process (own conf, ports, pid
+# file, upgrade socket), so RSS and CPU are that target's alone. The protected
+# targets get `Authorization: Bearer <HS256 JWT>` on every request (one token:
+# the verified-token cache is warm after the first request).
 # The upstream is nginx (1 worker) answering every path with a fixed 1024-byte
 # body over HTTP/1.1 keep-alive. wrk drives each target with keep-alive
 # connections and --latency; targets run in alternating rounds (direct,
-# nginx-proxy, gatehouse, direct, ...) after a short warm-up of each, so a
-# noisy neighbour hurts all three alike. Reported per target: median req/s,
-# p50 and p99 latency (ms) over the rounds, RSS (MB) right after the last
-# round, req/s relative to nginx-proxy, CPU µs per request of that target's
-# own processes (the proxy only, not the upstream), and errors (non-2xx/3xx
-# responses + socket errors; a target with errors is flagged).
+# nginx-proxy, gatehouse, gatehouse-auth, gatehouse-auth-redis, direct, ...)
+# after a short warm-up of each, so a noisy neighbour hurts all alike.
+# Reported per target: median req/s, p50 and p99 latency (ms) over the rounds,
+# RSS (MB) right after the last round, req/s relative to nginx-proxy, CPU µs
+# per request of that target's own processes (the proxy only, not the
+# upstream, not redis-server), and errors (non-2xx/3xx responses + socket
+# errors; a target with errors is flagged). redis-server's own CPU per request
+# and Redis calls per request are reported separately.
 #
 # Output: the tables on stdout and in benches/results/latest.md (git-ignored;
 # a copy named by date and commit is kept next to it).
 #
 # Knobs (environment):
+#   TARGETS="direct nginx-proxy gatehouse gatehouse-auth gatehouse-auth-redis"
+#                      targets to run (space- or comma-separated; always run
+#                      in that order); the ratio column needs nginx-proxy
 #   THREADS=2          gatehouse `threads:` and nginx-proxy worker_processes
 #   DURATION=10        seconds per measured wrk run
-#   ROUNDS=3           measured rounds (each runs all three targets)
+#   ROUNDS=3           measured rounds (each runs every selected target)
 #   CONNECTIONS=64     wrk -c (keep-alive connections)
 #   WRK_THREADS=2      wrk -t
 #   WARMUP=3           seconds of the warm-up run per target (before round 1)
 #   GATEHOUSE_BIN=...  binary to measure; unset: `cargo build --release` in the
 #                      repo and use target/release/gatehouse (or
 #                      $CARGO_TARGET_DIR/release/gatehouse)
-#   GATEHOUSE_CONF_EXTRA=...  YAML lines appended to the generated conf.yaml,
-#                      for experiments (e.g. 'work_stealing: false')
+#   GATEHOUSE_ACCESS_LOG=off  `off`: `access_log: {format: off}` in every
+#                      gatehouse conf (the nginx servers log nothing either);
+#                      `json`: JSON access log to <target>/access.log
+#   GATEHOUSE_CONF_EXTRA=...  YAML lines appended to every generated
+#                      conf.yaml, for experiments (e.g. 'work_stealing: false')
 #   KEEP_TMP=1         keep the temp dir (configs, logs, raw wrk output)
 #
-# Needs nginx, wrk, curl and python3. Every process it starts is stopped by
-# PID on exit; nothing else is touched.
+# Needs nginx, wrk, curl and python3, and redis-server + redis-cli for
+# gatehouse-auth-redis. Every process it starts is stopped by PID on exit;
+# nothing else is touched.
 
 set -euo pipefail
 
@@ -43,11 +61,13 @@ ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-64}
 WRK_THREADS=${WRK_THREADS:-2}
 WARMUP=${WARMUP:-3}
+GATEHOUSE_ACCESS_LOG=${GATEHOUSE_ACCESS_LOG:-off}
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$BENCH_DIR/.." && pwd)
 RESULTS_DIR=$BENCH_DIR/results
-TARGETS=(direct nginx-proxy gatehouse)
+ALL_TARGETS=(direct nginx-proxy gatehouse gatehouse-auth gatehouse-auth-redis)
+TARGETS=${TARGETS:-${ALL_TARGETS[*]}}
 
 log() { printf '==> %s\n' "$*"; }
 die() {
@@ -60,7 +80,21 @@ die() {
 for knob in THREADS DURATION ROUNDS CONNECTIONS WRK_THREADS WARMUP; do
     [[ ${!knob} =~ ^[1-9][0-9]*$ ]] || die "$knob must be a positive integer (got '${!knob}')"
 done
+[[ $GATEHOUSE_ACCESS_LOG == off || $GATEHOUSE_ACCESS_LOG == json ]] ||
+    die "GATEHOUSE_ACCESS_LOG must be off or json (got '$GATEHOUSE_ACCESS_LOG')"
 ((CONNECTIONS >= WRK_THREADS)) || die "CONNECTIONS ($CONNECTIONS) must be >= WRK_THREADS ($WRK_THREADS)"
+
+# The selected targets, in the canonical order, each once.
+read -ra wanted <<<"${TARGETS//,/ }"
+((${#wanted[@]})) || die "TARGETS is empty (choose from: ${ALL_TARGETS[*]})"
+for t in "${wanted[@]}"; do
+    [[ " ${ALL_TARGETS[*]} " == *" $t "* ]] || die "unknown target '$t' in TARGETS (choose from: ${ALL_TARGETS[*]})"
+done
+RUN_TARGETS=()
+for t in "${ALL_TARGETS[@]}"; do
+    [[ " ${wanted[*]} " == *" $t "* ]] && RUN_TARGETS+=("$t")
+done
+selected() { [[ " ${RUN_TARGETS[*]} " == *" $1 "* ]]; }
 
 missing=()
 for tool in nginx wrk; do
@@ -72,6 +106,12 @@ fi
 for tool in curl python3 timeout; do
     command -v "$tool" >/dev/null 2>&1 || die "$tool not found (needed by the harness)"
 done
+if selected gatehouse-auth-redis; then
+    for tool in redis-server redis-cli; do
+        command -v "$tool" >/dev/null 2>&1 ||
+            die "$tool not found (needed by gatehouse-auth-redis); install with: apt-get install -y redis-server"
+    done
+fi
 
 if [[ -n ${GATEHOUSE_BIN:-} ]]; then
     [[ -x $GATEHOUSE_BIN ]] || die "GATEHOUSE_BIN=$GATEHOUSE_BIN is not an executable file"
@@ -90,8 +130,9 @@ GATEHOUSE_BIN=$(cd "$(dirname "$GATEHOUSE_BIN")" && pwd)/$(basename "$GATEHOUSE_
 # --- temp dir and cleanup ---------------------------------------------------
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/gatehouse-bench.XXXXXX")
-UP_PID='' PROXY_PID='' GH_PID=''
+UP_PID='' PROXY_PID='' REDIS_PID='' MONITOR_PID=''
 UP_WORKERS=() PROXY_WORKERS=()
+declare -A GH_PID=() # gatehouse target -> PID of its gatehouse process
 
 alive() { [[ -n $1 ]] && kill -0 "$1" 2>/dev/null; }
 
@@ -128,7 +169,11 @@ cleanup() {
     local rc=$?
     set +e
     trap - EXIT INT TERM HUP
-    stop_pid "$GH_PID" TERM 10
+    stop_pid "$MONITOR_PID" TERM 2
+    for t in "${!GH_PID[@]}"; do
+        stop_pid "${GH_PID[$t]}" TERM 10
+    done
+    stop_pid "$REDIS_PID" TERM 5
     stop_nginx "$PROXY_PID" "${PROXY_WORKERS[@]}"
     stop_nginx "$UP_PID" "${UP_WORKERS[@]}"
     if [[ -n ${KEEP_TMP:-} ]]; then
@@ -150,11 +195,12 @@ show_log() {
 
 # --- ports ------------------------------------------------------------------
 
-# Four distinct free loopback ports: bound together to :0, then released.
-read -r UP_PORT PROXY_PORT GH_PORT ADMIN_PORT < <(python3 -c '
+# Nine distinct free loopback ports: bound together to :0, then released.
+# upstream, nginx proxy, redis, then listener + admin for each gatehouse.
+read -ra ports < <(python3 -c '
 import socket
 socks = []
-for _ in range(4):
+for _ in range(9):
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     socks.append(s)
@@ -162,7 +208,12 @@ print(*(s.getsockname()[1] for s in socks))
 for s in socks:
     s.close()
 ')
-[[ -n ${ADMIN_PORT:-} ]] || die "could not pick free ports"
+((${#ports[@]} == 9)) || die "could not pick free ports"
+UP_PORT=${ports[0]} PROXY_PORT=${ports[1]} REDIS_PORT=${ports[2]}
+declare -A PORT=([direct]=$UP_PORT [nginx-proxy]=$PROXY_PORT
+    [gatehouse]=${ports[3]} [gatehouse-auth]=${ports[5]} [gatehouse-auth-redis]=${ports[7]})
+declare -A ADMIN_PORT=(
+    [gatehouse]=${ports[4]} [gatehouse-auth]=${ports[6]} [gatehouse-auth-redis]=${ports[8]})
 
 # --- helpers ----------------------------------------------------------------
 
@@ -294,89 +345,246 @@ mapfile -t UP_WORKERS < <(ps --ppid "$UP_PID" -o pid= | tr -d ' ')
 size=$(curl -s "http://127.0.0.1:$UP_PORT/any/path" | wc -c)
 [[ $size == 1024 ]] || die "upstream body is $size bytes, expected 1024"
 
-log "starting nginx proxy on 127.0.0.1:$PROXY_PORT ($THREADS workers)"
-start_nginx proxy
-PROXY_PID=$!
-if ! wait_http_200 "http://127.0.0.1:$PROXY_PORT/" "$PROXY_PID" 10; then
-    show_log "$TMP/proxy-error.log"
-    die "nginx proxy did not answer 200 within 10s"
+if selected nginx-proxy; then
+    log "starting nginx proxy on 127.0.0.1:$PROXY_PORT ($THREADS workers)"
+    start_nginx proxy
+    PROXY_PID=$!
+    if ! wait_http_200 "http://127.0.0.1:$PROXY_PORT/" "$PROXY_PID" 10; then
+        show_log "$TMP/proxy-error.log"
+        die "nginx proxy did not answer 200 within 10s"
+    fi
+    mapfile -t PROXY_WORKERS < <(ps --ppid "$PROXY_PID" -o pid= | tr -d ' ')
 fi
-mapfile -t PROXY_WORKERS < <(ps --ppid "$PROXY_PID" -o pid= | tr -d ' ')
+
+# --- redis (for gatehouse-auth-redis) ---------------------------------------
+
+redis_cli() { timeout 5 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
+
+if selected gatehouse-auth-redis; then
+    log "starting redis-server on 127.0.0.1:$REDIS_PORT"
+    mkdir -p "$TMP/redis"
+    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
+        --dir "$TMP/redis" --logfile "$TMP/redis.log" --daemonize no >"$TMP/redis.out" 2>&1 &
+    REDIS_PID=$!
+    for ((i = 0; i < 100; i++)); do
+        alive "$REDIS_PID" || break
+        [[ $(redis_cli ping 2>/dev/null) == PONG ]] && break
+        sleep 0.1
+    done
+    if ! alive "$REDIS_PID" || [[ $(redis_cli ping 2>/dev/null) != PONG ]]; then
+        show_log "$TMP/redis.log"
+        die "redis-server did not answer PING within 10s"
+    fi
+fi
 
 # --- gatehouse --------------------------------------------------------------
 
-mkdir -p "$TMP/routes"
-cat >"$TMP/conf.yaml" <<EOF
-# generated by benches/run.sh
+# One secret and one token for the run (python3 standard library only). The
+# token outlives the run; BAD_TOKEN has the same claims under another secret.
+JWT_SECRET=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
+TOKEN_LIFETIME=$((3600 + 2 * (WARMUP + ROUNDS * DURATION) * ${#RUN_TARGETS[@]}))
+make_jwt() {
+    python3 - "$1" "$2" <<'PY'
+import base64, hashlib, hmac, json, sys, time
+def b64(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+def part(obj):
+    return b64(json.dumps(obj, separators=(",", ":")).encode())
+secret, lifetime = sys.argv[1].encode(), int(sys.argv[2])
+signing_input = part({"alg": "HS256", "typ": "JWT"}) + "." + part(
+    {"iss": "bench", "sub": "bench-user", "exp": int(time.time()) + lifetime})
+sig = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
+print(signing_input + "." + b64(sig))
+PY
+}
+TOKEN=$(make_jwt "$JWT_SECRET" "$TOKEN_LIFETIME")
+BAD_TOKEN=$(make_jwt "not-the-secret-$JWT_SECRET" "$TOKEN_LIFETIME")
+
+# Request path of each target; the protected targets also send the token.
+declare -A URL_PATH=([direct]=/ [nginx-proxy]=/ [gatehouse]=/
+    [gatehouse-auth]=/protected [gatehouse-auth-redis]=/protected)
+is_protected() { [[ $1 == gatehouse-auth || $1 == gatehouse-auth-redis ]]; }
+
+# Writes $TMP/<target>/conf.yaml and routes/bench.yaml for gatehouse target $1.
+write_gatehouse_conf() {
+    local t=$1 dir=$TMP/$1
+    mkdir -p "$dir/routes"
+    {
+        cat <<EOF
+# generated by benches/run.sh for target $t
 version: 1
 threads: $THREADS
-pid_file: $TMP/gatehouse.pid
-upgrade_sock: $TMP/gatehouse_upgrade.sock
+pid_file: $dir/gatehouse.pid
+upgrade_sock: $dir/gatehouse_upgrade.sock
 grace_period_seconds: 0
 graceful_shutdown_timeout_seconds: 1
 listeners:
-  - addr: 127.0.0.1:$GH_PORT
-admin: 127.0.0.1:$ADMIN_PORT
+  - addr: 127.0.0.1:${PORT[$t]}
+admin: 127.0.0.1:${ADMIN_PORT[$t]}
 routes_dir: routes
-${GATEHOUSE_CONF_EXTRA:-}
 EOF
-cat >"$TMP/routes/bench.yaml" <<EOF
+        # Like the nginx servers (access_log off): no access log unless asked.
+        case $GATEHOUSE_ACCESS_LOG in
+        off) echo "access_log: {format: off}" ;;
+        json) echo "access_log: {format: json, path: access.log}" ;;
+        esac
+        if is_protected "$t"; then
+            cat <<EOF
+jwt:
+  issuers:
+    - issuer: bench
+      secret: "$JWT_SECRET"
+      algorithms: [HS256]
+EOF
+        fi
+        case $t in
+        gatehouse-auth) echo "rate_limit: {store: local}" ;;
+        gatehouse-auth-redis)
+            # on_error: deny, so a failing store shows as 503s (errors) in
+            # the table instead of silently falling back to the local store.
+            echo "rate_limit: {store: redis, redis_url: \"redis://127.0.0.1:$REDIS_PORT\", timeout_ms: 50, on_error: deny}"
+            ;;
+        esac
+        echo "${GATEHOUSE_CONF_EXTRA:-}"
+    } >"$dir/conf.yaml"
+    {
+        cat <<EOF
 upstreams:
   bench-upstream:
     backends: [127.0.0.1:$UP_PORT]
     balance: round_robin
     health_check: { path: /, interval_ms: 2000, timeout_ms: 1000 }
 routes:
+EOF
+        if is_protected "$t"; then
+            cat <<EOF
+  - name: protected
+    prefix: /protected
+    upstream: bench-upstream
+    auth: jwt
+    rate_limit: {key: user, rate: 1000000/s, burst: 1000000}   # never hit
+EOF
+        else
+            cat <<EOF
   - name: bench
     prefix: /
     upstream: bench-upstream
 EOF
+        fi
+    } >"$dir/routes/bench.yaml"
+}
 
-log "gatehouse check -c $TMP/conf.yaml"
-if ! RUST_LOG=warn "$GATEHOUSE_BIN" check -c "$TMP/conf.yaml" >"$TMP/check.out" 2>&1; then
-    cat "$TMP/check.out" >&2
-    die "gatehouse check failed on the generated config"
-fi
+# curl against gatehouse target $1 (path $2, extra curl args after); prints
+# "<status> <body bytes>", headers in $TMP/$1/curl-headers.txt.
+gh_curl() {
+    local t=$1 path=$2 out
+    shift 2
+    rm -f "$TMP/$t/curl-headers.txt" "$TMP/$t/curl-body.txt"
+    out=$(curl -s --max-time 5 -D "$TMP/$t/curl-headers.txt" -o "$TMP/$t/curl-body.txt" \
+        -w '%{http_code}' "$@" "http://127.0.0.1:${PORT[$t]}$path" || true)
+    touch "$TMP/$t/curl-body.txt"
+    echo "${out:-000} $(wc -c <"$TMP/$t/curl-body.txt")"
+}
 
-log "starting gatehouse on 127.0.0.1:$GH_PORT (admin :$ADMIN_PORT, $THREADS threads)"
-RUST_LOG=warn "$GATEHOUSE_BIN" run -c "$TMP/conf.yaml" >"$TMP/gatehouse.log" 2>&1 &
-GH_PID=$!
-if ! wait_http_200 "http://127.0.0.1:$ADMIN_PORT/health/ready" "$GH_PID" 30; then
-    show_log "$TMP/gatehouse.log"
-    die "gatehouse /health/ready did not answer 200 within 30s"
-fi
-size=$(curl -s --max-time 5 "http://127.0.0.1:$GH_PORT/via/gatehouse" | wc -c)
-if [[ $size != 1024 ]]; then
-    show_log "$TMP/gatehouse.log"
-    die "GET through gatehouse returned $size bytes, expected 1024"
-fi
-if [[ -s $TMP/gatehouse.pid ]] && [[ $(<"$TMP/gatehouse.pid") != "$GH_PID" ]]; then
-    echo "run.sh: note: pid file says $(<"$TMP/gatehouse.pid"), launched PID is $GH_PID; measuring the launched PID" >&2
+# Starts gatehouse target $1 and checks it answers as it should.
+start_gatehouse() {
+    local t=$1 dir=$TMP/$1 pid status size i
+    write_gatehouse_conf "$t"
+    log "$t: gatehouse check -c $dir/conf.yaml"
+    if ! RUST_LOG=warn "$GATEHOUSE_BIN" check -c "$dir/conf.yaml" >"$dir/check.out" 2>&1; then
+        cat "$dir/check.out" >&2
+        die "gatehouse check failed on the generated config of $t"
+    fi
+    log "$t: starting gatehouse on 127.0.0.1:${PORT[$t]} (admin :${ADMIN_PORT[$t]}, $THREADS threads)"
+    RUST_LOG=warn "$GATEHOUSE_BIN" run -c "$dir/conf.yaml" >"$dir/gatehouse.log" 2>&1 &
+    pid=$!
+    GH_PID[$t]=$pid
+    if ! wait_http_200 "http://127.0.0.1:${ADMIN_PORT[$t]}/health/ready" "$pid" 30; then
+        show_log "$dir/gatehouse.log"
+        die "$t: gatehouse /health/ready did not answer 200 within 30s"
+    fi
+    if is_protected "$t"; then
+        # With the token: 200 and the 1024 bytes (retried for up to 10s: the
+        # Redis connection is made on first use).
+        for ((i = 0; i < 100; i++)); do
+            read -r status size < <(gh_curl "$t" /protected -H "Authorization: Bearer $TOKEN")
+            [[ $status == 200 ]] && break
+            alive "$pid" || break
+            sleep 0.1
+        done
+        if [[ $status != 200 || $size != 1024 ]]; then
+            show_log "$dir/gatehouse.log"
+            die "$t: GET /protected with the token answered $status ($size bytes), expected 200 (1024 bytes)"
+        fi
+        grep -qi '^ratelimit-policy:' "$dir/curl-headers.txt" ||
+            echo "run.sh: warning: $t: no RateLimit-Policy header on an allowed response; is the limit applied?" >&2
+        read -r status size < <(gh_curl "$t" /protected)
+        [[ $status == 401 ]] || die "$t: GET /protected without a token answered $status, expected 401"
+        read -r status size < <(gh_curl "$t" /protected -H "Authorization: Bearer $BAD_TOKEN")
+        [[ $status == 401 ]] || die "$t: GET /protected with a wrongly signed token answered $status, expected 401"
+        log "$t: /protected answers 200 with the token, 401 without it and with a wrongly signed one"
+    else
+        read -r status size < <(gh_curl "$t" /via/gatehouse)
+        if [[ $status != 200 || $size != 1024 ]]; then
+            show_log "$dir/gatehouse.log"
+            die "$t: GET through gatehouse answered $status ($size bytes), expected 200 (1024 bytes)"
+        fi
+    fi
+    if [[ -s $dir/gatehouse.pid ]] && [[ $(<"$dir/gatehouse.pid") != "$pid" ]]; then
+        echo "run.sh: note: $t: pid file says $(<"$dir/gatehouse.pid"), launched PID is $pid; measuring the launched PID" >&2
+    fi
+}
+
+for t in gatehouse gatehouse-auth gatehouse-auth-redis; do
+    selected "$t" && start_gatehouse "$t"
+done
+
+# The Redis variant must really decide in Redis. Its bucket key expires ~2 ms
+# after a request (a 1,000,000/s bucket is full again at once), so rather than
+# racing `--scan`, watch the commands with MONITOR while one request passes.
+if selected gatehouse-auth-redis; then
+    mon=$TMP/redis-monitor.txt
+    timeout 10 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" monitor >"$mon" 2>&1 &
+    MONITOR_PID=$!
+    for ((i = 0; i < 50; i++)); do
+        grep -q '^OK' "$mon" 2>/dev/null && break
+        sleep 0.1
+    done
+    read -r status size < <(gh_curl gatehouse-auth-redis /protected -H "Authorization: Bearer $TOKEN")
+    for ((i = 0; i < 30; i++)); do
+        grep -q 'gatehouse:rl:' "$mon" 2>/dev/null && break
+        sleep 0.1
+    done
+    stop_pid "$MONITOR_PID" TERM 2
+    MONITOR_PID=''
+    if [[ $status != 200 ]] || ! grep -q 'gatehouse:rl:' "$mon"; then
+        echo "---- redis MONITOR ----" >&2
+        head -n 20 "$mon" >&2
+        die "gatehouse-auth-redis: a request (status $status) left no gatehouse:rl:* command in Redis"
+    fi
+    REDIS_KEY=$(grep -o 'gatehouse:rl:[^"]*' "$mon" | head -n1)
+    log "gatehouse-auth-redis: Redis saw the bucket $REDIS_KEY"
 fi
 
 # --- load -------------------------------------------------------------------
 
-port_of() {
-    case $1 in
-    direct) echo "$UP_PORT" ;;
-    nginx-proxy) echo "$PROXY_PORT" ;;
-    gatehouse) echo "$GH_PORT" ;;
-    esac
-}
+port_of() { echo "${PORT[$1]}"; }
 pids_of() {
     case $1 in
     direct) with_children "$UP_PID" ;;
     nginx-proxy) with_children "$PROXY_PID" ;;
-    gatehouse) with_children "$GH_PID" ;;
+    *) with_children "${GH_PID[$1]}" ;;
     esac
 }
 
 # Runs wrk against target $1 for $2 seconds, output to file $3.
 run_wrk() {
     local target=$1 secs=$2 out=$3
+    local -a auth=()
+    is_protected "$target" && auth=(-H "Authorization: Bearer $TOKEN")
     if ! timeout --kill-after=5 $((secs + 30)) \
-        wrk -t "$WRK_THREADS" -c "$CONNECTIONS" -d "${secs}s" --latency \
-        "http://127.0.0.1:$(port_of "$target")/" >"$out" 2>&1; then
+        wrk -t "$WRK_THREADS" -c "$CONNECTIONS" -d "${secs}s" --latency "${auth[@]}" \
+        "http://127.0.0.1:$(port_of "$target")${URL_PATH[$target]}" >"$out" 2>&1; then
         cat "$out" >&2
         die "wrk against $target failed or timed out"
     fi
@@ -408,16 +616,34 @@ PY
 CLK_TCK=$(getconf CLK_TCK)
 ROUNDS_TSV=$TMP/rounds.tsv
 printf 'round\ttarget\trps\tp50_ms\tp99_ms\trequests\tnon2xx\tsocket_errors\tcpu_us_per_req\n' >"$ROUNDS_TSV"
+# gatehouse-auth-redis only: redis-server's CPU and Redis script calls per request.
+REDIS_TSV=$TMP/redis-rounds.tsv
+printf 'round\tredis_cpu_us_per_req\tcalls_per_req\n' >"$REDIS_TSV"
+
+# EVAL/EVALSHA calls Redis has served so far.
+redis_script_calls() {
+    redis_cli info commandstats |
+        awk -F'[:=,]' '/^cmdstat_(eval|evalsha|eval_ro|evalsha_ro):/ {n += $3} END {print n + 0}'
+}
 
 # One measured run: wrk plus the target's CPU time over the run.
 measure() {
     local round=$1 target=$2 out=$TMP/wrk-$2-$1.txt
     local -a pids
-    local t0 t1 rps p50 p99 reqs non2xx sockerr cpu
+    local t0 t1 rps p50 p99 reqs non2xx sockerr cpu r0='' r1 c0 c1
     mapfile -t pids < <(pids_of "$target")
+    if [[ $target == gatehouse-auth-redis ]]; then
+        r0=$(cpu_ticks "$REDIS_PID")
+        c0=$(redis_script_calls)
+    fi
     t0=$(cpu_ticks "${pids[@]}")
     run_wrk "$target" "$DURATION" "$out"
     t1=$(cpu_ticks "${pids[@]}")
+    if [[ -n $r0 ]]; then
+        r1=$(cpu_ticks "$REDIS_PID")
+        c1=$(redis_script_calls)
+        alive "$REDIS_PID" || die "redis-server (PID $REDIS_PID) died during round $round"
+    fi
     alive "${pids[0]}" || die "$target (PID ${pids[0]}) died during round $round"
     read -r rps p50 p99 reqs non2xx sockerr < <(parse_wrk "$out") ||
         die "cannot parse $out"
@@ -425,30 +651,55 @@ measure() {
         "$((t1 - t0))" "$reqs")
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$target" "$rps" "$p50" "$p99" \
         "$reqs" "$non2xx" "$sockerr" "$cpu" >>"$ROUNDS_TSV"
-    printf '    round %s  %-12s %10.0f req/s  p50 %7.3f ms  p99 %7.3f ms  %6s µs CPU/req  errors %s\n' \
+    printf '    round %s  %-20s %10.0f req/s  p50 %7.3f ms  p99 %7.3f ms  %6s µs CPU/req  errors %s\n' \
         "$round" "$target" "$rps" "$p50" "$p99" "$cpu" "$((non2xx + sockerr))"
+    if [[ -n $r0 ]]; then
+        python3 -c "import sys; t, c, r = map(int, sys.argv[1:4]); print('%s\t%.1f\t%.3f' % (sys.argv[4], (t * 1e6 / $CLK_TCK) / r if r else 0, c / r if r else 0))" \
+            "$((r1 - r0))" "$((c1 - c0))" "$reqs" "$round" >>"$REDIS_TSV"
+    fi
 }
 
 LOADAVG=$(cut -d' ' -f1-3 /proc/loadavg)
 log "load average before the run: $LOADAVG"
 log "warm-up: ${WARMUP}s per target"
-for target in "${TARGETS[@]}"; do
+for target in "${RUN_TARGETS[@]}"; do
     run_wrk "$target" "$WARMUP" "$TMP/wrk-$target-warmup.txt"
 done
 
 log "$ROUNDS rounds x ${DURATION}s per target (wrk -t $WRK_THREADS -c $CONNECTIONS, keep-alive)"
 for ((round = 1; round <= ROUNDS; round++)); do
-    for target in "${TARGETS[@]}"; do
+    for target in "${RUN_TARGETS[@]}"; do
         measure "$round" "$target"
     done
 done
 
+LOADAVG_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+log "load average after the run: $LOADAVG_AFTER"
+
 # RSS right after the last round, every process of each target.
 RSS_TSV=$TMP/rss.tsv
-for target in "${TARGETS[@]}"; do
+for target in "${RUN_TARGETS[@]}"; do
     mapfile -t pids < <(pids_of "$target")
     printf '%s\t%s\n' "$target" "$(rss_kb "${pids[@]}")"
 done >"$RSS_TSV"
+
+# What the protected gatehouses counted over the whole run (from /metrics).
+METRICS_TXT=$TMP/metrics.txt
+metric_summary() {
+    local t=$1
+    curl -s --max-time 5 "http://127.0.0.1:${ADMIN_PORT[$t]}/metrics" | awk -v t="$t" '
+        /^gatehouse_rate_limit_store_total\{/ { match($1, /result="[^"]*"/); store = store " " substr($1, RSTART + 8, RLENGTH - 9) "=" $2 }
+        /^gatehouse_rate_limited_total[{ ]/ { limited += $2 }
+        /^gatehouse_auth_failures_total[{ ]/ { authfail += $2 }
+        END {
+            printf "%s: requests refused by the rate limit %d; auth failures %d (2 are the deliberate 401 checks)", t, limited, authfail
+            if (t == "gatehouse-auth-redis") printf "; shared-store decisions:%s", store
+            printf "\n"
+        }'
+}
+for t in gatehouse-auth gatehouse-auth-redis; do
+    selected "$t" && metric_summary "$t"
+done >"$METRICS_TXT"
 
 # --- report -----------------------------------------------------------------
 
@@ -464,9 +715,15 @@ NGINX_VERSION=$(nginx -v 2>&1 | sed 's/^nginx version: //')
 mkdir -p "$RESULTS_DIR"
 REPORT=$TMP/report.md
 DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
-export DATE COMMIT MACHINE GH_VERSION WRK_VERSION NGINX_VERSION LOADAVG GATEHOUSE_BIN \
-    THREADS DURATION ROUNDS CONNECTIONS WRK_THREADS WARMUP
-python3 - "$ROUNDS_TSV" "$RSS_TSV" >"$REPORT" <<'PY'
+REDIS_VERSION=''
+if selected gatehouse-auth-redis; then
+    REDIS_VERSION=", redis $(redis-server --version | grep -o 'v=[^ ]*' | cut -d= -f2)"
+fi
+BENCH_TARGETS=${RUN_TARGETS[*]}
+export DATE COMMIT MACHINE GH_VERSION WRK_VERSION NGINX_VERSION REDIS_VERSION LOADAVG LOADAVG_AFTER GATEHOUSE_BIN \
+    THREADS DURATION ROUNDS CONNECTIONS WRK_THREADS WARMUP GATEHOUSE_ACCESS_LOG
+export BENCH_TARGETS
+python3 - "$ROUNDS_TSV" "$RSS_TSV" "$REDIS_TSV" "$METRICS_TXT" >"$REPORT" <<'PY'
 
 import csv, os, statistics, sys
 
@@ -474,15 +731,22 @@ env = os.environ
 
 rounds = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
 rss = dict(line.rstrip("\n").split("\t") for line in open(sys.argv[2]))
-targets = ["direct", "nginx-proxy", "gatehouse"]
+redis_rounds = list(csv.DictReader(open(sys.argv[3]), delimiter="\t"))
+metrics_notes = [line.rstrip("\n") for line in open(sys.argv[4]) if line.strip()]
+targets = env["BENCH_TARGETS"].split()
 label = {
     "direct": "direct (nginx upstream)",
     "nginx-proxy": "nginx proxy",
     "gatehouse": "gatehouse",
+    "gatehouse-auth": "gatehouse-auth (JWT + limit, local)",
+    "gatehouse-auth-redis": "gatehouse-auth-redis (JWT + limit, Redis)",
 }
 
 def med(t, key):
     return statistics.median(float(r[key]) for r in rounds if r["target"] == t)
+
+def redis_med(key):
+    return statistics.median(float(r[key]) for r in redis_rounds)
 
 def errors(t):
     return sum(int(r["non2xx"]) + int(r["socket_errors"]) for r in rounds if r["target"] == t)
@@ -495,7 +759,7 @@ def table(header, rows):
     out += [line(r) for r in rows]
     return "\n".join(out)
 
-nginx_rps = med("nginx-proxy", "rps")
+nginx_rps = med("nginx-proxy", "rps") if "nginx-proxy" in targets else None
 rows = []
 for t in targets:
     e = errors(t)
@@ -505,7 +769,7 @@ for t in targets:
         "%.3f" % med(t, "p50_ms"),
         "%.3f" % med(t, "p99_ms"),
         "%.1f" % (int(rss[t]) / 1024),
-        "%.2f" % (med(t, "rps") / nginx_rps),
+        "%.2f" % (med(t, "rps") / nginx_rps) if nginx_rps else "n/a",
         "%.1f" % med(t, "cpu_us_per_req"),
         e,
     ])
@@ -521,27 +785,63 @@ raw = table(
       "%.3f" % float(r["p99_ms"]), r["requests"], r["non2xx"], r["socket_errors"],
       r["cpu_us_per_req"]] for r in rounds],
 )
-added_p99 = med("gatehouse", "p99_ms") - med("direct", "p99_ms")
-added_p99_nginx = med("nginx-proxy", "p99_ms") - med("direct", "p99_ms")
+
+notes = []
+if "direct" in targets:
+    added = ", ".join(
+        "%s %+.3f ms" % (t, med(t, "p99_ms") - med("direct", "p99_ms"))
+        for t in targets if t != "direct")
+    if added:
+        notes.append("Added p99 vs direct at full load: %s\n"
+                     "(SPEC §7's ≤ 1 ms target is defined at half of max load; this run saturates)." % added)
+def paired(t, key):
+    # Per round, target minus the plain gatehouse of the same round (they run
+    # back to back, so slow drifts of the machine cancel out).
+    base = {r["round"]: float(r[key]) for r in rounds if r["target"] == "gatehouse"}
+    return [float(r[key]) - base[r["round"]] for r in rounds if r["target"] == t]
+
+if "gatehouse" in targets:
+    cost = []
+    for t in ("gatehouse-auth", "gatehouse-auth-redis"):
+        if t in targets:
+            d = paired(t, "cpu_us_per_req")
+            c = "%s %+.1f µs (rounds: %s)" % (
+                t, statistics.median(d), ", ".join("%+.1f" % x for x in d))
+            if t == "gatehouse-auth-redis" and redis_rounds:
+                c += ", plus redis-server's %.1f µs" % redis_med("redis_cpu_us_per_req")
+            cost.append(c)
+    if cost:
+        notes.append("Policy cost over the plain gatehouse route, CPU µs/req of the gateway "
+                     "process (median over rounds of target minus gatehouse in the same round): "
+                     + "; ".join(cost) + ".")
+if redis_rounds:
+    notes.append(
+        "Redis (gatehouse-auth-redis): redis-server CPU %.1f µs per request (median; not in the "
+        "table, which is the gateway process only); Redis script calls per request %s (per round)."
+        % (redis_med("redis_cpu_us_per_req"),
+           ", ".join("%.3f" % float(r["calls_per_req"]) for r in redis_rounds)))
+if metrics_notes:
+    notes.append("Counted by the protected gateways over the whole run (warm-up and checks "
+                 "included), from /metrics:\n" + "\n".join("- " + m for m in metrics_notes))
 
 e = env
 print(f"""# gatehouse load benchmark
 
 - date: {e["DATE"]}
 - commit: {e["COMMIT"]}; binary: `{e["GATEHOUSE_BIN"]}` ({e["GH_VERSION"]})
-- machine: {e["MACHINE"]}; load average before the run: {e["LOADAVG"]}
-- tools: {e["WRK_VERSION"]}, {e["NGINX_VERSION"]}
+- machine: {e["MACHINE"]}; load average before / after the run: {e["LOADAVG"]} / {e["LOADAVG_AFTER"]}
+- tools: {e["WRK_VERSION"]}, {e["NGINX_VERSION"]}{e["REDIS_VERSION"]}
 - load: wrk -t {e["WRK_THREADS"]} -c {e["CONNECTIONS"]} -d {e["DURATION"]}s --latency, HTTP/1.1 keep-alive, 1024-byte responses; {e["ROUNDS"]} alternating rounds after a {e["WARMUP"]}s warm-up per target
-- gatehouse threads: {e["THREADS"]}; nginx proxy worker_processes: {e["THREADS"]}; nginx upstream worker_processes: 1
+- gatehouse threads: {e["THREADS"]} (each gatehouse target its own process), access log: {e["GATEHOUSE_ACCESS_LOG"]}; nginx proxy worker_processes: {e["THREADS"]}; nginx upstream worker_processes: 1
+- protected targets: `Authorization: Bearer` HS256 JWT (one token, verified-token cache warm), route `auth: jwt` + `rate_limit: {{key: user, rate: 1000000/s, burst: 1000000}}` (never hit)
 
 {summary}
 
 req/s, p50 and p99 are medians over the rounds; RSS is every process of the
 target right after the last round; CPU µs/req is the target's own processes
-only (for the proxies, not the upstream); errors are non-2xx/3xx responses
-plus socket errors summed over the rounds.
-Added p99 vs direct at full load: gatehouse {added_p99:+.3f} ms, nginx proxy {added_p99_nginx:+.3f} ms
-(SPEC §7's ≤ 1 ms target is defined at half of max load; this run saturates).
+only (for the proxies, not the upstream nor redis-server); errors are
+non-2xx/3xx responses plus socket errors summed over the rounds.
+""" + "\n\n".join(notes) + f"""
 
 ## Per round
 

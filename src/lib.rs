@@ -45,6 +45,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use pingora_core::apps::HttpServerOptions;
+use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
 use pingora_core::services::background::background_service;
@@ -89,6 +91,7 @@ pub fn build_server(conf_path: &Path, flags: RunFlags) -> Result<Server, ConfigE
     pingora_conf.daemon |= flags.daemon;
     let listeners = runtime.server.listeners.clone();
     let admin_addr = runtime.server.admin;
+    let h2c = runtime.server.h2c;
     let live = Arc::new(ArcSwap::from_pointee(runtime));
     let lifecycle = Arc::new(Lifecycle::new());
 
@@ -115,14 +118,22 @@ pub fn build_server(conf_path: &Path, flags: RunFlags) -> Result<Server, ConfigE
             None => proxy.add_tcp(&addr),
             Some((cert, key)) => {
                 let (cert, key) = (cert.to_string_lossy(), key.to_string_lossy());
-                proxy.add_tls(&addr, &cert, &key).map_err(|e| {
+                // Mozilla's intermediate profile: TLS 1.2 and 1.3, modern ciphers.
+                let mut tls = TlsSettings::intermediate(&cert, &key).map_err(|e| {
                     ConfigErrors(vec![config::ConfigError::file(
                         conf_path,
                         format!("listener {addr}: cannot load certificate: {e}"),
                     )])
                 })?;
+                tls.enable_h2();
+                proxy.add_tls_with_settings(&addr, None, tls);
             }
         }
+    }
+    if let Some(app) = proxy.app_logic_mut() {
+        let mut options = HttpServerOptions::default();
+        options.h2c = h2c;
+        app.server_options = Some(options);
     }
     server.add_service(proxy);
 

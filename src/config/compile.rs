@@ -37,6 +37,8 @@ pub struct ServerSettings {
     pub listeners: Vec<Listener>,
     /// Admin service address.
     pub admin: Option<SocketAddr>,
+    /// HTTP/2 without TLS on plain listeners.
+    pub h2c: bool,
 }
 
 /// A public listener.
@@ -507,6 +509,7 @@ impl Compiler<'_> {
             pingora: conf,
             listeners,
             admin,
+            h2c: m.h2c,
         }
     }
 
@@ -761,6 +764,7 @@ impl Compiler<'_> {
             tls: up.tls,
             sni: up.sni.clone().unwrap_or_default(),
             hash_key: hash_key.unwrap_or(HashKey::Ip),
+            http2: up.http2,
         };
         let gauge = |backend: &str| metrics.backend_healthy.with_label_values(&[name, backend]);
         let pool = Pool::new(name.to_string(), backends, up.balance, settings, gauge);

@@ -72,6 +72,9 @@ pub struct MainFile {
     /// Largest request body accepted.
     #[serde(default = "default_max_body")]
     pub max_request_body_bytes: u64,
+    /// Accept HTTP/2 without TLS (h2c, prior knowledge) on plain listeners.
+    #[serde(default = "yes")]
+    pub h2c: bool,
     /// Longest request target (path and query) accepted; longer gets 414.
     #[serde(default = "default_max_uri")]
     pub max_uri_bytes: usize,
@@ -251,6 +254,10 @@ pub struct UpstreamFile {
     /// SNI (and certificate name) for TLS to the backends.
     #[serde(default)]
     pub sni: Option<String>,
+    /// Speak HTTP/2 to the backends (gRPC): ALPN h2 over TLS, h2c (prior
+    /// knowledge) over plain TCP.
+    #[serde(default)]
+    pub http2: bool,
 }
 
 fn default_connect_ms() -> u64 {

@@ -11,10 +11,11 @@
 //! parallel. Two things keep them off the latency path: a refusal is
 //! remembered locally until its Retry-After (a client hammering a closed
 //! bucket costs no round trip; other instances can only drain the bucket
-//! further, never refill it sooner), and after a failure the store is
-//! skipped for a second so a dead Redis adds no timeout to every request.
+//! further, never refill it sooner), and after three failures in a row the
+//! store is skipped for a second so a dead Redis adds no timeout to every
+//! request.
 
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -43,8 +44,12 @@ redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_ta
 return {1, 0, math.floor((limit - (new_tat - now)) / interval), new_tat - now}
 "#;
 
-/// How long the store is skipped after a failure.
+/// How long the store is skipped once it has failed [`BREAKER_AFTER`] times in a row.
 const BREAKER: Duration = Duration::from_secs(1);
+
+/// Consecutive failures that open the breaker: one slow answer on a busy
+/// machine costs `on_error` for that request only.
+const BREAKER_AFTER: u32 = 3;
 
 /// Where the store lives.
 pub enum Target {
@@ -79,6 +84,7 @@ pub struct RedisStore {
     denied: TinyUfo<u64, u64>,
     epoch: Instant,
     skip_until_us: AtomicU64,
+    failures_in_a_row: AtomicU32,
     health: AtomicU8,
 }
 
@@ -93,6 +99,7 @@ impl RedisStore {
             denied: TinyUfo::new(65_536, 65_536),
             epoch: Instant::now(),
             skip_until_us: AtomicU64::new(0),
+            failures_in_a_row: AtomicU32::new(0),
             health: AtomicU8::new(0),
         }
     }
@@ -149,6 +156,7 @@ impl RedisStore {
         match tokio::time::timeout(self.timeout, call).await {
             Ok(Ok((allowed, retry_after_us, remaining, until_full_us))) => {
                 self.health.store(1, Relaxed);
+                self.failures_in_a_row.store(0, Relaxed);
                 if allowed == 1 {
                     Answer::Decided(Decision::Allow { tat: 0, remaining }, until_full_us)
                 } else {
@@ -162,11 +170,15 @@ impl RedisStore {
     }
 
     fn fail(&self, now: u64, why: &str) -> Answer {
-        if self.health.swap(2, Relaxed) != 2 {
-            warn!("rate-limit store failed ({why}); applying on_error for {BREAKER:?} at a time");
+        if self.failures_in_a_row.fetch_add(1, Relaxed) + 1 >= BREAKER_AFTER {
+            if self.health.swap(2, Relaxed) != 2 {
+                warn!(
+                    "rate-limit store failing ({why}); applying on_error for {BREAKER:?} at a time"
+                );
+            }
+            self.skip_until_us
+                .store(now + BREAKER.as_micros() as u64, Relaxed);
         }
-        self.skip_until_us
-            .store(now + BREAKER.as_micros() as u64, Relaxed);
         Answer::Failed
     }
 }

@@ -36,6 +36,9 @@ use crate::metrics::{method_label, Metrics, NO_ROUTE};
 use crate::reject::Rejection;
 use crate::upstream::pool::HashKey;
 
+/// Concurrent streams multiplexed on one HTTP/2 upstream connection.
+const H2_STREAMS_PER_CONNECTION: usize = 100;
+
 /// How long an idle upstream connection is kept for reuse.
 const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -208,6 +211,11 @@ impl ProxyHttp for Gateway {
         peer.options.read_timeout = Some(s.read_timeout);
         peer.options.write_timeout = Some(s.read_timeout);
         peer.options.idle_timeout = Some(UPSTREAM_IDLE_TIMEOUT);
+        if s.http2 {
+            // Over TLS, ALPN offers h2 first; in plain text, h2c with prior knowledge.
+            peer.options.set_http_version(2, if s.tls { 1 } else { 2 });
+            peer.options.max_h2_streams = H2_STREAMS_PER_CONNECTION;
+        }
         ctx.tried.add(lease.index());
         ctx.attempts += 1;
         ctx.lease = Some(lease);

@@ -109,6 +109,8 @@ pub struct PoolSettings {
     pub sni: String,
     /// What `hash` balancing hashes.
     pub hash_key: HashKey,
+    /// HTTP/2 to the backends.
+    pub http2: bool,
 }
 
 /// The request property a `hash` pool keeps sticky.
@@ -380,6 +382,7 @@ mod tests {
             tls: false,
             sni: String::new(),
             hash_key: HashKey::Ip,
+            http2: false,
         };
         let gauge = |_: &str| IntGauge::new("g", "g").unwrap();
         Arc::new(Pool::new("p".into(), backends, balance, settings, gauge))

@@ -309,18 +309,14 @@ async fn redis_killed_mid_test_follows_on_error() {
                     "{policy}: {ok} ok"
                 );
             }
-            "all pass" => assert!(
-                ok > 0 && limited == 0 && other == 0,
-                "{policy}: {ok}/{limited}/{other}"
-            ),
+            // Refusals Redis gave before it died are remembered until their
+            // Retry-After, so a few 429s may still come from that cache.
+            "all pass" => assert!(ok > 0 && other == 0, "{policy}: {ok}/{limited}/{other}"),
             _ => {
                 let r = client().get(gw.url("/route/x")).send().await.unwrap();
                 assert_eq!(r.status(), 503, "{policy}");
                 assert_eq!(r.headers()["retry-after"], "1");
-                assert!(
-                    ok == 0 && limited == 0 && other > 0,
-                    "{policy}: {ok}/{limited}/{other}"
-                );
+                assert!(ok == 0 && other > 0, "{policy}: {ok}/{limited}/{other}");
             }
         }
         let metrics = client()

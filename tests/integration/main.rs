@@ -10,6 +10,7 @@ mod demo;
 mod deploy;
 mod edge;
 mod headers;
+mod http2;
 mod lifecycle;
 mod limits;
 mod observability;

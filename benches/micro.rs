@@ -1,0 +1,590 @@
+//! Criterion micro benchmarks of the per-request hot paths.
+//!
+//! Run: `cargo bench --bench micro` (see benches/MICRO.md for a short run
+//! and the last measured medians). Nothing here starts a server or opens a
+//! socket: every group times library code in process.
+//!
+//! | group | what one iteration is |
+//! |---|---|
+//! | `route_match` | `RouteTable::lookup` at 10 / 1k / 10k routes; `normalize` of a plain and a messy path |
+//! | `jwt_verify_cold` | `jsonwebtoken::decode` per algorithm (the signature check the gateway does), and `Verifier::verify` HS256 end to end |
+//! | `jwt_verify_cached` | `TokenCache::get` hit (and miss) for a 600-byte token |
+//! | `rate_limit_local` | `LocalStore::decide` vs `pingora_limits::rate::Rate::observe`, one hot key and 100k keys |
+//! | `upstream_request` | `request_modifiers::prepare` on a typical browser request |
+//! | `access_log` | one 19-field `access_log::Line`, and `rfc3339_now` |
+//!
+//! TokenginX's cache hit is not measured: its cache is private and only
+//! filled by an answer from a live TokenginX (Redis) server.
+
+use std::future::Future;
+use std::hint::black_box;
+use std::net::IpAddr;
+use std::path::Path;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion};
+use http::HeaderName;
+use jsonwebtoken::jwk::Jwk;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use openssl::ec::{EcGroup, EcKey};
+use openssl::nid::Nid;
+use openssl::pkey::PKey;
+use openssl::rsa::Rsa;
+use pingora_http::RequestHeader;
+use serde_json::{json, Value};
+
+use gatehouse::access_log::{redacted_target, rfc3339_now, Line};
+use gatehouse::auth::jwt::{Issuer, IssuerKeys, Verifier};
+use gatehouse::auth::token_cache::TokenCache;
+use gatehouse::auth::Identity;
+use gatehouse::lifecycle::{InFlight, Lifecycle};
+use gatehouse::limit::gcra::{Bucket, Decision};
+use gatehouse::limit::local::LocalStore;
+use gatehouse::metrics::Metrics;
+use gatehouse::proxy::request_modifiers::prepare;
+use gatehouse::proxy::RequestCtx;
+use gatehouse::routing::{normalize, RouteTable};
+use gatehouse::trace::TraceContext;
+
+const ISSUER: &str = "https://login.example.com/";
+const AUDIENCE: &str = "gatehouse";
+const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Polls a future that never waits (no I/O on its path) to completion.
+fn ready<F: Future>(f: F) -> F::Output {
+    let mut f = pin!(f);
+    match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(v) => v,
+        Poll::Pending => panic!("benchmarked future was not ready on first poll"),
+    }
+}
+
+// ---------------------------------------------------------------- routing
+
+fn route_table(n: usize) -> RouteTable {
+    let mut t = RouteTable::default();
+    for i in 0..n {
+        t.insert(None, &format!("/svc{i}/api"), i);
+    }
+    // A few host routes, so the lookup also walks the exact and wildcard maps.
+    t.insert(None, "/", n);
+    t.insert(Some("api.example.com"), "/admin", n + 1);
+    t.insert(Some("*.example.com"), "/static", n + 2);
+    t.insert(Some("*.internal.example.com"), "/", n + 3);
+    t.insert(Some("status.example.org"), "/", n + 4);
+    t
+}
+
+fn bench_routing(c: &mut Criterion) {
+    let mut g = c.benchmark_group("route_match");
+    for n in [10usize, 1_000, 10_000] {
+        let table = route_table(n);
+        let mid = n / 2;
+        let path = format!("/svc{mid}/api/v1/items/42");
+        assert_eq!(table.lookup("gw.example.com", &path), Some(&[mid][..]));
+        g.bench_with_input(BenchmarkId::new("lookup", n), &path, |b, path| {
+            b.iter(|| table.lookup(black_box("gw.example.com"), black_box(path)))
+        });
+    }
+    let plain = "/svc500/api/v1/items/42";
+    let messy = "/svc500//api/./v1/x/../%69tems/%7e42/";
+    assert!(matches!(
+        normalize(plain),
+        Ok(std::borrow::Cow::Borrowed(_))
+    ));
+    assert_eq!(normalize(messy).unwrap(), "/svc500/api/v1/items/~42/");
+    g.bench_function("normalize/plain", |b| {
+        b.iter(|| normalize(black_box(plain)))
+    });
+    g.bench_function("normalize/messy", |b| {
+        b.iter(|| normalize(black_box(messy)))
+    });
+    g.finish();
+}
+
+// ---------------------------------------------------------------- JWT
+
+fn claims(now: u64) -> Value {
+    json!({
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "sub": "user-4711",
+        "iat": now,
+        "exp": now + 365 * 86_400,
+        "jti": "4f1c2a9e-7b3d-4c55-9a8e-2d7f1b6c0e31",
+        "scope": "orders:read orders:write profile",
+        "roles": ["customer", "beta"],
+    })
+}
+
+fn validation(alg: Algorithm) -> Validation {
+    // What `Verifier::verify` asks of jsonwebtoken.
+    let mut v = Validation::new(alg);
+    v.leeway = 60;
+    v.validate_nbf = true;
+    v.set_issuer(&[ISSUER]);
+    v.set_audience(&[AUDIENCE]);
+    v.set_required_spec_claims(&["exp"]);
+    v
+}
+
+/// A signing key for `alg` and the verifying key built from its public JWK,
+/// the way a JWKS key reaches the gateway.
+fn key_pair(alg: Algorithm) -> (EncodingKey, DecodingKey) {
+    let enc = match alg {
+        Algorithm::HS256 => {
+            return (
+                EncodingKey::from_secret(SECRET),
+                DecodingKey::from_secret(SECRET),
+            )
+        }
+        Algorithm::ES256 | Algorithm::ES384 => {
+            let nid = if alg == Algorithm::ES256 {
+                Nid::X9_62_PRIME256V1
+            } else {
+                Nid::SECP384R1
+            };
+            let ec = EcKey::generate(&EcGroup::from_curve_name(nid).unwrap()).unwrap();
+            EncodingKey::from_ec_der(
+                &PKey::from_ec_key(ec)
+                    .unwrap()
+                    .private_key_to_pkcs8()
+                    .unwrap(),
+            )
+        }
+        Algorithm::EdDSA => EncodingKey::from_ed_der(
+            &PKey::generate_ed25519()
+                .unwrap()
+                .private_key_to_pkcs8()
+                .unwrap(),
+        ),
+        _ => EncodingKey::from_rsa_der(&Rsa::generate(2048).unwrap().private_key_to_der().unwrap()),
+    };
+    let jwk = Jwk::from_encoding_key(&enc, alg).unwrap();
+    let dec = DecodingKey::from_jwk(&jwk).unwrap();
+    (enc, dec)
+}
+
+fn bench_jwt_cold(c: &mut Criterion) {
+    let now = unix_now();
+    let mut g = c.benchmark_group("jwt_verify_cold");
+    for alg in [
+        Algorithm::HS256,
+        Algorithm::RS256,
+        Algorithm::PS256,
+        Algorithm::ES256,
+        Algorithm::ES384,
+        Algorithm::EdDSA,
+    ] {
+        let (enc, dec) = key_pair(alg);
+        let mut h = Header::new(alg);
+        h.kid = Some("k1".into());
+        let token = jsonwebtoken::encode(&h, &claims(now), &enc).unwrap();
+        let v = validation(alg);
+        jsonwebtoken::decode::<Value>(&token, &dec, &v).unwrap();
+        g.bench_function(BenchmarkId::new("decode", format!("{alg:?}")), |b| {
+            b.iter(|| jsonwebtoken::decode::<Value>(black_box(&token), &dec, &v).unwrap())
+        });
+    }
+
+    // HS256 through the gateway's own verifier: header and claims parsing,
+    // issuer and algorithm checks, decode, identity and forwarded headers.
+    let verifier = Verifier {
+        issuers: vec![Issuer {
+            issuer: ISSUER.into(),
+            audiences: vec![AUDIENCE.into()],
+            algorithms: vec![Algorithm::HS256],
+            keys: IssuerKeys::Secret(DecodingKey::from_secret(SECRET)),
+            roles_claim: "roles".into(),
+        }],
+        leeway_seconds: 60,
+        forward: vec![
+            ("sub".into(), HeaderName::from_static("x-user-id")),
+            ("scope".into(), HeaderName::from_static("x-user-scopes")),
+            ("roles".into(), HeaderName::from_static("x-user-roles")),
+        ],
+        session_key: None,
+    };
+    let token = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims(now),
+        &EncodingKey::from_secret(SECRET),
+    )
+    .unwrap();
+    let id = ready(verifier.verify(&token, now)).unwrap();
+    assert_eq!(id.subject, "user-4711");
+    assert_eq!(id.headers.len(), 3);
+    g.bench_function("verifier_verify/HS256", |b| {
+        b.iter(|| ready(verifier.verify(black_box(&token), now)).unwrap())
+    });
+    g.finish();
+}
+
+fn identity(expires_at: u64) -> Identity {
+    Identity {
+        subject: "user-4711".into(),
+        scopes: vec![
+            "orders:read".into(),
+            "orders:write".into(),
+            "profile".into(),
+        ],
+        roles: vec!["customer".into(), "beta".into()],
+        headers: vec![
+            (
+                HeaderName::from_static("x-user-id"),
+                "user-4711".parse().unwrap(),
+            ),
+            (
+                HeaderName::from_static("x-user-scopes"),
+                "orders:read orders:write profile".parse().unwrap(),
+            ),
+            (
+                HeaderName::from_static("x-user-roles"),
+                "customer,beta".parse().unwrap(),
+            ),
+        ],
+        expires_at,
+        session_key: None,
+    }
+}
+
+/// An HS256 token of exactly `len` bytes (padded through a claim).
+fn token_of_len(len: usize, now: u64) -> String {
+    let key = EncodingKey::from_secret(SECRET);
+    let mut pad = 0;
+    loop {
+        let mut c = claims(now);
+        c["pad"] = Value::String("x".repeat(pad));
+        let t = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &c, &key).unwrap();
+        if t.len() >= len {
+            return t;
+        }
+        pad += 1;
+    }
+}
+
+fn bench_jwt_cached(c: &mut Criterion) {
+    let now = unix_now();
+    let token = token_of_len(600, now);
+    let other = token_of_len(601, now);
+    let cache = TokenCache::new(64 << 20);
+    cache.put(&token, Arc::new(identity(now + 3600)));
+    assert!(cache.get(&token, now).is_some());
+    assert!(cache.get(&other, now).is_none());
+    let mut g = c.benchmark_group("jwt_verify_cached");
+    g.bench_function(format!("token_cache_get_hit/{}B", token.len()), |b| {
+        b.iter(|| cache.get(black_box(&token), now).unwrap())
+    });
+    g.bench_function(format!("token_cache_get_miss/{}B", other.len()), |b| {
+        b.iter(|| cache.get(black_box(&other), now))
+    });
+    g.finish();
+}
+
+// ---------------------------------------------------------------- rate limits
+
+const KEYS: usize = 100_000;
+
+/// Bucket keys as the limiter builds them (`gatehouse:rl:{route:index:ip=...}`).
+fn limit_keys(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            format!(
+                "gatehouse:rl:{{api:0:ip=10.{}.{}.{}}}",
+                i >> 16,
+                (i >> 8) & 0xff,
+                i & 0xff
+            )
+        })
+        .collect()
+}
+
+fn bench_rate_limit(c: &mut Criterion) {
+    // 1 token per µs with a huge burst: every decision is an Allow (the
+    // common path, which writes the bucket), whatever the iteration count.
+    let bucket = Bucket {
+        interval_us: 1,
+        burst: 1 << 40,
+    };
+    let keys = limit_keys(KEYS);
+    let seed = ahash::RandomState::with_seeds(1, 2, 3, 4);
+    let hashes: Vec<u64> = keys.iter().map(|k| seed.hash_one(k)).collect();
+    let mut g = c.benchmark_group("rate_limit_local");
+
+    for (label, n) in [("1_key", 1usize), ("100k_keys", KEYS)] {
+        // The table alone: precomputed hash, a counter as the clock.
+        let store = LocalStore::new(KEYS);
+        let mut i = 0usize;
+        let mut now = 1_000_000u64;
+        g.bench_function(BenchmarkId::new("gatehouse_decide", label), |b| {
+            b.iter(|| {
+                i += 1;
+                if i == n {
+                    i = 0;
+                }
+                now += 1;
+                let d = store.decide(black_box(hashes[i]), bucket, now);
+                debug_assert!(matches!(d, Decision::Allow { .. }));
+                d
+            })
+        });
+
+        // What `Limiter` does per limit: hash the key, read the clock, decide.
+        // Comparable with `Rate::observe`, which hashes and reads the clock itself.
+        let store = LocalStore::new(KEYS);
+        let epoch = Instant::now() - Duration::from_secs(1);
+        let mut i = 0usize;
+        g.bench_function(
+            BenchmarkId::new("gatehouse_hash_clock_decide", label),
+            |b| {
+                b.iter(|| {
+                    i += 1;
+                    if i == n {
+                        i = 0;
+                    }
+                    let key: &str = black_box(&keys[i]);
+                    let hash = seed.hash_one(key);
+                    let now = epoch.elapsed().as_micros() as u64;
+                    store.decide(hash, bucket, now)
+                })
+            },
+        );
+
+        let rate = pingora_limits::rate::Rate::new(Duration::from_secs(1));
+        let mut i = 0usize;
+        g.bench_function(BenchmarkId::new("pingora_rate_observe", label), |b| {
+            b.iter(|| {
+                i += 1;
+                if i == n {
+                    i = 0;
+                }
+                let key: &str = black_box(&keys[i]);
+                rate.observe(&key, 1) <= 1_000_000
+            })
+        });
+    }
+    g.finish();
+}
+
+// ---------------------------------------------------------------- upstream request
+
+const CONF: &str = "\
+threads: 1
+listeners:
+  - addr: 127.0.0.1:1
+routes_dir: routes
+security_headers: true
+jwt:
+  issuers:
+    - issuer: https://login.example.com/
+      audiences: [gatehouse]
+      secret: \"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\"
+      algorithms: [HS256]
+forward_identity:
+  sub: X-User-Id
+  scope: X-User-Scopes
+  roles: X-User-Roles
+";
+
+const ROUTES: &str = "\
+upstreams:
+  app:
+    backends: [127.0.0.1:2]
+routes:
+  - name: public
+    prefix: /shop
+    upstream: app
+  - name: api
+    prefix: /svc42/api
+    upstream: app
+    strip_prefix: true
+    auth: jwt
+    headers:
+      request_set: { X-Gateway: gatehouse, X-Api-Version: \"1\" }
+      request_remove: [X-Debug]
+";
+
+fn runtime(dir: &Path) -> gatehouse::config::Runtime {
+    std::fs::create_dir_all(dir.join("routes")).unwrap();
+    let conf = dir.join("conf.yaml");
+    std::fs::write(&conf, CONF).unwrap();
+    std::fs::write(dir.join("routes/app.yaml"), ROUTES).unwrap();
+    let metrics = Metrics::new();
+    gatehouse::config::load(&conf, &metrics).unwrap_or_else(|e| panic!("bench config: {e:?}"))
+}
+
+fn browser_request(path: &str, token: Option<&str>) -> RequestHeader {
+    let mut r = RequestHeader::build("GET", path.as_bytes(), None).unwrap();
+    let headers: &[(&str, &str)] = &[
+        ("host", "gw.example.com"),
+        (
+            "user-agent",
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36",
+        ),
+        ("accept", "application/json, text/plain, */*"),
+        ("accept-encoding", "gzip, deflate, br, zstd"),
+        ("accept-language", "en-US,en;q=0.9,de;q=0.8"),
+        ("connection", "keep-alive"),
+        ("referer", "https://gw.example.com/shop/cart"),
+        ("cookie", "theme=dark; _ga=GA1.1.123456789.1700000000"),
+        ("x-forwarded-for", "198.51.100.23"),
+        ("x-user-id", "spoofed-admin"),
+        ("x-debug", "1"),
+        (
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ),
+    ];
+    for (k, v) in headers {
+        r.append_header(*k, *v).unwrap();
+    }
+    if let Some(t) = token {
+        r.append_header("authorization", format!("Bearer {t}"))
+            .unwrap();
+    }
+    r
+}
+
+fn bench_upstream_request(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = Arc::new(runtime(dir.path()));
+    let lifecycle = Arc::new(Lifecycle::new());
+    let peer: Option<IpAddr> = Some("203.0.113.7".parse().unwrap());
+    let now = unix_now();
+    let token = token_of_len(600, now);
+    let route_index = |name: &str| rt.routes.iter().position(|r| r.name == name).unwrap();
+
+    let ctx = |route: usize, identity: Option<Identity>| {
+        let mut ctx = RequestCtx::new(InFlight::start(&lifecycle));
+        ctx.runtime = Some(Arc::clone(&rt));
+        ctx.route = Some(route);
+        ctx.request_id = gatehouse::trace::request_id(None);
+        ctx.trace = Some(TraceContext::continue_or_start(Some(
+            b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )));
+        ctx.client_ip = peer;
+        ctx.identity = identity.map(Arc::new);
+        ctx
+    };
+
+    let mut g = c.benchmark_group("upstream_request");
+    let cases = [
+        (
+            "prepare/public",
+            ctx(route_index("public"), None),
+            browser_request("/shop/products?page=2&sort=price", None),
+        ),
+        (
+            "prepare/jwt_strip_prefix_edits",
+            ctx(route_index("api"), Some(identity(now + 3600))),
+            browser_request("/svc42/api/v1/items/42?expand=owner", Some(&token)),
+        ),
+    ];
+    for (name, ctx, template) in &cases {
+        let route = ctx.route().unwrap();
+        let mut check = template.clone();
+        prepare(
+            &mut check,
+            ctx,
+            route,
+            &rt.settings,
+            &rt.auth.identity_headers,
+            peer,
+        )
+        .unwrap();
+        assert!(check.headers.get("x-request-id").is_some());
+        assert!(check.headers.get("connection").is_none());
+        g.bench_function(*name, |b| {
+            b.iter_batched_ref(
+                || template.clone(),
+                |req| {
+                    prepare(
+                        req,
+                        ctx,
+                        route,
+                        &rt.settings,
+                        &rt.auth.identity_headers,
+                        peer,
+                    )
+                    .unwrap()
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    g.finish();
+}
+
+// ---------------------------------------------------------------- access log
+
+/// The fields of `proxy::log_line::line` for a typical authenticated request
+/// (the time passed in, so it can be timed apart).
+fn log_line(time: &str, ip: IpAddr, redact: &[String]) -> String {
+    let mut l = Line::new();
+    l.str("time", time)
+        .str("request_id", "01JD3Q4W2N7X8Y9Z0A1B2C3D4E")
+        .opt("trace_id", Some("4bf92f3577b34da6a3ce929d0e0e4736"))
+        .opt("client_ip", Some(ip.to_string()).as_deref())
+        .str("method", "GET")
+        .str(
+            "path",
+            &redacted_target(
+                "/svc42/api/v1/items/42",
+                Some("expand=owner&token=abc"),
+                redact,
+            ),
+        )
+        .opt("route", Some("api"))
+        .opt("upstream", Some("app"))
+        .opt("backend", Some("10.0.3.17:8080"))
+        .num("status", 200u16)
+        .num("bytes_sent", 1024u64)
+        .num("bytes_received", 0u64)
+        .num("duration_ms", 1.234f64)
+        .num("upstream_ms", 0.987f64)
+        .num("attempts", 1u32)
+        .opt("user", Some("user-4711"))
+        .str("auth", "ok")
+        .opt("limit", Some("ok"))
+        .opt("error", None);
+    l.finish()
+}
+
+fn bench_access_log(c: &mut Criterion) {
+    let ip: IpAddr = "203.0.113.7".parse().unwrap();
+    let redact = vec!["token".to_string(), "code".to_string()];
+    let time = rfc3339_now();
+    let line = log_line(&time, ip, &redact);
+    let parsed: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(parsed.as_object().unwrap().len(), 19);
+    let mut g = c.benchmark_group("access_log");
+    g.bench_function("line_19_fields", |b| {
+        b.iter(|| log_line(black_box(&time), ip, &redact))
+    });
+    g.bench_function("rfc3339_now", |b| b.iter(rfc3339_now));
+    g.bench_function("line_19_fields_with_now", |b| {
+        b.iter(|| log_line(&rfc3339_now(), ip, &redact))
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_routing,
+    bench_jwt_cold,
+    bench_jwt_cached,
+    bench_rate_limit,
+    bench_upstream_request,
+    bench_access_log
+);
+criterion_main!(benches);
