@@ -372,6 +372,29 @@ fn bench_rate_limit(c: &mut Criterion) {
                 rate.observe(&key, 1) <= 1_000_000
             })
         });
+
+        // The same with the estimator sized like the gatehouse table
+        // (131,072 slots per row, 4 rows, red + blue = 8 MiB), so 100k keys
+        // do not all collide in the default 1,024 slots.
+        let rate = pingora_limits::rate::Rate::new_with_estimator_config(
+            Duration::from_secs(1),
+            4,
+            KEYS.next_power_of_two(),
+        );
+        let mut i = 0usize;
+        g.bench_function(
+            BenchmarkId::new("pingora_rate_observe_128k_slots", label),
+            |b| {
+                b.iter(|| {
+                    i += 1;
+                    if i == n {
+                        i = 0;
+                    }
+                    let key: &str = black_box(&keys[i]);
+                    rate.observe(&key, 1) <= 1_000_000
+                })
+            },
+        );
     }
     g.finish();
 }

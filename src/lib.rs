@@ -18,6 +18,7 @@
 //! | [`access_log`] | the JSON access log: formatting on the request path, writing on its own thread |
 //! | [`admin`], [`status_page`] | the admin service: health, metrics, status |
 //! | [`lifecycle`] | readiness, draining, in-flight requests, last config load |
+//! | [`tls`] | TLS termination: certificates by SNI, replaced on reload |
 //! | [`supervisor`] | background work: health checkers, JWKS, TokenginX, readiness, drain-then-exit |
 //! | [`demo`] | `gatehouse demo` and the sample apps tests use as upstreams |
 //!
@@ -38,6 +39,7 @@ pub mod reject;
 pub mod routing;
 pub mod status_page;
 pub mod supervisor;
+pub mod tls;
 pub mod trace;
 pub mod upstream;
 
@@ -51,6 +53,8 @@ use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
 use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
+use std::collections::HashMap;
+use std::net::SocketAddr;
 
 use crate::access_log::Reopen;
 use crate::admin::Admin;
@@ -60,6 +64,7 @@ use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
 use crate::supervisor::Supervisor;
+use crate::tls::{CertStore, SniCallbacks};
 
 /// Process flags that Pingora acts on.
 #[derive(Debug, Default, Clone, Copy)]
@@ -90,6 +95,8 @@ pub fn build_server(conf_path: &Path, flags: RunFlags) -> Result<Server, ConfigE
         })?;
     pingora_conf.daemon |= flags.daemon;
     let listeners = runtime.server.listeners.clone();
+    let runtime_certs = runtime.server.certs.clone();
+    let mut cert_stores: HashMap<SocketAddr, Arc<CertStore>> = HashMap::new();
     let admin_addr = runtime.server.admin;
     let h2c = runtime.server.h2c;
     let live = Arc::new(ArcSwap::from_pointee(runtime));
@@ -116,15 +123,18 @@ pub fn build_server(conf_path: &Path, flags: RunFlags) -> Result<Server, ConfigE
         let addr = l.addr.to_string();
         match &l.tls {
             None => proxy.add_tcp(&addr),
-            Some((cert, key)) => {
-                let (cert, key) = (cert.to_string_lossy(), key.to_string_lossy());
-                // Mozilla's intermediate profile: TLS 1.2 and 1.3, modern ciphers.
-                let mut tls = TlsSettings::intermediate(&cert, &key).map_err(|e| {
-                    ConfigErrors(vec![config::ConfigError::file(
-                        conf_path,
-                        format!("listener {addr}: cannot load certificate: {e}"),
-                    )])
-                })?;
+            Some(_) => {
+                let store = cert_stores
+                    .entry(l.addr)
+                    .or_insert_with(|| CertStore::new(Arc::clone(&runtime_certs[&l.addr])));
+                let mut tls =
+                    TlsSettings::with_callbacks(Box::new(SniCallbacks(Arc::clone(store))))
+                        .map_err(|e| {
+                            ConfigErrors(vec![config::ConfigError::file(
+                                conf_path,
+                                format!("listener {addr}: {e}"),
+                            )])
+                        })?;
                 tls.enable_h2();
                 proxy.add_tls_with_settings(&addr, None, tls);
             }
@@ -155,6 +165,7 @@ pub fn build_server(conf_path: &Path, flags: RunFlags) -> Result<Server, ConfigE
         Arc::clone(&metrics),
         Arc::clone(&lifecycle),
         Arc::clone(&reopen),
+        cert_stores,
     );
     let supervisor = Supervisor::new(reloader, live, lifecycle, reopen, phases);
     server.add_service(background_service("gatehouse supervisor", supervisor));

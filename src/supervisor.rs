@@ -118,14 +118,17 @@ impl BackgroundService for Supervisor {
 }
 
 impl Supervisor {
-    /// conf.yaml and every file of the routes directory (new files count).
+    /// conf.yaml, every file of the routes directory (new files count) and
+    /// the files the running config read (certificates included).
     fn watched(&self) -> Vec<PathBuf> {
         let rt = self.live.load();
         let mut files = vec![self.reloader.conf().clone()];
+        files.extend(rt.files.iter().cloned());
         if let Ok(entries) = std::fs::read_dir(&rt.routes_dir) {
             files.extend(entries.filter_map(|e| e.ok().map(|e| e.path())));
         }
         files.sort();
+        files.dedup();
         files
     }
 }

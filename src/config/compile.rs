@@ -25,6 +25,7 @@ use crate::auth::{Auth, RoutePolicy};
 use crate::limit::{Limiter, RouteLimits};
 use crate::metrics::{Metrics, RouteMetrics, NO_ROUTE};
 use crate::routing::{canonical_prefix, normalize, RouteTable};
+use crate::tls::CertSet;
 use crate::upstream::pool::HashKey;
 use crate::upstream::{HealthSpec, Pool, PoolSettings};
 
@@ -35,6 +36,8 @@ pub struct ServerSettings {
     pub pingora: ServerConf,
     /// Public listeners.
     pub listeners: Vec<Listener>,
+    /// Certificates of each TLS listener, loaded and checked.
+    pub certs: HashMap<SocketAddr, Arc<CertSet>>,
     /// Admin service address.
     pub admin: Option<SocketAddr>,
     /// HTTP/2 without TLS on plain listeners.
@@ -46,8 +49,8 @@ pub struct ServerSettings {
 pub struct Listener {
     /// Address to bind.
     pub addr: SocketAddr,
-    /// Certificate and key paths (resolved) for TLS listeners.
-    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Certificate and key paths (resolved) of a TLS listener, the default first.
+    pub tls: Option<Vec<(PathBuf, PathBuf)>>,
 }
 
 /// Request-path settings shared by every route.
@@ -389,6 +392,14 @@ impl Compiler<'_> {
         let access_log = self.access_log(&main, &base);
         let routes_dir = resolve(&base, &main.content.routes_dir);
         let mut files = vec![conf_path.to_path_buf()];
+        // Certificate files are watched too: a renewed certificate reloads.
+        files.extend(
+            server
+                .listeners
+                .iter()
+                .flat_map(|l| l.tls.iter().flatten())
+                .flat_map(|(c, k)| [c.clone(), k.clone()]),
+        );
         let route_paths = match list_yaml(&routes_dir) {
             Ok(p) => p,
             Err(e) => {
@@ -473,6 +484,7 @@ impl Compiler<'_> {
         conf.ca_file = m.ca_file.as_ref().map(path_of);
 
         let mut listeners = Vec::new();
+        let mut certs = HashMap::new();
         if m.listeners.is_empty() {
             self.errors
                 .push(main.err("listeners", "at least one listener is required"));
@@ -482,17 +494,20 @@ impl Compiler<'_> {
             let Some(addr) = self.socket_addr(main, &key, &l.addr) else {
                 continue;
             };
-            let tls = l
-                .tls
-                .as_ref()
-                .map(|t| (resolve(base, &t.cert), resolve(base, &t.key)));
-            if let Some((cert, key_file)) = &tls {
-                for (k, p) in [("cert", cert), ("key", key_file)] {
-                    if !p.is_file() {
-                        let key = format!("listeners[{i}].tls.{k}");
-                        self.errors
-                            .push(main.err(&key, format!("no such file {}", p.display())));
+            let tls = l.tls.as_ref().map(|t| {
+                std::iter::once((&t.cert, &t.key))
+                    .chain(t.certificates.iter().map(|c| (&c.cert, &c.key)))
+                    .map(|(c, k)| (resolve(base, c), resolve(base, k)))
+                    .collect::<Vec<_>>()
+            });
+            if let Some(pairs) = &tls {
+                match CertSet::load(pairs) {
+                    Ok(set) => {
+                        certs.insert(addr, Arc::new(set));
                     }
+                    Err(e) => self
+                        .errors
+                        .push(main.err(&format!("listeners[{i}].tls"), e)),
                 }
             }
             listeners.push(Listener { addr, tls });
@@ -508,6 +523,7 @@ impl Compiler<'_> {
         ServerSettings {
             pingora: conf,
             listeners,
+            certs,
             admin,
             h2c: m.h2c,
         }

@@ -191,9 +191,22 @@ pub struct ListenerFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerTlsFile {
-    /// PEM certificate chain, relative to conf.yaml.
+    /// PEM certificate chain, relative to conf.yaml: the default certificate.
     pub cert: String,
     /// PEM private key, relative to conf.yaml.
+    pub key: String,
+    /// More certificates, chosen by SNI from the names they carry.
+    #[serde(default)]
+    pub certificates: Vec<CertFile>,
+}
+
+/// One more certificate of a TLS listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertFile {
+    /// PEM certificate chain.
+    pub cert: String,
+    /// PEM private key.
     pub key: String,
 }
 

@@ -9,6 +9,8 @@
 //! that only a restart can change (listeners, threads, …) are named in the
 //! log with the hint to use a graceful upgrade.
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -19,6 +21,7 @@ use super::{load_reusing, ConfigError, ConfigErrors, Runtime, ServerSettings};
 use crate::access_log::{AccessLog, Reopen};
 use crate::lifecycle::{unix_now, Lifecycle, ReloadOutcome};
 use crate::metrics::Metrics;
+use crate::tls::CertStore;
 use crate::upstream::health;
 
 /// Opens what a compiled config needs before it serves (the access-log
@@ -81,6 +84,8 @@ pub struct Reloader {
     metrics: Arc<Metrics>,
     lifecycle: Arc<Lifecycle>,
     reopen: Arc<Reopen>,
+    /// The certificate stores of the TLS listeners, by address.
+    certs: HashMap<SocketAddr, Arc<CertStore>>,
 }
 
 impl Reloader {
@@ -91,6 +96,7 @@ impl Reloader {
         metrics: Arc<Metrics>,
         lifecycle: Arc<Lifecycle>,
         reopen: Arc<Reopen>,
+        certs: HashMap<SocketAddr, Arc<CertStore>>,
     ) -> Reloader {
         Reloader {
             conf,
@@ -98,15 +104,11 @@ impl Reloader {
             metrics,
             lifecycle,
             reopen,
+            certs,
         }
     }
 
-    /// The files the running config was read from.
-    pub fn files(&self) -> Vec<PathBuf> {
-        self.live.load().files.clone()
-    }
-
-    /// The routes directory of the running config, to notice new files.
+    /// The config file it reloads.
     pub fn conf(&self) -> &PathBuf {
         &self.conf
     }
@@ -124,6 +126,11 @@ impl Reloader {
                 warn_fixed_settings(&old.server, &new.server);
                 activate(&new, Some(&old));
                 forget_removed_backends(&old, &new, &self.metrics);
+                for (addr, store) in &self.certs {
+                    if let Some(set) = new.server.certs.get(addr) {
+                        store.replace(Arc::clone(set));
+                    }
+                }
                 info!(
                     "config reloaded ({why}): version {} -> {}",
                     old.version, new.version

@@ -231,6 +231,7 @@ fn readme_documents_every_config_key() {
         keys_at("listeners: []\ntokenginx: {url: \"redis://x\", zz_unknown: 1}\n", ""),
         keys_at("listeners: []\nrate_limit: {zz_unknown: 1}\n", ""),
         keys_at("listeners: []\naccess_log: {zz_unknown: 1}\n", ""),
+        keys_at("listeners:\n  - {addr: 127.0.0.1:1, tls: {cert: a, key: b, certificates: [{cert: c, key: d, zz_unknown: 1}]}}\n", ""),
         vec!["key".to_string(), "rate".to_string(), "burst".to_string()],
     ];
     let missing: Vec<&String> = levels

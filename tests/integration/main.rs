@@ -17,4 +17,5 @@ mod observability;
 mod protocols;
 mod reload;
 mod routing;
+mod tls;
 mod upstreams;
