@@ -5,6 +5,8 @@
 //! under a millisecond, and buckets that start at 5 ms (Prometheus'
 //! defaults) would hide it.
 
+use std::sync::{Arc, OnceLock};
+
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -53,12 +55,18 @@ pub struct Metrics {
     pub rate_limit_store: IntCounterVec,
     /// `gatehouse_access_log_dropped_total`: lines dropped because the writer fell behind.
     pub access_log_dropped: IntCounter,
+    /// `gatehouse_requests_total{route="none"}`: requests no route matched.
+    pub unmatched_requests: RequestCounters,
+    /// `gatehouse_request_duration_seconds{route="none"}`.
+    pub unmatched_duration: Histogram,
 }
 
 /// Handles of one route, resolved when the config compiles so the request
 /// path does no label lookup for them.
 #[derive(Clone)]
 pub struct RouteMetrics {
+    /// `gatehouse_requests_total` of the route, by method and status.
+    pub requests: Arc<RequestCounters>,
     /// Request duration histogram of the route.
     pub duration: Histogram,
     /// Upstream duration histogram of the route and its upstream.
@@ -199,7 +207,15 @@ impl Metrics {
         ] {
             registry.register(c).expect("each family registered once");
         }
+        let unmatched_requests = RequestCounters {
+            route: NO_ROUTE.to_string(),
+            family: requests.clone(),
+            slots: OnceLock::new(),
+        };
+        let unmatched_duration = request_duration.with_label_values(&[NO_ROUTE]);
         Metrics {
+            unmatched_requests,
+            unmatched_duration,
             registry,
             requests,
             request_duration,
@@ -222,18 +238,20 @@ impl Metrics {
     /// Handles for a route bound to `upstream`.
     pub fn route(&self, route: &str, upstream: &str) -> RouteMetrics {
         RouteMetrics {
+            requests: Arc::new(self.request_counters(route)),
             duration: self.request_duration.with_label_values(&[route]),
             upstream_duration: self.upstream_duration.with_label_values(&[route, upstream]),
             retries: self.upstream_retries.with_label_values(&[upstream]),
         }
     }
 
-    /// Counts a finished request. `method` must already be bounded (see [`method_label`]).
-    pub fn count_request(&self, route: &str, method: &str, status: u16) {
-        let mut buf = itoa::Buffer::new();
-        self.requests
-            .with_label_values(&[route, method, buf.format(status)])
-            .inc();
+    /// Request counters of one route (`none` for unmatched requests).
+    pub fn request_counters(&self, route: &str) -> RequestCounters {
+        RequestCounters {
+            route: route.to_string(),
+            family: self.requests.clone(),
+            slots: OnceLock::new(),
+        }
     }
 
     /// Prometheus text exposition of every family.
@@ -252,19 +270,66 @@ impl Default for Metrics {
     }
 }
 
-/// The `method` label: standard methods as they are, anything else `OTHER`,
-/// so a client cannot create series at will.
-pub fn method_label(method: &http::Method) -> &'static str {
+/// Method labels: the standard methods, anything else `OTHER`, so a
+/// client cannot create series at will.
+const METHODS: [&str; 10] = [
+    "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE", "OTHER",
+];
+
+/// Statuses with a pre-resolved counter slot; others take the labelled path.
+const STATUSES: [u16; 26] = [
+    0, 101, 200, 201, 202, 204, 206, 301, 302, 303, 304, 307, 308, 400, 401, 403, 404, 405, 408,
+    413, 414, 429, 431, 500, 502, 503,
+];
+
+/// Index of a method's label in [`METHODS`].
+pub fn method_index(method: &http::Method) -> usize {
     match *method {
-        http::Method::GET => "GET",
-        http::Method::POST => "POST",
-        http::Method::PUT => "PUT",
-        http::Method::DELETE => "DELETE",
-        http::Method::PATCH => "PATCH",
-        http::Method::HEAD => "HEAD",
-        http::Method::OPTIONS => "OPTIONS",
-        http::Method::CONNECT => "CONNECT",
-        http::Method::TRACE => "TRACE",
-        _ => "OTHER",
+        http::Method::GET => 0,
+        http::Method::POST => 1,
+        http::Method::PUT => 2,
+        http::Method::DELETE => 3,
+        http::Method::PATCH => 4,
+        http::Method::HEAD => 5,
+        http::Method::OPTIONS => 6,
+        http::Method::CONNECT => 7,
+        http::Method::TRACE => 8,
+        _ => 9,
+    }
+}
+
+/// `gatehouse_requests_total` of one route. Each (method, status) counter
+/// is looked up in the family once, then kept in a slot: the request path
+/// only increments an atomic. The slot table is allocated on the route's
+/// first request, so ten thousand idle routes cost nothing.
+pub struct RequestCounters {
+    route: String,
+    family: IntCounterVec,
+    slots: OnceLock<Box<[OnceLock<IntCounter>]>>,
+}
+
+impl RequestCounters {
+    /// Counts one finished request.
+    pub fn inc(&self, method: usize, status: u16) {
+        let method = method.min(METHODS.len() - 1);
+        let Some(si) = STATUSES.iter().position(|s| *s == status) else {
+            let mut buf = itoa::Buffer::new();
+            self.family
+                .with_label_values(&[&self.route, METHODS[method], buf.format(status)])
+                .inc();
+            return;
+        };
+        let slots = self.slots.get_or_init(|| {
+            (0..METHODS.len() * STATUSES.len())
+                .map(|_| OnceLock::new())
+                .collect()
+        });
+        slots[method * STATUSES.len() + si]
+            .get_or_init(|| {
+                let mut buf = itoa::Buffer::new();
+                self.family
+                    .with_label_values(&[&self.route, METHODS[method], buf.format(status)])
+            })
+            .inc();
     }
 }

@@ -32,7 +32,7 @@ pub use ctx::RequestCtx;
 
 use crate::config::Runtime;
 use crate::lifecycle::{InFlight, Lifecycle};
-use crate::metrics::{method_label, Metrics, NO_ROUTE};
+use crate::metrics::{method_index, Metrics};
 use crate::reject::Rejection;
 use crate::upstream::pool::HashKey;
 
@@ -346,11 +346,11 @@ impl ProxyHttp for Gateway {
             .map(|r| r.status.as_u16())
             .or_else(|| ctx.rejection.as_ref().map(Rejection::status))
             .unwrap_or(0);
-        let method = method_label(&session.req_header().method);
+        let method = method_index(&session.req_header().method);
         let elapsed = ctx.started.elapsed().as_secs_f64();
         match ctx.route() {
             Some(route) => {
-                self.metrics.count_request(&route.name, method, status);
+                route.metrics.requests.inc(method, status);
                 route.metrics.duration.observe(elapsed);
                 if let Some(t) = ctx.upstream_started {
                     route
@@ -360,11 +360,8 @@ impl ProxyHttp for Gateway {
                 }
             }
             None => {
-                self.metrics.count_request(NO_ROUTE, method, status);
-                self.metrics
-                    .request_duration
-                    .with_label_values(&[NO_ROUTE])
-                    .observe(elapsed);
+                self.metrics.unmatched_requests.inc(method, status);
+                self.metrics.unmatched_duration.observe(elapsed);
             }
         }
         if let Some(lease) = &ctx.lease {
