@@ -536,3 +536,82 @@ async fn tokens_and_secrets_never_reach_the_log() {
         assert!(!log.contains(sig), "a token or secret is in the log");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tokenginx_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .arg("-keyout")
+        .arg(dir.path().join("k.pem"))
+        .arg("-out")
+        .arg(dir.path().join("c.pem"))
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let port = crate::common::free_port().to_string();
+    let mut redis = std::process::Command::new("redis-server")
+        .current_dir(dir.path())
+        .args([
+            "--port",
+            "0",
+            "--tls-port",
+            &port,
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .args([
+            "--tls-cert-file",
+            "c.pem",
+            "--tls-key-file",
+            "k.pem",
+            "--tls-ca-cert-file",
+            "c.pem",
+        ])
+        .args(["--tls-auth-clients", "no"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server is needed: apt-get install -y redis-server");
+    let cli = |args: &[&str]| {
+        std::process::Command::new("redis-cli")
+            .args(["--tls", "--cacert"])
+            .arg(dir.path().join("c.pem"))
+            .args(["-p", &port])
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    };
+    let ready = eventually(10, async || cli(&["PING"]) == "PONG").await;
+    assert!(ready, "TLS redis-server did not start");
+    let key = TestKey::new(Algorithm::ES256, "k");
+    let jwks = JwksServer::start(&[&key]);
+    let up = Upstream::start("app").await;
+    // `#insecure`: the test certificate is self-signed.
+    let url = format!("rediss://127.0.0.1:{port}/#insecure");
+    let routes = route_file(
+        &[up.addr],
+        "",
+        &[("sess", "/sess", "auth: jwt\nsession: required")],
+    );
+    let gw = Gateway::start(&conf(&jwks.url(), &url, "deny"), &[("r.yaml", &routes)]);
+    let token = key.sign(&claims("tls-user", json!({})));
+    assert_eq!(cli(&["SET", "oauth:token:jti-tls-user", "{}"]), "OK");
+    let (status, _, body) = call(&gw, "/sess/x", &token, &[]).await;
+    assert_eq!(status, 200, "{body}\n{}", gw.log());
+    let _ = redis.kill();
+    let _ = redis.wait();
+}
