@@ -10,6 +10,15 @@
 #                         per-user rate limit that is never hit, local store)
 #   gatehouse-auth-redis  the same with `rate_limit: {store: redis}` against a
 #                         redis-server started here (one round trip per request)
+#   gatehouse-full        the full policy of SPEC §7: ES256 JWT verified against
+#                         a JWKS (served by a python3 http.server started here),
+#                         `session: required` checked in TokenginX (the same
+#                         redis-server, `cache_ms: 1000`), a never-hit per-user
+#                         limit (local), metrics, JSON access log to a file
+#   nginx-proxy-h2        (H2=1) h2load -> nginx `listen ssl http2` -> upstream
+#   gatehouse-h2          (H2=1) h2load -> the plain gatehouse's TLS listener
+#                         (ALPN h2) -> upstream; same processes as nginx-proxy /
+#                         gatehouse, second listener
 # Each gatehouse target is its own gatehouse process (own conf, ports, pid
 # file, upgrade socket), so RSS and CPU are that target's alone. The protected
 # targets get `Authorization: Bearer <HS256 JWT>` on every request (one token:
@@ -25,12 +34,15 @@
 # upstream, not redis-server), and errors (non-2xx/3xx responses + socket
 # errors; a target with errors is flagged). redis-server's own CPU per request
 # and Redis calls per request are reported separately.
+# SCALE=1 also opens 10,000 idle keep-alive connections to the plain gatehouse
+# (benches/conns.py) and reports its RSS idle / with them, and the req/s of a
+# wrk run while they stay open.
 #
 # Output: the tables on stdout and in benches/results/latest.md (git-ignored;
 # a copy named by date and commit is kept next to it).
 #
 # Knobs (environment):
-#   TARGETS="direct nginx-proxy gatehouse gatehouse-auth gatehouse-auth-redis"
+#   TARGETS="direct nginx-proxy gatehouse gatehouse-auth gatehouse-auth-redis gatehouse-full"
 #                      targets to run (space- or comma-separated; always run
 #                      in that order); the ratio column needs nginx-proxy
 #   THREADS=2          gatehouse `threads:` and nginx-proxy worker_processes
@@ -47,10 +59,15 @@
 #                      `json`: JSON access log to <target>/access.log
 #   GATEHOUSE_CONF_EXTRA=...  YAML lines appended to every generated
 #                      conf.yaml, for experiments (e.g. 'work_stealing: false')
+#   H2=1               add the HTTP/2-over-TLS rows (h2load -c CONNECTIONS -m 10
+#                      against nginx-proxy and gatehouse, when selected); 0: off
+#   H2_STREAMS=10      h2load -m (concurrent streams per connection)
+#   SCALE=1            the 10,000-connection test of the plain gatehouse; 0: off
+#   SCALE_CONNS=10000  how many idle connections it opens
 #   KEEP_TMP=1         keep the temp dir (configs, logs, raw wrk output)
 #
-# Needs nginx, wrk, curl and python3, and redis-server + redis-cli for
-# gatehouse-auth-redis. Every process it starts is stopped by PID on exit;
+# Needs nginx, wrk, curl, openssl and python3, redis-server + redis-cli for
+# gatehouse-auth-redis and gatehouse-full, h2load for H2=1. Every process it starts is stopped by PID on exit;
 # nothing else is touched.
 
 set -euo pipefail
@@ -62,11 +79,15 @@ CONNECTIONS=${CONNECTIONS:-64}
 WRK_THREADS=${WRK_THREADS:-2}
 WARMUP=${WARMUP:-3}
 GATEHOUSE_ACCESS_LOG=${GATEHOUSE_ACCESS_LOG:-off}
+H2=${H2:-1}
+H2_STREAMS=${H2_STREAMS:-10}
+SCALE=${SCALE:-1}
+SCALE_CONNS=${SCALE_CONNS:-10000}
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$BENCH_DIR/.." && pwd)
 RESULTS_DIR=$BENCH_DIR/results
-ALL_TARGETS=(direct nginx-proxy gatehouse gatehouse-auth gatehouse-auth-redis)
+ALL_TARGETS=(direct nginx-proxy gatehouse gatehouse-auth gatehouse-auth-redis gatehouse-full)
 TARGETS=${TARGETS:-${ALL_TARGETS[*]}}
 
 log() { printf '==> %s\n' "$*"; }
@@ -77,11 +98,13 @@ die() {
 
 # --- preconditions ----------------------------------------------------------
 
-for knob in THREADS DURATION ROUNDS CONNECTIONS WRK_THREADS WARMUP; do
+for knob in THREADS DURATION ROUNDS CONNECTIONS WRK_THREADS WARMUP H2_STREAMS SCALE_CONNS; do
     [[ ${!knob} =~ ^[1-9][0-9]*$ ]] || die "$knob must be a positive integer (got '${!knob}')"
 done
 [[ $GATEHOUSE_ACCESS_LOG == off || $GATEHOUSE_ACCESS_LOG == json ]] ||
     die "GATEHOUSE_ACCESS_LOG must be off or json (got '$GATEHOUSE_ACCESS_LOG')"
+[[ $H2 == 0 || $H2 == 1 ]] || die "H2 must be 0 or 1 (got '$H2')"
+[[ $SCALE == 0 || $SCALE == 1 ]] || die "SCALE must be 0 or 1 (got '$SCALE')"
 ((CONNECTIONS >= WRK_THREADS)) || die "CONNECTIONS ($CONNECTIONS) must be >= WRK_THREADS ($WRK_THREADS)"
 
 # The selected targets, in the canonical order, each once.
@@ -94,7 +117,16 @@ RUN_TARGETS=()
 for t in "${ALL_TARGETS[@]}"; do
     [[ " ${wanted[*]} " == *" $t "* ]] && RUN_TARGETS+=("$t")
 done
+# H2=1: the HTTP/2-over-TLS rows of the selected proxies, measured last in
+# each round (they reuse the nginx-proxy / gatehouse processes).
+if ((H2)); then
+    for t in nginx-proxy gatehouse; do
+        [[ " ${RUN_TARGETS[*]} " == *" $t "* ]] && RUN_TARGETS+=("$t-h2")
+    done
+fi
 selected() { [[ " ${RUN_TARGETS[*]} " == *" $1 "* ]]; }
+is_h2() { [[ $1 == *-h2 ]]; }
+needs_redis() { selected gatehouse-auth-redis || selected gatehouse-full; }
 
 missing=()
 for tool in nginx wrk; do
@@ -103,14 +135,18 @@ done
 if ((${#missing[@]})); then
     die "${missing[*]} not found; install with: apt-get install -y nginx wrk"
 fi
-for tool in curl python3 timeout; do
+for tool in curl python3 timeout openssl; do
     command -v "$tool" >/dev/null 2>&1 || die "$tool not found (needed by the harness)"
 done
-if selected gatehouse-auth-redis; then
+if needs_redis; then
     for tool in redis-server redis-cli; do
         command -v "$tool" >/dev/null 2>&1 ||
-            die "$tool not found (needed by gatehouse-auth-redis); install with: apt-get install -y redis-server"
+            die "$tool not found (needed by gatehouse-auth-redis and gatehouse-full); install with: apt-get install -y redis-server"
     done
+fi
+if [[ " ${RUN_TARGETS[*]} " == *-h2* ]]; then
+    command -v h2load >/dev/null 2>&1 ||
+        die "h2load not found (needed by H2=1); install with: apt-get install -y nghttp2-client (or run with H2=0)"
 fi
 
 if [[ -n ${GATEHOUSE_BIN:-} ]]; then
@@ -127,10 +163,18 @@ else
 fi
 GATEHOUSE_BIN=$(cd "$(dirname "$GATEHOUSE_BIN")" && pwd)/$(basename "$GATEHOUSE_BIN")
 
+# SCALE=1: gatehouse (started from this shell) and conns.py need more open
+# files than the usual 1024.
+if ((SCALE)); then
+    ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+    (($(ulimit -n) >= SCALE_CONNS + 1024)) ||
+        die "SCALE=1 needs ulimit -n >= $((SCALE_CONNS + 1024)) (hard limit is $(ulimit -Hn)); lower SCALE_CONNS or run with SCALE=0"
+fi
+
 # --- temp dir and cleanup ---------------------------------------------------
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/gatehouse-bench.XXXXXX")
-UP_PID='' PROXY_PID='' REDIS_PID='' MONITOR_PID=''
+UP_PID='' PROXY_PID='' REDIS_PID='' MONITOR_PID='' JWKS_PID='' CONNS_PID=''
 UP_WORKERS=() PROXY_WORKERS=()
 declare -A GH_PID=() # gatehouse target -> PID of its gatehouse process
 
@@ -170,6 +214,8 @@ cleanup() {
     set +e
     trap - EXIT INT TERM HUP
     stop_pid "$MONITOR_PID" TERM 2
+    stop_pid "$CONNS_PID" TERM 10
+    stop_pid "$JWKS_PID" TERM 5
     for t in "${!GH_PID[@]}"; do
         stop_pid "${GH_PID[$t]}" TERM 10
     done
@@ -195,12 +241,13 @@ show_log() {
 
 # --- ports ------------------------------------------------------------------
 
-# Nine distinct free loopback ports: bound together to :0, then released.
-# upstream, nginx proxy, redis, then listener + admin for each gatehouse.
+# Fourteen distinct free loopback ports: bound together to :0, then released.
+# upstream, nginx proxy, redis, then listener + admin for each gatehouse, the
+# JWKS server, the TLS listeners of nginx proxy and gatehouse.
 read -ra ports < <(python3 -c '
 import socket
 socks = []
-for _ in range(9):
+for _ in range(14):
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     socks.append(s)
@@ -208,12 +255,15 @@ print(*(s.getsockname()[1] for s in socks))
 for s in socks:
     s.close()
 ')
-((${#ports[@]} == 9)) || die "could not pick free ports"
+((${#ports[@]} == 14)) || die "could not pick free ports"
 UP_PORT=${ports[0]} PROXY_PORT=${ports[1]} REDIS_PORT=${ports[2]}
 declare -A PORT=([direct]=$UP_PORT [nginx-proxy]=$PROXY_PORT
-    [gatehouse]=${ports[3]} [gatehouse-auth]=${ports[5]} [gatehouse-auth-redis]=${ports[7]})
+    [gatehouse]=${ports[3]} [gatehouse-auth]=${ports[5]} [gatehouse-auth-redis]=${ports[7]}
+    [gatehouse-full]=${ports[9]} [nginx-proxy-h2]=${ports[12]} [gatehouse-h2]=${ports[13]})
 declare -A ADMIN_PORT=(
-    [gatehouse]=${ports[4]} [gatehouse-auth]=${ports[6]} [gatehouse-auth-redis]=${ports[8]})
+    [gatehouse]=${ports[4]} [gatehouse-auth]=${ports[6]} [gatehouse-auth-redis]=${ports[8]}
+    [gatehouse-full]=${ports[10]})
+JWKS_PORT=${ports[11]}
 
 # --- helpers ----------------------------------------------------------------
 
@@ -261,6 +311,14 @@ with_children() {
 # --- nginx upstream and nginx proxy ----------------------------------------
 
 BODY=$(head -c 1024 /dev/zero | tr '\0' 'x')
+
+# A self-signed P-256 certificate for the TLS listeners (H2=1), shared by
+# nginx and gatehouse.
+if ((H2)); then
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -subj /CN=localhost -keyout "$TMP/k.pem" -out "$TMP/c.pem" >"$TMP/openssl-cert.out" 2>&1 ||
+        die "openssl could not make the self-signed certificate: $(cat "$TMP/openssl-cert.out")"
+fi
 
 # Common nginx settings: everything inside the temp dir, no access log,
 # keep-alive connections never closed by a request count during a run.
@@ -322,8 +380,23 @@ EOF
             proxy_set_header Connection "";
         }
     }
-}
 EOF
+    if ((H2)); then
+        cat <<EOF
+    server {
+        listen 127.0.0.1:${PORT[nginx-proxy-h2]} ssl http2;
+        ssl_certificate $TMP/c.pem;
+        ssl_certificate_key $TMP/k.pem;
+        http2_max_concurrent_streams 128;
+        location / {
+            proxy_pass http://bench_upstream;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+EOF
+    fi
+    echo "}"
 } >"$TMP/proxy.conf"
 
 # Starts nginx with config $TMP/$1.conf in the foreground of a background job.
@@ -360,7 +433,7 @@ fi
 
 redis_cli() { timeout 5 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
 
-if selected gatehouse-auth-redis; then
+if needs_redis; then
     log "starting redis-server on 127.0.0.1:$REDIS_PORT"
     mkdir -p "$TMP/redis"
     redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
@@ -400,10 +473,68 @@ PY
 TOKEN=$(make_jwt "$JWT_SECRET" "$TOKEN_LIFETIME")
 BAD_TOKEN=$(make_jwt "not-the-secret-$JWT_SECRET" "$TOKEN_LIFETIME")
 
+# gatehouse-full: an EC P-256 key made with the openssl CLI, its public half
+# as a JWKS served over HTTP, and an ES256 token (raw r||s signature) with a
+# `jti` whose TokenginX session key is set in Redis.
+ES_JTI=bench-$(python3 -c 'import secrets; print(secrets.token_hex(8))')
+SESSION_KEY="oauth:token:$ES_JTI"
+if selected gatehouse-full; then
+    mkdir -p "$TMP/jwks"
+    openssl ecparam -name prime256v1 -genkey -noout -out "$TMP/es256.pem" 2>"$TMP/openssl-es.out" ||
+        die "openssl could not make the ES256 key: $(cat "$TMP/openssl-es.out")"
+    ES_TOKEN=$(python3 - "$TMP/es256.pem" "$TMP/jwks/jwks.json" "$TOKEN_LIFETIME" "$ES_JTI" <<'PY2'
+import base64, json, subprocess, sys, time
+key, jwks_path, lifetime, jti = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+def b64(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+def part(obj):
+    return b64(json.dumps(obj, separators=(",", ":")).encode())
+# SubjectPublicKeyInfo DER of a P-256 key ends with the uncompressed point 04||x||y.
+spki = subprocess.run(["openssl", "ec", "-in", key, "-pubout", "-outform", "DER"],
+                      check=True, capture_output=True).stdout
+point = spki[-65:]
+assert point[0] == 4, "unexpected public key encoding"
+jwk = {"kty": "EC", "crv": "P-256", "kid": "bench-es256", "alg": "ES256", "use": "sig",
+       "x": b64(point[1:33]), "y": b64(point[33:65])}
+with open(jwks_path, "w") as f:
+    json.dump({"keys": [jwk]}, f)
+now = int(time.time())
+signing_input = part({"alg": "ES256", "typ": "JWT", "kid": "bench-es256"}) + "." + part(
+    {"iss": "bench-es", "sub": "bench-user", "jti": jti, "iat": now, "exp": now + lifetime})
+der = subprocess.run(["openssl", "dgst", "-sha256", "-sign", key], input=signing_input.encode(),
+                     check=True, capture_output=True).stdout
+# ECDSA-Sig-Value ::= SEQUENCE { r INTEGER, s INTEGER } -> raw r||s (32 + 32 bytes).
+def read_len(buf, i):
+    n = buf[i]
+    if n < 0x80:
+        return n, i + 1
+    k = n & 0x7F
+    return int.from_bytes(buf[i + 1:i + 1 + k], "big"), i + 1 + k
+assert der[0] == 0x30
+_, i = read_len(der, 1)
+ints = []
+for _ in range(2):
+    assert der[i] == 0x02
+    n, i = read_len(der, i + 1)
+    ints.append(int.from_bytes(der[i:i + n], "big"))
+    i += n
+print(signing_input + "." + b64(b"".join(v.to_bytes(32, "big") for v in ints)))
+PY2
+    ) || die "could not build the ES256 token and JWKS"
+    log "gatehouse-full: serving the JWKS on http://127.0.0.1:$JWKS_PORT/jwks.json"
+    python3 -m http.server "$JWKS_PORT" --bind 127.0.0.1 --directory "$TMP/jwks" >"$TMP/jwks.log" 2>&1 &
+    JWKS_PID=$!
+    wait_http_200 "http://127.0.0.1:$JWKS_PORT/jwks.json" "$JWKS_PID" 10 ||
+        die "the JWKS server did not answer 200 within 10s"
+    [[ $(redis_cli set "$SESSION_KEY" 1) == OK ]] || die "could not SET $SESSION_KEY in redis"
+fi
+
 # Request path of each target; the protected targets also send the token.
 declare -A URL_PATH=([direct]=/ [nginx-proxy]=/ [gatehouse]=/
-    [gatehouse-auth]=/protected [gatehouse-auth-redis]=/protected)
-is_protected() { [[ $1 == gatehouse-auth || $1 == gatehouse-auth-redis ]]; }
+    [gatehouse-auth]=/protected [gatehouse-auth-redis]=/protected [gatehouse-full]=/protected
+    [nginx-proxy-h2]=/ [gatehouse-h2]=/)
+is_protected() { [[ $1 == gatehouse-auth || $1 == gatehouse-auth-redis || $1 == gatehouse-full ]]; }
+token_of() { if [[ $1 == gatehouse-full ]]; then echo "$ES_TOKEN"; else echo "$TOKEN"; fi; }
 
 # Writes $TMP/<target>/conf.yaml and routes/bench.yaml for gatehouse target $1.
 write_gatehouse_conf() {
@@ -420,15 +551,35 @@ grace_period_seconds: 0
 graceful_shutdown_timeout_seconds: 1
 listeners:
   - addr: 127.0.0.1:${PORT[$t]}
+EOF
+        if [[ $t == gatehouse ]] && selected gatehouse-h2; then
+            echo "  - {addr: 127.0.0.1:${PORT[gatehouse-h2]}, tls: {cert: $TMP/c.pem, key: $TMP/k.pem}}"
+        fi
+        cat <<EOF
 admin: 127.0.0.1:${ADMIN_PORT[$t]}
 routes_dir: routes
 EOF
-        # Like the nginx servers (access_log off): no access log unless asked.
-        case $GATEHOUSE_ACCESS_LOG in
-        off) echo "access_log: {format: off}" ;;
-        json) echo "access_log: {format: json, path: access.log}" ;;
-        esac
-        if is_protected "$t"; then
+        # Like the nginx servers (access_log off): no access log unless asked;
+        # gatehouse-full always writes its JSON access log to a file.
+        if [[ $t == gatehouse-full ]]; then
+            echo "access_log: {format: json, path: access.log}"
+        else
+            case $GATEHOUSE_ACCESS_LOG in
+            off) echo "access_log: {format: off}" ;;
+            json) echo "access_log: {format: json, path: access.log}" ;;
+            esac
+        fi
+        if [[ $t == gatehouse-full ]]; then
+            cat <<EOF
+jwt:
+  issuers:
+    - issuer: bench-es
+      jwks_url: "http://127.0.0.1:$JWKS_PORT/jwks.json"
+      algorithms: [ES256]
+tokenginx: {url: "redis://127.0.0.1:$REDIS_PORT", cache_ms: 1000}
+rate_limit: {store: local}
+EOF
+        elif is_protected "$t"; then
             cat <<EOF
 jwt:
   issuers:
@@ -464,6 +615,7 @@ EOF
     auth: jwt
     rate_limit: {key: user, rate: 1000000/s, burst: 1000000}   # never hit
 EOF
+            if [[ $t == gatehouse-full ]]; then echo "    session: required"; fi
         else
             cat <<EOF
   - name: bench
@@ -484,6 +636,36 @@ gh_curl() {
         -w '%{http_code}' "$@" "http://127.0.0.1:${PORT[$t]}$path" || true)
     touch "$TMP/$t/curl-body.txt"
     echo "${out:-000} $(wc -c <"$TMP/$t/curl-body.txt")"
+}
+
+# gatehouse-full: the session check is live. DEL the session key, expect a
+# 401 within cache_ms (1 s; polled for up to 3 s), SET it again, expect 200
+# again; then the access log file must have grown.
+check_session() {
+    local t=$1 i status size t0 t1 tok
+    tok=$(token_of "$t")
+    redis_cli del "$SESSION_KEY" >/dev/null || die "redis DEL failed"
+    t0=$(date +%s%N)
+    for ((i = 0; i < 60; i++)); do
+        read -r status size < <(gh_curl "$t" /protected -H "Authorization: Bearer $tok")
+        [[ $status == 401 ]] && break
+        sleep 0.05
+    done
+    t1=$(date +%s%N)
+    [[ $status == 401 ]] || die "$t: after DEL $SESSION_KEY, /protected still answered $status after 3s (cache_ms is 1000)"
+    SESSION_REVOKE_MS=$(((t1 - t0) / 1000000))
+    ((SESSION_REVOKE_MS <= 1100)) ||
+        echo "run.sh: warning: $t: revocation took ${SESSION_REVOKE_MS} ms, more than cache_ms (1000)" >&2
+    [[ $(redis_cli set "$SESSION_KEY" 1) == OK ]] || die "redis SET failed"
+    for ((i = 0; i < 60; i++)); do
+        read -r status size < <(gh_curl "$t" /protected -H "Authorization: Bearer $tok")
+        [[ $status == 200 ]] && break
+        sleep 0.05
+    done
+    [[ $status == 200 ]] || die "$t: after SET $SESSION_KEY again, /protected answered $status"
+    sleep 0.3
+    [[ -s $TMP/$t/access.log ]] || die "$t: no access log written to $TMP/$t/access.log"
+    log "$t: session revoked -> 401 after ${SESSION_REVOKE_MS} ms; restored -> 200; access log: $(wc -l <"$TMP/$t/access.log") lines"
 }
 
 # Starts gatehouse target $1 and checks it answers as it should.
@@ -507,7 +689,7 @@ start_gatehouse() {
         # With the token: 200 and the 1024 bytes (retried for up to 10s: the
         # Redis connection is made on first use).
         for ((i = 0; i < 100; i++)); do
-            read -r status size < <(gh_curl "$t" /protected -H "Authorization: Bearer $TOKEN")
+            read -r status size < <(gh_curl "$t" /protected -H "Authorization: Bearer $(token_of "$t")")
             [[ $status == 200 ]] && break
             alive "$pid" || break
             sleep 0.1
@@ -523,6 +705,7 @@ start_gatehouse() {
         read -r status size < <(gh_curl "$t" /protected -H "Authorization: Bearer $BAD_TOKEN")
         [[ $status == 401 ]] || die "$t: GET /protected with a wrongly signed token answered $status, expected 401"
         log "$t: /protected answers 200 with the token, 401 without it and with a wrongly signed one"
+        if [[ $t == gatehouse-full ]]; then check_session "$t"; fi
     else
         read -r status size < <(gh_curl "$t" /via/gatehouse)
         if [[ $status != 200 || $size != 1024 ]]; then
@@ -535,9 +718,25 @@ start_gatehouse() {
     fi
 }
 
-for t in gatehouse gatehouse-auth gatehouse-auth-redis; do
+for t in gatehouse gatehouse-auth gatehouse-auth-redis gatehouse-full; do
     selected "$t" && start_gatehouse "$t"
 done
+# Idle RSS of each gatehouse process, right after start-up and the checks.
+declare -A IDLE_RSS=()
+for t in gatehouse gatehouse-auth gatehouse-auth-redis gatehouse-full; do
+    selected "$t" && IDLE_RSS[$t]=$(rss_kb "${GH_PID[$t]}")
+done
+if selected gatehouse-h2; then
+    code=$(curl -sk --http2 -o /dev/null -w '%{http_code} %{http_version}' --max-time 5 \
+        "https://127.0.0.1:${PORT[gatehouse-h2]}/" || true)
+    [[ $code == "200 2" ]] || die "gatehouse TLS listener: curl --http2 answered '$code', expected '200 2'"
+    log "gatehouse-h2: TLS listener answers 200 over HTTP/2"
+fi
+if selected nginx-proxy-h2; then
+    code=$(curl -sk --http2 -o /dev/null -w '%{http_code} %{http_version}' --max-time 5 \
+        "https://127.0.0.1:${PORT[nginx-proxy-h2]}/" || true)
+    [[ $code == "200 2" ]] || die "nginx proxy TLS listener: curl --http2 answered '$code', expected '200 2'"
+fi
 
 # The Redis variant must really decide in Redis. Its bucket key expires ~2 ms
 # after a request (a 1,000,000/s bucket is full again at once), so rather than
@@ -572,16 +771,33 @@ port_of() { echo "${PORT[$1]}"; }
 pids_of() {
     case $1 in
     direct) with_children "$UP_PID" ;;
-    nginx-proxy) with_children "$PROXY_PID" ;;
+    nginx-proxy | nginx-proxy-h2) with_children "$PROXY_PID" ;;
+    gatehouse-h2) with_children "${GH_PID[gatehouse]}" ;;
     *) with_children "${GH_PID[$1]}" ;;
     esac
+}
+
+# Runs h2load (HTTP/2 over TLS) against target $1 for $2 seconds, output to
+# file $3 and the per-request log to $3.log.
+run_h2load() {
+    local target=$1 secs=$2 out=$3
+    if ! timeout --kill-after=5 $((secs + 30)) \
+        h2load -t "$WRK_THREADS" -c "$CONNECTIONS" -m "$H2_STREAMS" -D "$secs" --log-file="$out.log" \
+        "https://127.0.0.1:$(port_of "$target")${URL_PATH[$target]}" >"$out" 2>&1; then
+        cat "$out" >&2
+        die "h2load against $target failed or timed out"
+    fi
 }
 
 # Runs wrk against target $1 for $2 seconds, output to file $3.
 run_wrk() {
     local target=$1 secs=$2 out=$3
     local -a auth=()
-    is_protected "$target" && auth=(-H "Authorization: Bearer $TOKEN")
+    if is_h2 "$target"; then
+        run_h2load "$@"
+        return
+    fi
+    is_protected "$target" && auth=(-H "Authorization: Bearer $(token_of "$target")")
     if ! timeout --kill-after=5 $((secs + 30)) \
         wrk -t "$WRK_THREADS" -c "$CONNECTIONS" -d "${secs}s" --latency "${auth[@]}" \
         "http://127.0.0.1:$(port_of "$target")${URL_PATH[$target]}" >"$out" 2>&1; then
@@ -590,11 +806,29 @@ run_wrk() {
     fi
 }
 
-# Parses wrk output $1; prints: req/s p50_ms p99_ms requests non2xx socket_errors
+# Parses wrk (or h2load) output $1; prints: req/s p50_ms p99_ms requests non2xx socket_errors
 parse_wrk() {
     python3 - "$1" <<'PY'
 import re, sys
 text = open(sys.argv[1]).read()
+if text.lstrip().startswith("starting benchmark") or "h2load" in text[:200]:
+    # h2load: totals from its summary, latency percentiles from --log-file
+    # (start µs, status, duration µs per request).
+    fin = re.search(r"^finished in [\d.]+m?s, ([\d.]+) req/s", text, re.M)
+    req = re.search(r"^requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
+                    r"(\d+) failed, (\d+) errored, (\d+) timeout", text, re.M)
+    codes = re.search(r"^status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", text, re.M)
+    if not fin or not req or not codes:
+        sys.exit("cannot parse h2load output")
+    durs = sorted(int(l.split("\t")[2]) for l in open(sys.argv[1] + ".log") if l.count("\t") == 2)
+    if not durs:
+        sys.exit("empty h2load log")
+    pct = lambda p: durs[min(len(durs) - 1, int(len(durs) * p / 100))] / 1000
+    done = int(req.group(3))
+    non2xx = int(codes.group(3)) + int(codes.group(4))
+    print(fin.group(1), "%.3f" % pct(50), "%.3f" % pct(99), done, non2xx,
+          int(req.group(6)) + int(req.group(7)) + max(0, done - int(req.group(4)) - non2xx))
+    sys.exit(0)
 UNIT_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
 def ms(pct):
     m = re.search(r"^\s*%s%%\s+([\d.]+)(us|ms|s|m|h)\s*$" % pct, text, re.M)
@@ -683,6 +917,46 @@ for target in "${RUN_TARGETS[@]}"; do
     printf '%s\t%s\n' "$target" "$(rss_kb "${pids[@]}")"
 done >"$RSS_TSV"
 
+# SCALE=1: SCALE_CONNS idle keep-alive connections to the plain gatehouse
+# (one GET each, then held open by benches/conns.py), RSS with them, and one
+# wrk run of DURATION seconds while they stay open.
+SCALE_TXT=$TMP/scale.txt
+SCALE_TSV=$TMP/scale-rounds.tsv
+: >"$SCALE_TXT"
+if ((SCALE)) && selected gatehouse; then
+    gpid=${GH_PID[gatehouse]}
+    rss_before=$(rss_kb "$gpid")
+    log "scale: opening $SCALE_CONNS idle keep-alive connections to gatehouse"
+    python3 "$BENCH_DIR/conns.py" 127.0.0.1 "${PORT[gatehouse]}" "$SCALE_CONNS" / >"$TMP/conns.out" 2>&1 &
+    CONNS_PID=$!
+    for ((i = 0; i < 1800; i++)); do
+        grep -q '^ready' "$TMP/conns.out" 2>/dev/null && break
+        alive "$CONNS_PID" || break
+        sleep 0.1
+    done
+    grep -q '^ready' "$TMP/conns.out" || {
+        cat "$TMP/conns.out" >&2
+        die "conns.py did not get its connections up within 180s"
+    }
+    read -r _ conns_open conns_failed < <(grep '^ready' "$TMP/conns.out")
+    sleep 2
+    rss_conns=$(rss_kb "$gpid")
+    log "scale: $conns_open open ($conns_failed failed), gatehouse RSS $((rss_conns / 1024)) MB; wrk ${DURATION}s while they stay open"
+    printf 'round\ttarget\trps\tp50_ms\tp99_ms\trequests\tnon2xx\tsocket_errors\tcpu_us_per_req\n' >"$SCALE_TSV"
+    ROUNDS_TSV=$SCALE_TSV measure scale gatehouse
+    rss_load=$(rss_kb "$gpid")
+    stop_pid "$CONNS_PID" TERM 10
+    CONNS_PID=''
+    read -r _ conns_end conns_peer_closed < <(grep '^closing' "$TMP/conns.out" || echo "closing ? ?")
+    sleep 2
+    rss_closed=$(rss_kb "$gpid")
+    read -r _ _ s_rps s_p50 s_p99 s_reqs s_non2xx s_sock s_cpu < <(tail -n1 "$SCALE_TSV")
+    printf '%s\t%s\n' idle_kb "${IDLE_RSS[gatehouse]}" before_kb "$rss_before" conns "$SCALE_CONNS" \
+        open "$conns_open" failed "$conns_failed" conns_kb "$rss_conns" load_kb "$rss_load" \
+        open_at_end "$conns_end" peer_closed "$conns_peer_closed" closed_kb "$rss_closed" \
+        rps "$s_rps" p50 "$s_p50" p99 "$s_p99" cpu "$s_cpu" errors "$((s_non2xx + s_sock))" >"$SCALE_TXT"
+fi
+
 # What the protected gatehouses counted over the whole run (from /metrics).
 METRICS_TXT=$TMP/metrics.txt
 metric_summary() {
@@ -691,13 +965,16 @@ metric_summary() {
         /^gatehouse_rate_limit_store_total\{/ { match($1, /result="[^"]*"/); store = store " " substr($1, RSTART + 8, RLENGTH - 9) "=" $2 }
         /^gatehouse_rate_limited_total[{ ]/ { limited += $2 }
         /^gatehouse_auth_failures_total[{ ]/ { authfail += $2 }
+        /^gatehouse_tokenginx_lookups_total[{ ]/ { tgx = tgx " " $1 "=" $2 }
+        /^gatehouse_jwks_refreshes_total[{ ]/ { jwks = jwks " " $1 "=" $2 }
         END {
-            printf "%s: requests refused by the rate limit %d; auth failures %d (2 are the deliberate 401 checks)", t, limited, authfail
+            printf "%s: requests refused by the rate limit %d; auth failures %d (2 are the deliberate 401 checks%s)", t, limited, authfail, (t == "gatehouse-full" ? ", the others the session-revocation check" : "")
             if (t == "gatehouse-auth-redis") printf "; shared-store decisions:%s", store
+            if (t == "gatehouse-full") printf "; TokenginX lookups:%s; JWKS refreshes:%s", tgx, jwks
             printf "\n"
         }'
 }
-for t in gatehouse-auth gatehouse-auth-redis; do
+for t in gatehouse-auth gatehouse-auth-redis gatehouse-full; do
     selected "$t" && metric_summary "$t"
 done >"$METRICS_TXT"
 
@@ -716,14 +993,20 @@ mkdir -p "$RESULTS_DIR"
 REPORT=$TMP/report.md
 DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
 REDIS_VERSION=''
-if selected gatehouse-auth-redis; then
+H2LOAD_VERSION=''
+if [[ " ${RUN_TARGETS[*]} " == *-h2* ]]; then
+    H2LOAD_VERSION=", h2load $(h2load --version 2>&1 | grep -o 'nghttp2/[^ ]*' | head -n1)"
+fi
+if needs_redis; then
     REDIS_VERSION=", redis $(redis-server --version | grep -o 'v=[^ ]*' | cut -d= -f2)"
 fi
 BENCH_TARGETS=${RUN_TARGETS[*]}
+SESSION_REVOKE_MS=${SESSION_REVOKE_MS:-}
 export DATE COMMIT MACHINE GH_VERSION WRK_VERSION NGINX_VERSION REDIS_VERSION LOADAVG LOADAVG_AFTER GATEHOUSE_BIN \
-    THREADS DURATION ROUNDS CONNECTIONS WRK_THREADS WARMUP GATEHOUSE_ACCESS_LOG
+    THREADS DURATION ROUNDS CONNECTIONS WRK_THREADS WARMUP GATEHOUSE_ACCESS_LOG H2LOAD_VERSION H2_STREAMS \
+    SESSION_REVOKE_MS
 export BENCH_TARGETS
-python3 - "$ROUNDS_TSV" "$RSS_TSV" "$REDIS_TSV" "$METRICS_TXT" >"$REPORT" <<'PY'
+python3 - "$ROUNDS_TSV" "$RSS_TSV" "$REDIS_TSV" "$METRICS_TXT" "$SCALE_TXT" "$TMP/results.csv" >"$REPORT" <<'PY'
 
 import csv, os, statistics, sys
 
@@ -733,6 +1016,7 @@ rounds = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
 rss = dict(line.rstrip("\n").split("\t") for line in open(sys.argv[2]))
 redis_rounds = list(csv.DictReader(open(sys.argv[3]), delimiter="\t"))
 metrics_notes = [line.rstrip("\n") for line in open(sys.argv[4]) if line.strip()]
+scale = dict(line.rstrip("\n").split("\t") for line in open(sys.argv[5]) if line.strip())
 targets = env["BENCH_TARGETS"].split()
 label = {
     "direct": "direct (nginx upstream)",
@@ -740,7 +1024,13 @@ label = {
     "gatehouse": "gatehouse",
     "gatehouse-auth": "gatehouse-auth (JWT + limit, local)",
     "gatehouse-auth-redis": "gatehouse-auth-redis (JWT + limit, Redis)",
+    "gatehouse-full": "gatehouse-full (ES256/JWKS + session + limit + log)",
+    "nginx-proxy-h2": "nginx proxy h2",
+    "gatehouse-h2": "gatehouse h2",
 }
+def base(t):
+    # The nginx proxy row a target's ratio is taken against: the same protocol.
+    return "nginx-proxy-h2" if t.endswith("-h2") else "nginx-proxy"
 
 def med(t, key):
     return statistics.median(float(r[key]) for r in rounds if r["target"] == t)
@@ -759,23 +1049,35 @@ def table(header, rows):
     out += [line(r) for r in rows]
     return "\n".join(out)
 
-nginx_rps = med("nginx-proxy", "rps") if "nginx-proxy" in targets else None
 rows = []
+csv_rows = []
 for t in targets:
     e = errors(t)
+    ratio = med(t, "rps") / med(base(t), "rps") if base(t) in targets else None
+    cpu = med(t, "cpu_us_per_req")
     rows.append([
         label[t] + (" (ERRORS)" if e else ""),
         "%.0f" % med(t, "rps"),
         "%.3f" % med(t, "p50_ms"),
         "%.3f" % med(t, "p99_ms"),
         "%.1f" % (int(rss[t]) / 1024),
-        "%.2f" % (med(t, "rps") / nginx_rps) if nginx_rps else "n/a",
-        "%.1f" % med(t, "cpu_us_per_req"),
+        "%.2f" % ratio if ratio is not None else "n/a",
+        "%.1f" % cpu,
+        "%.2f" % (cpu * 0.1),
         e,
     ])
+    csv_rows.append([t, label[t], "%.0f" % med(t, "rps"), "%.3f" % med(t, "p50_ms"),
+                     "%.3f" % med(t, "p99_ms"), "%.1f" % (int(rss[t]) / 1024),
+                     "%.3f" % ratio if ratio is not None else "", "%.1f" % cpu,
+                     "%.2f" % (cpu * 0.1), e])
+with open(sys.argv[6], "w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(["target", "label", "rps", "p50_ms", "p99_ms", "rss_mb", "ratio_vs_nginx",
+                "cpu_us_per_req", "cpu_s_per_100k", "errors"])
+    w.writerows(csv_rows)
 summary = table(
     ["target", "req/s (median)", "p50 ms (median)", "p99 ms (median)", "RSS MB",
-     "req/s vs nginx proxy", "CPU µs/req (median)", "errors"],
+     "req/s vs nginx proxy", "CPU µs/req (median)", "CPU s / 100k req", "errors"],
     rows,
 )
 raw = table(
@@ -790,7 +1092,7 @@ notes = []
 if "direct" in targets:
     added = ", ".join(
         "%s %+.3f ms" % (t, med(t, "p99_ms") - med("direct", "p99_ms"))
-        for t in targets if t != "direct")
+        for t in targets if t != "direct" and not t.endswith("-h2"))
     if added:
         notes.append("Added p99 vs direct at full load: %s\n"
                      "(SPEC §7's ≤ 1 ms target is defined at half of max load; this run saturates)." % added)
@@ -802,7 +1104,7 @@ def paired(t, key):
 
 if "gatehouse" in targets:
     cost = []
-    for t in ("gatehouse-auth", "gatehouse-auth-redis"):
+    for t in ("gatehouse-auth", "gatehouse-auth-redis", "gatehouse-full"):
         if t in targets:
             d = paired(t, "cpu_us_per_req")
             c = "%s %+.1f µs (rounds: %s)" % (
@@ -820,6 +1122,36 @@ if redis_rounds:
         "table, which is the gateway process only); Redis script calls per request %s (per round)."
         % (redis_med("redis_cpu_us_per_req"),
            ", ".join("%.3f" % float(r["calls_per_req"]) for r in redis_rounds)))
+if "nginx-proxy-h2" in targets or "gatehouse-h2" in targets:
+    notes.append("HTTP/2 rows: h2load -t %s -c %s -m %s -D %ss over TLS (self-signed P-256 certificate, "
+                 "ALPN h2) to the same nginx proxy / plain gatehouse processes (second listener); the "
+                 "upstream hop stays HTTP/1.1 keep-alive. Their ratio is to nginx proxy h2; p50/p99 are "
+                 "per-request times from h2load's log (each connection has %s streams in flight)."
+                 % (env["WRK_THREADS"], env["CONNECTIONS"], env["H2_STREAMS"], env["DURATION"],
+                    env["H2_STREAMS"]))
+if "gatehouse-full" in targets and env.get("SESSION_REVOKE_MS"):
+    notes.append("gatehouse-full checks before the run: 200 with the ES256 token, 401 without it and "
+                 "with an HS256 token of another issuer; after `DEL` of its TokenginX session key "
+                 "the next 401 came %s ms later (cache_ms: 1000), and 200 again after `SET`."
+                 % env["SESSION_REVOKE_MS"])
+if scale:
+    mb = lambda k: "%.1f" % (int(scale[k]) / 1024)
+    g = med("gatehouse", "rps") if "gatehouse" in targets else None
+    notes.append(
+        "Connection scale (plain gatehouse, SPEC §7: RSS ≤ 30 MB idle, ≤ 200 MB with 10,000 "
+        "connections):\n"
+        "- RSS idle (after start-up and the checks, before any load): %s MB\n"
+        "- RSS after the rounds, before opening the connections: %s MB\n"
+        "- RSS with %s idle keep-alive connections open (%s failed to open): %s MB\n"
+        "- wrk -c %s for %ss while they stay open: %.0f req/s%s, p50 %.3f ms, p99 %.3f ms, "
+        "CPU %s µs/req, errors %s; RSS after it %s MB\n"
+        "- connections still open at the end: %s (closed by gatehouse: %s); RSS 2 s after "
+        "closing them: %s MB"
+        % (mb("idle_kb"), mb("before_kb"), scale["open"], scale["failed"], mb("conns_kb"),
+           env["CONNECTIONS"], env["DURATION"], float(scale["rps"]),
+           " (%.2f of its median without them)" % (float(scale["rps"]) / g) if g else "",
+           float(scale["p50"]), float(scale["p99"]), scale["cpu"], scale["errors"], mb("load_kb"),
+           scale["open_at_end"], scale["peer_closed"], mb("closed_kb")))
 if metrics_notes:
     notes.append("Counted by the protected gateways over the whole run (warm-up and checks "
                  "included), from /metrics:\n" + "\n".join("- " + m for m in metrics_notes))
@@ -830,17 +1162,21 @@ print(f"""# gatehouse load benchmark
 - date: {e["DATE"]}
 - commit: {e["COMMIT"]}; binary: `{e["GATEHOUSE_BIN"]}` ({e["GH_VERSION"]})
 - machine: {e["MACHINE"]}; load average before / after the run: {e["LOADAVG"]} / {e["LOADAVG_AFTER"]}
-- tools: {e["WRK_VERSION"]}, {e["NGINX_VERSION"]}{e["REDIS_VERSION"]}
+- tools: {e["WRK_VERSION"]}, {e["NGINX_VERSION"]}{e["REDIS_VERSION"]}{e["H2LOAD_VERSION"]}
 - load: wrk -t {e["WRK_THREADS"]} -c {e["CONNECTIONS"]} -d {e["DURATION"]}s --latency, HTTP/1.1 keep-alive, 1024-byte responses; {e["ROUNDS"]} alternating rounds after a {e["WARMUP"]}s warm-up per target
 - gatehouse threads: {e["THREADS"]} (each gatehouse target its own process), access log: {e["GATEHOUSE_ACCESS_LOG"]}; nginx proxy worker_processes: {e["THREADS"]}; nginx upstream worker_processes: 1
 - protected targets: `Authorization: Bearer` HS256 JWT (one token, verified-token cache warm), route `auth: jwt` + `rate_limit: {{key: user, rate: 1000000/s, burst: 1000000}}` (never hit)
+- gatehouse-full: ES256 JWT (one token) verified against a JWKS over HTTP, `session: required` in TokenginX (redis-server, `cache_ms: 1000`), the same never-hit limit (local), JSON access log to a file
 
 {summary}
 
 req/s, p50 and p99 are medians over the rounds; RSS is every process of the
-target right after the last round; CPU µs/req is the target's own processes
-only (for the proxies, not the upstream nor redis-server); errors are
+target right after the last round (the h2 rows share the process of their
+HTTP/1.1 row); the ratio is to nginx proxy over the same protocol; CPU µs/req
+is the target's own processes only (for the proxies, not the upstream nor
+redis-server), and CPU s / 100k req is the same figure × 0.1; errors are
 non-2xx/3xx responses plus socket errors summed over the rounds.
+
 """ + "\n\n".join(notes) + f"""
 
 ## Per round
@@ -850,6 +1186,12 @@ PY
 
 cat "$REPORT"
 cp "$REPORT" "$RESULTS_DIR/latest.md"
+cp "$TMP/results.csv" "$RESULTS_DIR/latest.csv"
+if python3 "$BENCH_DIR/plot.py" "$RESULTS_DIR/latest.csv" "$RESULTS_DIR/latest.png" >"$TMP/plot.out" 2>&1; then
+    log "chart: $RESULTS_DIR/latest.png"
+else
+    echo "run.sh: warning: no chart: $(tail -n1 "$TMP/plot.out")" >&2
+fi
 STAMP=$(date -u '+%Y%m%dT%H%M%SZ')
 cp "$REPORT" "$RESULTS_DIR/$STAMP-${COMMIT%% *}.md"
 log "written: $RESULTS_DIR/latest.md"

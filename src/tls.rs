@@ -59,6 +59,11 @@ impl CertKey {
         })
     }
 
+    /// The same chain and key in the form Pingora presents as a client certificate.
+    pub fn into_pingora(self) -> pingora_core::utils::tls::CertKey {
+        pingora_core::utils::tls::CertKey::new(self.chain, self.key)
+    }
+
     /// The host names the certificate serves, lower-case.
     pub fn names(&self) -> Vec<String> {
         let leaf = &self.chain[0];

@@ -26,8 +26,9 @@ use crate::limit::{Limiter, RouteLimits};
 use crate::metrics::{Metrics, RouteMetrics, NO_ROUTE};
 use crate::routing::{canonical_prefix, normalize, RouteTable};
 use crate::tls::CertSet;
-use crate::upstream::pool::HashKey;
+use crate::upstream::pool::{HashKey, UpstreamTls};
 use crate::upstream::{HealthSpec, Pool, PoolSettings};
+use pingora_core::tls::x509::X509;
 
 /// Settings that only a restart or graceful upgrade can change.
 #[derive(Debug)]
@@ -258,6 +259,7 @@ fn compile_with(
 ) -> Result<Runtime, ConfigErrors> {
     let mut c = Compiler {
         errors: Vec::new(),
+        base: conf_path.parent().unwrap_or(Path::new(".")).to_path_buf(),
         hasher: DefaultHasher::new(),
         env,
         previous,
@@ -271,6 +273,8 @@ fn compile_with(
 
 pub(super) struct Compiler<'e> {
     pub(super) errors: Vec<ConfigError>,
+    /// Directory of conf.yaml: relative paths in every file start here.
+    base: PathBuf,
     hasher: DefaultHasher,
     env: &'e dyn Fn(&str) -> Option<String>,
     /// The running config, whose unchanged parts are reused.
@@ -642,6 +646,64 @@ impl Compiler<'_> {
         (pools, prints)
     }
 
+    fn upstream_tls(&mut self, f: &Parsed<RouteFile>, key: &str, up: &UpstreamFile) -> UpstreamTls {
+        let uses_tls = up.ca_file.is_some()
+            || up.client_cert.is_some()
+            || up.client_key.is_some()
+            || !up.verify;
+        if uses_tls && !up.tls {
+            self.errors.push(f.err(
+                key,
+                "`ca_file`, `client_cert`, `client_key` and `verify` need `tls: true`",
+            ));
+        }
+        let ca = up.ca_file.as_ref().and_then(|p| {
+            let path = resolve(&self.base, p);
+            let certs = std::fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|pem| X509::stack_from_pem(&pem).map_err(|e| e.to_string()))
+                .and_then(|c| {
+                    if c.is_empty() {
+                        Err("no certificate in it".into())
+                    } else {
+                        Ok(c)
+                    }
+                });
+            certs
+                .map_err(|e| {
+                    self.errors.push(f.err(
+                        &format!("{key}.ca_file"),
+                        format!("{}: {e}", path.display()),
+                    ))
+                })
+                .ok()
+                .map(|c| Arc::new(c.into_boxed_slice()))
+        });
+        let client_cert = match (&up.client_cert, &up.client_key) {
+            (Some(c), Some(k)) => {
+                let (c, k) = (resolve(&self.base, c), resolve(&self.base, k));
+                match crate::tls::CertKey::load(&c, &k) {
+                    Ok(ck) => Some(Arc::new(ck.into_pingora())),
+                    Err(e) => {
+                        self.errors.push(f.err(&format!("{key}.client_cert"), e));
+                        None
+                    }
+                }
+            }
+            (None, None) => None,
+            _ => {
+                self.errors
+                    .push(f.err(key, "`client_cert` and `client_key` go together"));
+                None
+            }
+        };
+        UpstreamTls {
+            ca,
+            client_cert,
+            verify: up.verify,
+        }
+    }
+
     fn access_log(&mut self, main: &Parsed<MainFile>, base: &Path) -> Option<AccessLogSpec> {
         let f = &main.content.access_log;
         if f.format == LogFormat::Off {
@@ -735,6 +797,7 @@ impl Compiler<'_> {
             1,
             86_400_000,
         );
+        let tls_identity = self.upstream_tls(f, key, up);
         if up.sni.is_some() && !up.tls {
             self.errors
                 .push(f.err(&format!("{key}.sni"), "only used with `tls: true`"));
@@ -781,6 +844,7 @@ impl Compiler<'_> {
             sni: up.sni.clone().unwrap_or_default(),
             hash_key: hash_key.unwrap_or(HashKey::Ip),
             http2: up.http2,
+            tls_identity,
         };
         let gauge = |backend: &str| metrics.backend_healthy.with_label_values(&[name, backend]);
         let pool = Pool::new(name.to_string(), backends, up.balance, settings, gauge);

@@ -271,6 +271,19 @@ pub struct UpstreamFile {
     /// knowledge) over plain TCP.
     #[serde(default)]
     pub http2: bool,
+    /// CA bundle (PEM) the backends' certificates must chain to; absent:
+    /// the server's `ca_file` or the system roots.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// Client certificate (PEM chain) for mutual TLS to the backends.
+    #[serde(default)]
+    pub client_cert: Option<String>,
+    /// Key of `client_cert`.
+    #[serde(default)]
+    pub client_key: Option<String>,
+    /// Verify the backends' certificates and names (turn off only for tests).
+    #[serde(default = "yes")]
+    pub verify: bool,
 }
 
 fn default_connect_ms() -> u64 {

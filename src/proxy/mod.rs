@@ -211,6 +211,13 @@ impl ProxyHttp for Gateway {
         peer.options.read_timeout = Some(s.read_timeout);
         peer.options.write_timeout = Some(s.read_timeout);
         peer.options.idle_timeout = Some(UPSTREAM_IDLE_TIMEOUT);
+        if s.tls {
+            let t = &s.tls_identity;
+            peer.options.verify_cert = t.verify;
+            peer.options.verify_hostname = t.verify;
+            peer.options.ca.clone_from(&t.ca);
+            peer.client_cert_key.clone_from(&t.client_cert);
+        }
         if s.http2 {
             // Over TLS, ALPN offers h2 first; in plain text, h2c with prior knowledge.
             peer.options.set_http_version(2, if s.tls { 1 } else { 2 });
@@ -315,7 +322,10 @@ impl ProxyHttp for Gateway {
         let client_gone = e.esource() == &ErrorSource::Downstream
             && matches!(
                 e.etype(),
-                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed
+                ErrorType::WriteError
+                    | ErrorType::ReadError
+                    | ErrorType::ConnectionClosed
+                    | ErrorType::H2Error
             );
         let rejection = Rejection::from_proxy_error(e);
         let status = rejection.status();
@@ -382,6 +392,7 @@ impl ProxyHttp for Gateway {
                     | ErrorType::ReadError
                     | ErrorType::WriteError
                     | ErrorType::ReadTimedout
+                    | ErrorType::H2Error
             )
     }
 

@@ -9,7 +9,7 @@ use log::{info, warn};
 use pingora_load_balancing::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
 use pingora_load_balancing::Backend as LbBackend;
 
-use super::pool::Pool;
+use super::pool::{Pool, PoolSettings};
 
 /// What to probe and how often.
 #[derive(Debug, Clone)]
@@ -25,25 +25,35 @@ pub struct HealthSpec {
 }
 
 impl HealthSpec {
-    fn checker(&self, tls: bool, sni: &str) -> Box<dyn HealthCheck + Send + Sync> {
+    fn checker(&self, settings: &PoolSettings) -> Box<dyn HealthCheck + Send + Sync> {
+        let (tls, sni) = (settings.tls, settings.sni.as_str());
         match &self.path {
             Some(path) => {
                 let host = if sni.is_empty() { &self.host } else { sni };
                 let mut check = HttpHealthCheck::new(host, tls);
                 check.peer_template.options.connection_timeout = Some(self.timeout);
                 check.peer_template.options.read_timeout = Some(self.timeout);
+                if tls {
+                    let t = &settings.tls_identity;
+                    check.peer_template.options.verify_cert = t.verify;
+                    check.peer_template.options.verify_hostname = t.verify;
+                    check.peer_template.options.ca.clone_from(&t.ca);
+                    check
+                        .peer_template
+                        .client_cert_key
+                        .clone_from(&t.client_cert);
+                }
                 // The path was validated as a URI when the config compiled.
                 if let Ok(uri) = path.parse() {
                     check.req.set_uri(uri);
                 }
                 Box::new(check)
             }
+            // A plain connect, also for TLS backends: a handshake without the
+            // pool's client certificate would fail on mutual-TLS backends, and
+            // every request checks the certificate anyway.
             None => {
-                let mut check = if tls {
-                    TcpHealthCheck::new_tls(sni)
-                } else {
-                    TcpHealthCheck::new()
-                };
+                let mut check = TcpHealthCheck::new();
                 check.peer_template.options.connection_timeout = Some(self.timeout);
                 check
             }
@@ -65,7 +75,7 @@ fn describe(e: &pingora_core::Error) -> String {
 /// Starts the checker of `pool` on the current Tokio runtime.
 pub fn spawn(pool: &Arc<Pool>, spec: HealthSpec) {
     let weak = Arc::downgrade(pool);
-    let checker = spec.checker(pool.settings.tls, &pool.settings.sni);
+    let checker = spec.checker(&pool.settings);
     let targets: Vec<LbBackend> = pool
         .backends
         .iter()

@@ -111,6 +111,29 @@ pub struct PoolSettings {
     pub hash_key: HashKey,
     /// HTTP/2 to the backends.
     pub http2: bool,
+    /// CA and client certificate for TLS to the backends.
+    pub tls_identity: UpstreamTls,
+}
+
+/// What TLS to the backends trusts and presents.
+#[derive(Clone, Default)]
+pub struct UpstreamTls {
+    /// Roots the backends' certificates must chain to (`None`: defaults).
+    pub ca: Option<Arc<Box<[pingora_core::tls::x509::X509]>>>,
+    /// Client certificate for mutual TLS.
+    pub client_cert: Option<Arc<pingora_core::utils::tls::CertKey>>,
+    /// Verify certificates and names.
+    pub verify: bool,
+}
+
+impl std::fmt::Debug for UpstreamTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamTls")
+            .field("ca", &self.ca.as_ref().map(|c| c.len()))
+            .field("client_cert", &self.client_cert.is_some())
+            .field("verify", &self.verify)
+            .finish()
+    }
 }
 
 /// The request property a `hash` pool keeps sticky.
@@ -383,6 +406,7 @@ mod tests {
             sni: String::new(),
             hash_key: HashKey::Ip,
             http2: false,
+            tls_identity: UpstreamTls::default(),
         };
         let gauge = |_: &str| IntGauge::new("g", "g").unwrap();
         Arc::new(Pool::new("p".into(), backends, balance, settings, gauge))

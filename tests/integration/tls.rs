@@ -121,3 +121,185 @@ fn a_key_that_does_not_match_its_certificate_is_a_config_error() {
         "{err}"
     );
 }
+
+/// Runs one openssl CLI step in `dir`.
+fn openssl(dir: &Path, args: &[&str]) {
+    let ok = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(ok.success(), "openssl {args:?}");
+}
+
+/// A CA, a server certificate for localhost and a client certificate, all signed by the CA.
+fn make_pki(dir: &Path) {
+    let days = ["-days", "1"];
+    openssl(
+        dir,
+        &[
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                "/CN=test-ca",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+            ][..],
+            &days,
+        ]
+        .concat(),
+    );
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .unwrap();
+    for (stem, cn) in [("srv", "localhost"), ("client", "gateway-client")] {
+        let (key, csr, pem) = (
+            format!("{stem}.key"),
+            format!("{stem}.csr"),
+            format!("{stem}.pem"),
+        );
+        openssl(
+            dir,
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                &format!("/CN={cn}"),
+                "-keyout",
+                &key,
+                "-out",
+                &csr,
+            ],
+        );
+        openssl(
+            dir,
+            &[
+                &[
+                    "x509",
+                    "-req",
+                    "-in",
+                    &csr,
+                    "-CA",
+                    "ca.pem",
+                    "-CAkey",
+                    "ca.key",
+                    "-CAcreateserial",
+                    "-out",
+                    &pem,
+                    "-extfile",
+                    "san.ext",
+                ][..],
+                &days,
+            ]
+            .concat(),
+        );
+    }
+}
+
+/// An HTTPS server that demands a client certificate signed by the CA and
+/// answers with the client's CN.
+const MTLS_SERVER: &str = r#"
+import http.server, ssl, sys
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        cert = self.connection.getpeercert()
+        cn = dict(x[0] for x in cert["subject"])["commonName"]
+        body = ("client=" + cn).encode()
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a): pass
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain("srv.pem", "srv.key")
+ctx.load_verify_locations("ca.pem")
+ctx.verify_mode = ssl.CERT_REQUIRED
+srv = http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H)
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+print("ready", flush=True)
+srv.serve_forever()
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mutual_tls_to_the_backends() {
+    let dir = tempfile::tempdir().unwrap();
+    make_pki(dir.path());
+    let port = crate::common::free_port();
+    let mut server = Killed(
+        Command::new("python3")
+            .current_dir(dir.path())
+            .args(["-c", MTLS_SERVER, &port.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.0.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "ready");
+    let pki = dir.path().display().to_string();
+    let routes = format!(
+        "upstreams:
+  mtls:
+    backends: [127.0.0.1:{port}]
+    tls: true
+    sni: localhost
+    ca_file: {pki}/ca.pem
+    client_cert: {pki}/client.pem
+    client_key: {pki}/client.key
+    health_check: {{interval_ms: 60000}}
+  anonymous:
+    backends: [127.0.0.1:{port}]
+    tls: true
+    sni: localhost
+    ca_file: {pki}/ca.pem
+    retries: 0
+    health_check: {{interval_ms: 60000}}
+routes:
+  - {{name: mtls, prefix: /mtls, upstream: mtls}}
+  - {{name: anonymous, prefix: /anonymous, upstream: anonymous}}
+"
+    );
+    let gw = Gateway::start("", &[("r.yaml", &routes)]);
+    let r = crate::common::raw_get(gw.addr, "/mtls/x", &[]);
+    let log = gw.log();
+    let tail: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        .collect();
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (200, "client=gateway-client"),
+        "{tail:?}"
+    );
+    let r = crate::common::raw_get(gw.addr, "/anonymous/x", &[]);
+    // The backend refuses the handshake without a client certificate
+    // (a reset or a stalled handshake, depending on its TLS stack).
+    assert!(matches!(r.status, 502 | 504), "{}", r.status);
+}
+
+/// Kills the child process when dropped, also when a test fails.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
