@@ -9,7 +9,8 @@
 //! bucket most likely full again anyway. Why not pingora-limits? Its `Rate`
 //! estimates counts per window; the contract here is a token bucket with
 //! `burst`, which needs per-key state, and this table keeps the same
-//! lock-free, bounded-memory properties (see benches/limits.rs).
+//! lock-free, bounded-memory properties (see benches/micro.rs, group
+//! `rate_limit_local`, and benches/MICRO.md).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
