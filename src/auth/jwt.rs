@@ -127,7 +127,7 @@ impl Verifier {
             .map_err(|e| Failure::Unauthenticated(reason_of(e.kind())))?
             .claims;
         let iat = claims.get("iat").and_then(Value::as_u64);
-        if iat.is_some_and(|iat| iat > now + self.leeway_seconds) {
+        if iat.is_some_and(|iat| iat > now.saturating_add(self.leeway_seconds)) {
             return Err(Failure::Unauthenticated(Reason::NotYetValid));
         }
         let exp = claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
@@ -147,7 +147,7 @@ impl Verifier {
             subject,
             scopes,
             roles,
-            expires_at: exp + self.leeway_seconds,
+            expires_at: exp.saturating_add(self.leeway_seconds),
         })
     }
 }

@@ -22,6 +22,13 @@ use crate::auth::tokenginx::{LookupMetrics, Tokenginx, TokenginxSettings};
 use crate::auth::{Auth, RoutePolicy};
 use crate::metrics::Metrics;
 
+/// Bounds of the verified-token cache (64 KiB to 1 GiB).
+const MIN_CACHE_BYTES: usize = 64 * 1024;
+const MAX_CACHE_BYTES: usize = 1 << 30;
+
+/// Most TokenginX lookup results kept.
+const MAX_CACHE_ENTRIES: usize = 10_000_000;
+
 /// RFC 7518 §3.2: an HMAC key at least as long as the hash output.
 const MIN_SECRET_BYTES: usize = 32;
 
@@ -54,10 +61,21 @@ impl Compiler<'_> {
             v
         });
         let jwt = m.jwt.as_ref();
+        if let Some(j) = jwt {
+            if !(MIN_CACHE_BYTES..=MAX_CACHE_BYTES).contains(&j.cache_max_bytes) {
+                self.errors.push(main.err(
+                    "jwt.cache_max_bytes",
+                    format!("must be between {MIN_CACHE_BYTES} and {MAX_CACHE_BYTES}"),
+                ));
+            }
+        }
+        let cache_bytes = jwt
+            .map_or(1 << 20, |j| j.cache_max_bytes)
+            .clamp(MIN_CACHE_BYTES, MAX_CACHE_BYTES);
         Auth {
             sources,
             max_token_bytes: jwt.map_or(8192, |j| j.max_token_bytes),
-            cache: TokenCache::new(jwt.map_or(1 << 20, |j| j.cache_max_bytes)),
+            cache: TokenCache::new(cache_bytes),
             verifier,
             tokenginx: tokenginx.map(Arc::new),
             identity_headers: forward.iter().map(|(_, h)| h.clone()).collect(),
@@ -290,6 +308,12 @@ impl Compiler<'_> {
             .ok();
         self.millis(main, "tokenginx.timeout_ms", t.timeout_ms, 1, 10_000);
         self.millis(main, "tokenginx.cache_ms", t.cache_ms, 0, 3_600_000);
+        if !(1..=MAX_CACHE_ENTRIES).contains(&t.cache_entries) {
+            self.errors.push(main.err(
+                "tokenginx.cache_entries",
+                format!("must be between 1 and {MAX_CACHE_ENTRIES}"),
+            ));
+        }
         if self.errors.len() > before {
             return None;
         }

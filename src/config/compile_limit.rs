@@ -15,15 +15,20 @@ use crate::limit::{
 };
 use crate::metrics::Metrics;
 
+/// Largest local bucket table: 128 MiB.
+const MAX_LOCAL_KEYS: usize = 1 << 24;
+
 impl Compiler<'_> {
     /// Builds the limiter of `main`'s `rate_limit` section.
     pub(super) fn limiter(&mut self, main: &Parsed<MainFile>, metrics: &Metrics) -> Limiter {
         let default = RateLimitFile::default();
         let f = main.content.rate_limit.as_ref().unwrap_or(&default);
         self.millis(main, "rate_limit.timeout_ms", f.timeout_ms, 1, 10_000);
-        if f.local_max_keys == 0 {
-            self.errors
-                .push(main.err("rate_limit.local_max_keys", "must be greater than 0"));
+        if !(1..=MAX_LOCAL_KEYS).contains(&f.local_max_keys) {
+            self.errors.push(main.err(
+                "rate_limit.local_max_keys",
+                format!("must be between 1 and {MAX_LOCAL_KEYS} (8 bytes each)"),
+            ));
         }
         let shared = match f.store {
             StoreKind::Local => {
@@ -52,7 +57,12 @@ impl Compiler<'_> {
             error_allow: c.with_label_values(&["error_allow"]),
             error_deny: c.with_label_values(&["error_deny"]),
         };
-        Limiter::new(f.local_max_keys.max(1), shared, fallback, counters)
+        Limiter::new(
+            f.local_max_keys.clamp(1, MAX_LOCAL_KEYS),
+            shared,
+            fallback,
+            counters,
+        )
     }
 
     fn redis_target(&mut self, main: &Parsed<MainFile>, f: &RateLimitFile) -> Option<Target> {

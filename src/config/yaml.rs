@@ -36,6 +36,7 @@ impl MarkedDoc {
             positions: HashMap::new(),
             anchors: HashMap::new(),
             errors: Vec::new(),
+            expanded: 0,
         };
         let mut parser = Parser::new_from_str(src);
         let value = match builder.document(&mut parser) {
@@ -83,11 +84,43 @@ impl From<&Marker> for Position {
     }
 }
 
+/// Most nodes that aliases may copy into one document: a few aliases of a
+/// list are fine, a "billion laughs" bomb is an error, not an OOM.
+const MAX_ALIAS_NODES: usize = 100_000;
+
 struct Builder<'e> {
     env: &'e dyn Fn(&str) -> Option<String>,
     positions: HashMap<String, Position>,
-    anchors: HashMap<usize, Value>,
+    /// Anchored values with their node count.
+    anchors: HashMap<usize, (Value, usize)>,
     errors: Vec<ConfigError>,
+    /// Nodes copied by aliases so far.
+    expanded: usize,
+}
+
+/// Nodes in `v`, counting no further than `limit`.
+fn node_count(v: &Value, limit: usize) -> usize {
+    let mut n = 1;
+    match v {
+        Value::Sequence(items) => {
+            for i in items {
+                n += node_count(i, limit);
+                if n > limit {
+                    break;
+                }
+            }
+        }
+        Value::Mapping(m) => {
+            for (_, i) in m {
+                n += node_count(i, limit);
+                if n > limit {
+                    break;
+                }
+            }
+        }
+        _ => {}
+    }
+    n
 }
 
 type ParseResult<T> = Result<T, yaml_rust2::ScanError>;
@@ -121,7 +154,23 @@ impl Builder<'_> {
                 self.remember(anchor, &v);
                 v
             }
-            Event::Alias(id) => self.anchors.get(&id).cloned().unwrap_or(Value::Null),
+            Event::Alias(id) => match self.anchors.get(&id) {
+                Some((v, size)) if self.expanded + size <= MAX_ALIAS_NODES => {
+                    self.expanded += size;
+                    v.clone()
+                }
+                Some(_) => {
+                    if self.expanded <= MAX_ALIAS_NODES {
+                        self.errors.push(ConfigError::at(
+                            Position::from(&mark),
+                            format!("aliases expand to more than {MAX_ALIAS_NODES} nodes"),
+                        ));
+                        self.expanded = MAX_ALIAS_NODES + 1;
+                    }
+                    Value::Null
+                }
+                None => Value::Null,
+            },
             Event::SequenceStart(anchor, _) => {
                 let mut items = Vec::new();
                 loop {
@@ -177,7 +226,8 @@ impl Builder<'_> {
 
     fn remember(&mut self, anchor: usize, v: &Value) {
         if anchor > 0 {
-            self.anchors.insert(anchor, v.clone());
+            let size = node_count(v, MAX_ALIAS_NODES + 1);
+            self.anchors.insert(anchor, (v.clone(), size));
         }
     }
 

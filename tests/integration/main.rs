@@ -9,6 +9,7 @@ mod config;
 mod demo;
 mod deploy;
 mod edge;
+mod fuzz_regressions;
 mod headers;
 mod http2;
 mod lifecycle;
