@@ -253,14 +253,7 @@ async fn bad_tokens_are_refused_with_their_reason() {
     );
     assert!(r.header("www-authenticate").unwrap().starts_with("Bearer"));
 
-    let metrics = client()
-        .get(s.gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = crate::common::metrics_text(&s.gw).await;
     for (_, _, reason) in &cases {
         let line = format!("gatehouse_auth_failures_total{{reason=\"{reason}\",route=\"api\"}}");
         assert!(metrics.contains(&line), "missing {line}");
@@ -486,14 +479,7 @@ async fn tokenginx_outage_follows_on_error() {
             ready["status"], "ready",
             "a TokenginX outage must not fail readiness"
         );
-        let metrics = client()
-            .get(s.gw.admin_url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = crate::common::metrics_text(&s.gw).await;
         assert!(metrics.contains("gatehouse_tokenginx_lookups_total{result=\"error\"}"));
         if policy == "allow" {
             assert!(
@@ -540,26 +526,7 @@ async fn tokens_and_secrets_never_reach_the_log() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn tokenginx_over_tls() {
     let dir = tempfile::tempdir().unwrap();
-    let made = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-        ])
-        .arg("-keyout")
-        .arg(dir.path().join("k.pem"))
-        .arg("-out")
-        .arg(dir.path().join("c.pem"))
-        .stderr(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(made.success());
+    crate::common::self_signed(dir.path(), "c", "localhost");
     let port = crate::common::free_port().to_string();
     let mut redis = std::process::Command::new("redis-server")
         .current_dir(dir.path())
@@ -575,11 +542,11 @@ async fn tokenginx_over_tls() {
         ])
         .args([
             "--tls-cert-file",
-            "c.pem",
+            "c.crt",
             "--tls-key-file",
-            "k.pem",
+            "c.key",
             "--tls-ca-cert-file",
-            "c.pem",
+            "c.crt",
         ])
         .args(["--tls-auth-clients", "no"])
         .stdout(std::process::Stdio::null())
@@ -588,7 +555,7 @@ async fn tokenginx_over_tls() {
     let cli = |args: &[&str]| {
         std::process::Command::new("redis-cli")
             .args(["--tls", "--cacert"])
-            .arg(dir.path().join("c.pem"))
+            .arg(dir.path().join("c.crt"))
             .args(["-p", &port])
             .args(args)
             .output()

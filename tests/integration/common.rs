@@ -350,3 +350,37 @@ pub async fn eventually(secs: u64, mut cond: impl AsyncFnMut() -> bool) -> bool 
     }
     false
 }
+
+/// A self-signed certificate for `name` at `dir/stem.{crt,key}`.
+pub fn self_signed(dir: &Path, stem: &str, name: &str) {
+    let ok = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args([
+            "-subj",
+            &format!("/CN={name}"),
+            "-addext",
+            &format!("subjectAltName=DNS:{name}"),
+        ])
+        .arg("-keyout")
+        .arg(dir.join(format!("{stem}.key")))
+        .arg("-out")
+        .arg(dir.join(format!("{stem}.crt")))
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("the openssl command (Debian package openssl) makes test certificates");
+    assert!(ok.success());
+}
+
+/// The admin service's `/metrics` text.
+pub async fn metrics_text(gw: &Gateway) -> String {
+    client()
+        .get(gw.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}

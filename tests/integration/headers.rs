@@ -151,26 +151,7 @@ async fn responses_get_security_headers_and_lose_server_banners() {
 async fn tls_listener_adds_hsts_and_forwards_https() {
     let up = Upstream::start("app").await;
     let dir = tempfile::tempdir().unwrap();
-    let status = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-        ])
-        .arg("-keyout")
-        .arg(dir.path().join("server.key"))
-        .arg("-out")
-        .arg(dir.path().join("server.crt"))
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("the openssl command (Debian package openssl) makes the test certificate");
-    assert!(status.success());
+    crate::common::self_signed(dir.path(), "server", "localhost");
     let routes = route_file(&[up.addr], "", &[("all", "/", "")]);
     let gw = Gateway::start_in(
         dir,

@@ -124,29 +124,10 @@ async fn h2_over_tls_and_h2c_on_plain_listeners() {
     assert_eq!(curl_version(&[&url]), ("1.1".into(), "200".into()));
 
     let dir = tempfile::tempdir().unwrap();
-    let ok = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-        ])
-        .arg("-keyout")
-        .arg(dir.path().join("k.pem"))
-        .arg("-out")
-        .arg(dir.path().join("c.pem"))
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(ok.success());
+    crate::common::self_signed(dir.path(), "c", "localhost");
     let tls = Gateway::start_in(
         dir,
-        "tls: {cert: c.pem, key: k.pem}",
+        "tls: {cert: c.crt, key: c.key}",
         &[("r.yaml", &routes)],
     );
     let url = format!("https://localhost:{}/x", tls.addr.port());

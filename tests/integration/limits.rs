@@ -155,14 +155,7 @@ async fn each_key_kind_admits_burst_plus_rate_times_t() {
         let ((ta, ea), (tb, _)) = (a.await.unwrap(), b.await.unwrap());
         assert_near_bound(path, ta.ok.load(Relaxed) + tb.ok.load(Relaxed), ea);
     }
-    let metrics = client()
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = crate::common::metrics_text(&gw).await;
     assert!(metrics.contains("gatehouse_rate_limited_total{route=\"by-ip\"}"));
 }
 
@@ -319,14 +312,7 @@ async fn redis_killed_mid_test_follows_on_error() {
                 assert!(ok == 0 && other > 0, "{policy}: {ok}/{limited}/{other}");
             }
         }
-        let metrics = client()
-            .get(gw.admin_url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = crate::common::metrics_text(&gw).await;
         assert!(
             metrics.contains(&format!(
                 "gatehouse_rate_limit_store_total{{result=\"error_{policy}\"}}"

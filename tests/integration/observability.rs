@@ -103,14 +103,7 @@ async fn metrics_pass_promtool_and_random_paths_add_no_series() {
     // The first unmatched request creates the `route="none"` series once.
     raw_get(gw.addr, "/random/first", &[]);
     let series = |text: &str| text.lines().filter(|l| !l.starts_with('#')).count();
-    let before = client()
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let before = crate::common::metrics_text(&gw).await;
     let c = client();
     let statuses: Vec<_> = futures_util::stream::iter(0..10_000)
         .map(|i| {
@@ -124,14 +117,7 @@ async fn metrics_pass_promtool_and_random_paths_add_no_series() {
         .collect()
         .await;
     assert!(statuses.iter().all(|s| matches!(s, Ok(404))));
-    let after = client()
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let after = crate::common::metrics_text(&gw).await;
     assert!(after
         .contains("gatehouse_requests_total{method=\"GET\",route=\"none\",status=\"404\"} 10001"));
     assert_eq!(

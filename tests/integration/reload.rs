@@ -6,21 +6,14 @@
 use std::process::Command;
 use std::time::Duration;
 
-use crate::common::{client, eventually, get_json, route_file, spawn_gateway, Gateway, Upstream};
+use crate::common::{eventually, get_json, route_file, spawn_gateway, Gateway, Upstream};
 
 fn write_routes(gw: &Gateway, name: &str, text: &str) {
     std::fs::write(gw.dir.path().join("routes").join(name), text).unwrap();
 }
 
 async fn metrics(gw: &Gateway) -> String {
-    client()
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    crate::common::metrics_text(gw).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -7,29 +7,7 @@ use std::process::{Command, Stdio};
 
 use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
 
-use crate::common::{eventually, route_file, Gateway, Upstream};
-
-/// A self-signed certificate for `name` at `dir/stem.{crt,key}`.
-fn make_cert(dir: &Path, stem: &str, name: &str) {
-    let ok = Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-        ])
-        .args([
-            "-subj",
-            &format!("/CN={name}"),
-            "-addext",
-            &format!("subjectAltName=DNS:{name}"),
-        ])
-        .arg("-keyout")
-        .arg(dir.join(format!("{stem}.key")))
-        .arg("-out")
-        .arg(dir.join(format!("{stem}.crt")))
-        .stderr(Stdio::null())
-        .status()
-        .expect("the openssl command (Debian package openssl) makes test certificates");
-    assert!(ok.success());
-}
+use crate::common::{eventually, route_file, self_signed, Gateway, Upstream};
 
 /// Subject CN and serial of the certificate the server presents for `sni`.
 fn presented(addr: SocketAddr, sni: Option<&str>) -> (String, String) {
@@ -63,9 +41,9 @@ fn presented(addr: SocketAddr, sni: Option<&str>) -> (String, String) {
 async fn certificates_by_sni_and_renewal_without_restart() {
     let up = Upstream::start("app").await;
     let dir = tempfile::tempdir().unwrap();
-    make_cert(dir.path(), "a", "a.test");
-    make_cert(dir.path(), "b", "b.test");
-    make_cert(dir.path(), "w", "*.w.test");
+    self_signed(dir.path(), "a", "a.test");
+    self_signed(dir.path(), "b", "b.test");
+    self_signed(dir.path(), "w", "*.w.test");
     let extra = "tls: {cert: a.crt, key: a.key, certificates: [{cert: b.crt, key: b.key}, {cert: w.crt, key: w.key}]}";
     let gw = Gateway::start_in(
         dir,
@@ -91,7 +69,7 @@ async fn certificates_by_sni_and_renewal_without_restart() {
     let (_, old_serial) = tokio::task::spawn_blocking(move || check(Some("b.test")))
         .await
         .unwrap();
-    make_cert(gw.dir.path(), "b", "b.test");
+    self_signed(gw.dir.path(), "b", "b.test");
     let renewed = eventually(10, async || {
         let (_, serial) = tokio::task::spawn_blocking(move || check(Some("b.test")))
             .await
@@ -105,8 +83,8 @@ async fn certificates_by_sni_and_renewal_without_restart() {
 #[test]
 fn a_key_that_does_not_match_its_certificate_is_a_config_error() {
     let dir = tempfile::tempdir().unwrap();
-    make_cert(dir.path(), "a", "a.test");
-    make_cert(dir.path(), "b", "b.test");
+    self_signed(dir.path(), "a", "a.test");
+    self_signed(dir.path(), "b", "b.test");
     let conf = "listeners:\n  - addr: 127.0.0.1:1\n    tls: {cert: a.crt, key: b.key}\n";
     let path = crate::common::write_config(dir.path(), conf, &[]);
     let out = Command::new(crate::common::bin())
