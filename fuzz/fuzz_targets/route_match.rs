@@ -72,8 +72,8 @@ fn on_boundary(prefix: &str, path: &str) -> bool {
 }
 
 /// The ids of the longest matching prefix among `candidates`.
-fn longest<'a>(
-    routes: &'a [Route],
+fn longest(
+    routes: &[Route],
     path: &str,
     candidates: impl Fn(&Route) -> bool,
 ) -> Option<Vec<usize>> {

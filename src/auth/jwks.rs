@@ -129,12 +129,16 @@ impl KeyStore {
             Lookup::Unknown | Lookup::Empty => {}
             found => return found,
         }
-        if self.recently_attempted() {
-            return self.find(kid, alg);
-        }
+        // Waits for a fetch already in flight (the refresher's first one, or
+        // another request's), so a request never sees "no keys" while they
+        // are on their way.
         let _flight = self.refetch.lock().await;
+        match self.find(kid, alg) {
+            Lookup::Unknown | Lookup::Empty => {}
+            found => return found,
+        }
         if !self.recently_attempted() {
-            let _ = self.fetch().await;
+            let _ = self.fetch_locked().await;
         }
         self.find(kid, alg)
     }
@@ -148,9 +152,14 @@ impl KeyStore {
         self.epoch.elapsed().as_millis() as u64 + 1
     }
 
-    /// Fetches the JWKS once; on success the new keys replace the old and
-    /// the Cache-Control max-age comes back.
+    /// Fetches the JWKS once (one fetch at a time); on success the new keys
+    /// replace the old and the Cache-Control max-age comes back.
     pub async fn fetch(&self) -> Result<Option<Duration>, String> {
+        let _flight = self.refetch.lock().await;
+        self.fetch_locked().await
+    }
+
+    async fn fetch_locked(&self) -> Result<Option<Duration>, String> {
         self.last_attempt_ms.store(self.now_ms(), Relaxed);
         match self.fetch_inner().await {
             Ok((keys, max_age)) => {

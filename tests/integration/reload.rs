@@ -165,7 +165,12 @@ async fn zero_loss_under_load_through_reloads_and_an_upgrade() {
             if i % 2 == 0 { &routes_ab } else { &routes_a },
         );
         old.signal(libc::SIGHUP);
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        // Signals that arrive during a reload coalesce: wait for this one.
+        let done = eventually(5, async || {
+            old.log().matches("config reloaded (").count() > i
+        })
+        .await;
+        assert!(done, "reload {i} did not happen:\n{}", old.log());
     }
     let conf = old.dir.path().join("conf.yaml");
     let mut new = spawn_gateway(&conf, &["-u"], old.dir.path());
@@ -175,7 +180,7 @@ async fn zero_loss_under_load_through_reloads_and_an_upgrade() {
     let report = String::from_utf8_lossy(&out.stdout).into_owned();
     let _ = new.kill();
     let _ = new.wait();
-    let reloads = old.log().matches("config reloaded (SIGHUP)").count();
+    let reloads = old.log().matches("config reloaded (").count();
     assert!(reloads >= 20, "only {reloads} reloads:\n{}", old.log());
     assert!(report.contains("requests in"), "{report}");
     assert!(
