@@ -35,6 +35,7 @@ pub fn prepare(
     rewrite_path(req, ctx, route)?;
     strip_hop_by_hop(req);
     strip_identity_headers(req, identity_headers);
+    strip_underscore_spellings(req, route);
     if let Some(identity) = &ctx.identity {
         for (name, value) in &identity.headers {
             req.insert_header(name.clone(), value.clone())?;
@@ -110,6 +111,39 @@ fn strip_hop_by_hop(req: &mut RequestHeader) {
     if !upgrade {
         req.remove_header(&header::CONNECTION);
         req.remove_header(&header::UPGRADE);
+    }
+}
+
+/// Headers the gateway sets on every upstream request.
+const GATEWAY_SET: [&str; 5] = [
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-request-id",
+    "traceparent",
+];
+
+/// Removes client headers spelled with `_` that some upstreams read as the
+/// `-` header the gateway sets (`X_Forwarded_For`, `X_Request_Id`, a
+/// route's `request_set` names): SPEC §6, every injected header.
+fn strip_underscore_spellings(req: &mut RequestHeader, route: &Route) {
+    let spoofed: Vec<HeaderName> = req
+        .headers
+        .keys()
+        .filter(|k| k.as_str().contains('_'))
+        .filter(|k| {
+            let dashed = k.as_str().replace('_', "-");
+            GATEWAY_SET.contains(&dashed.as_str())
+                || route
+                    .headers
+                    .request_set
+                    .iter()
+                    .any(|(n, _)| n.as_str() == dashed)
+        })
+        .cloned()
+        .collect();
+    for name in spoofed {
+        req.remove_header(&name);
     }
 }
 

@@ -24,6 +24,22 @@ async fn untrusted_peer_gets_its_own_forwarding_headers() {
     );
     let h = &r.json()["headers"];
     assert_eq!(h["x-forwarded-for"], serde_json::json!(["127.0.0.1"]));
+    let r = raw_get(
+        gw.addr,
+        "/x",
+        &[
+            "X_Forwarded_For: 6.6.6.6",
+            "X_Request_Id: evil",
+            "x_forwarded_proto: https",
+        ],
+    );
+    let h = &r.json()["headers"];
+    for spoofed in ["x_forwarded_for", "x_request_id", "x_forwarded_proto"] {
+        assert!(
+            h.get(spoofed).is_none(),
+            "{spoofed} reached the upstream: {h}"
+        );
+    }
     assert_eq!(h["x-forwarded-proto"], serde_json::json!(["http"]));
     assert_eq!(h["x-forwarded-host"], serde_json::json!(["gw.test"]));
 }
