@@ -78,6 +78,8 @@ pub struct RunFlags {
 /// Loads `conf_path` and builds the server: the proxy on every listener,
 /// the admin service, and the supervisor. Config errors come back whole.
 pub fn build_server(conf_path: &Path, flags: RunFlags) -> Result<Server, ConfigErrors> {
+    // Redis and TokenginX TLS run on rustls: one crypto provider per process.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let metrics = Arc::new(Metrics::new());
     let mut runtime = config::load(conf_path, &metrics)?;
     let reopen = Arc::new(Reopen::default());

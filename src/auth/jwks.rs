@@ -19,6 +19,10 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use log::{info, warn};
 use prometheus::IntCounter;
 
+/// Largest JWKS document read: real ones are a few KiB, so a bigger body is
+/// a misconfigured URL or a hostile server, not keys.
+const MAX_JWKS_BYTES: usize = 1 << 20;
+
 /// One usable public key.
 pub struct KeyEntry {
     /// `kid` of the JWK.
@@ -197,10 +201,9 @@ impl KeyStore {
             .get(http::header::CACHE_CONTROL)
             .and_then(|v| v.to_str().ok())
             .and_then(max_age);
-        let body = tokio::time::timeout(self.timeout, resp.bytes())
+        let body = tokio::time::timeout(self.timeout, bounded_body(resp))
             .await
-            .map_err(|_| "timed out".to_string())?
-            .map_err(|e| e.to_string())?;
+            .map_err(|_| "timed out".to_string())??;
         let set: JwkSet = serde_json::from_slice(&body).map_err(|e| format!("not a JWKS: {e}"))?;
         let keys = keys_of(&set);
         if keys.is_empty() {
@@ -215,6 +218,25 @@ impl KeyStore {
         let weak = Arc::downgrade(self);
         tokio::spawn(refresh_loop(weak));
     }
+}
+
+/// The body of `resp`, refused as soon as it passes [`MAX_JWKS_BYTES`].
+async fn bounded_body(mut resp: reqwest::Response) -> Result<Vec<u8>, String> {
+    let too_big = || format!("the JWKS is larger than {MAX_JWKS_BYTES} bytes");
+    if resp
+        .content_length()
+        .is_some_and(|n| n > MAX_JWKS_BYTES as u64)
+    {
+        return Err(too_big());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
+        if body.len() + chunk.len() > MAX_JWKS_BYTES {
+            return Err(too_big());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 async fn refresh_loop(store: Weak<KeyStore>) {

@@ -4,6 +4,8 @@
 
 use serde::Deserialize;
 
+use super::redis_file::RedisTlsFile;
+
 /// `jwt:` — how bearer tokens are found and verified.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -101,6 +103,9 @@ pub struct TokenginxFile {
     /// Password, when not in the URL.
     #[serde(default)]
     pub password: Option<String>,
+    /// CA and client certificate of a `rediss://` connection (mTLS).
+    #[serde(default)]
+    pub tls: Option<RedisTlsFile>,
     /// Key that must exist for a JWT's session (`{jti}`, `{sid}`, `{sub}`).
     #[serde(default = "default_session_key")]
     pub session_key: String,

@@ -274,7 +274,7 @@ fn compile_with(
 pub(super) struct Compiler<'e> {
     pub(super) errors: Vec<ConfigError>,
     /// Directory of conf.yaml: relative paths in every file start here.
-    base: PathBuf,
+    pub(super) base: PathBuf,
     hasher: DefaultHasher,
     env: &'e dyn Fn(&str) -> Option<String>,
     /// The running config, whose unchanged parts are reused.
@@ -1075,7 +1075,7 @@ pub fn parse_cidr(text: &str) -> Option<IpNet> {
         .or_else(|| text.parse::<IpAddr>().ok().map(IpNet::from))
 }
 
-fn resolve(base: &Path, p: &str) -> PathBuf {
+pub(super) fn resolve(base: &Path, p: &str) -> PathBuf {
     let p = Path::new(p);
     if p.is_absolute() {
         p.to_path_buf()

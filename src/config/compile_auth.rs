@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use http::HeaderName;
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
-use redis::IntoConnectionInfo;
 
 use super::auth_file::{AuthMode, JwtFile, SessionMode, TokenginxFile};
 use super::compile::{Compiler, Parsed};
@@ -281,8 +280,9 @@ impl Compiler<'_> {
         metrics: &Metrics,
     ) -> Option<Tokenginx> {
         let before = self.errors.len();
-        let client = match t.url.as_str().into_connection_info() {
-            Ok(info) => {
+        let client = self
+            .redis_info(main, "tokenginx.url", &t.url)
+            .and_then(|info| {
                 let info = match &t.password {
                     Some(pw) => {
                         let redis = info.redis_settings().clone().set_password(pw);
@@ -290,16 +290,12 @@ impl Compiler<'_> {
                     }
                     None => info,
                 };
-                redis::Client::open(info).map_err(|e| e.to_string())
-            }
-            Err(e) => Err(e.to_string()),
-        };
-        let client = client
-            .map_err(|e| {
-                self.errors
-                    .push(main.err("tokenginx.url", format!("`{}`: {e}", t.url)))
-            })
-            .ok();
+                let tls = match &t.tls {
+                    Some(tls) => Some(self.redis_tls(main, "tokenginx.tls", tls)?),
+                    None => None,
+                };
+                self.redis_client(main, "tokenginx.url", info, tls)
+            });
         let session_key = Template::parse(&t.session_key, &["jti", "sid", "sub"])
             .map_err(|e| self.errors.push(main.err("tokenginx.session_key", e)))
             .ok();

@@ -3,8 +3,6 @@
 
 use std::time::Duration;
 
-use redis::IntoConnectionInfo;
-
 use super::compile::{Compiler, Parsed};
 use super::file::{MainFile, RouteEntry, RouteFile};
 use super::limit_file::{FallbackFile, RateLimitFile, StoreKind};
@@ -32,10 +30,10 @@ impl Compiler<'_> {
         }
         let shared = match f.store {
             StoreKind::Local => {
-                if f.redis_url.is_some() || !f.redis_cluster.is_empty() {
+                if f.redis_url.is_some() || !f.redis_cluster.is_empty() || f.redis_tls.is_some() {
                     self.errors.push(main.err(
                         "rate_limit.store",
-                        "Redis addresses are set but `store` is `local`",
+                        "Redis settings are given but `store` is `local`",
                     ));
                 }
                 None
@@ -66,30 +64,30 @@ impl Compiler<'_> {
     }
 
     fn redis_target(&mut self, main: &Parsed<MainFile>, f: &RateLimitFile) -> Option<Target> {
+        let tls = match &f.redis_tls {
+            Some(tls) => Some(self.redis_tls(main, "rate_limit.redis_tls", tls)?),
+            None => None,
+        };
         match (&f.redis_url, f.redis_cluster.is_empty()) {
-            (Some(url), true) => match redis::Client::open(url.as_str()) {
-                Ok(c) => Some(Target::Single(Box::new(c))),
-                Err(e) => {
-                    self.errors
-                        .push(main.err("rate_limit.redis_url", format!("`{url}`: {e}")));
-                    None
-                }
-            },
+            (Some(url), true) => {
+                let info = self.redis_info(main, "rate_limit.redis_url", url)?;
+                let client = self.redis_client(main, "rate_limit.redis_url", info, tls)?;
+                Some(Target::Single(Box::new(client)))
+            }
             (None, false) => {
                 let mut nodes = Vec::new();
                 for (i, url) in f.redis_cluster.iter().enumerate() {
-                    match url.as_str().into_connection_info() {
-                        Ok(info) => nodes.push(info),
-                        Err(e) => self.errors.push(main.err(
-                            &format!("rate_limit.redis_cluster[{i}]"),
-                            format!("`{url}`: {e}"),
-                        )),
-                    }
+                    let key = format!("rate_limit.redis_cluster[{i}]");
+                    nodes.extend(self.redis_info(main, &key, url));
                 }
                 let timeout = Duration::from_millis(f.timeout_ms);
-                redis::cluster::ClusterClient::builder(nodes)
+                let mut builder = redis::cluster::ClusterClient::builder(nodes)
                     .connection_timeout(timeout.max(Duration::from_millis(200)))
-                    .response_timeout(timeout)
+                    .response_timeout(timeout);
+                if let Some(certs) = tls {
+                    builder = builder.certs(certs);
+                }
+                builder
                     .build()
                     .map_err(|e| {
                         self.errors

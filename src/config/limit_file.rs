@@ -3,6 +3,8 @@
 
 use serde::Deserialize;
 
+use super::redis_file::RedisTlsFile;
+
 /// Where buckets live.
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
@@ -40,6 +42,9 @@ pub struct RateLimitFile {
     /// Redis Cluster seed nodes, instead of `redis_url`.
     #[serde(default)]
     pub redis_cluster: Vec<String>,
+    /// CA and client certificate of `rediss://` connections (mTLS).
+    #[serde(default)]
+    pub redis_tls: Option<RedisTlsFile>,
     /// Redis unreachable: `local`, `allow` or `deny`.
     #[serde(default)]
     pub on_error: FallbackFile,
@@ -57,6 +62,7 @@ impl Default for RateLimitFile {
             store: StoreKind::Local,
             redis_url: None,
             redis_cluster: Vec::new(),
+            redis_tls: None,
             on_error: FallbackFile::Local,
             timeout_ms: default_timeout_ms(),
             local_max_keys: default_max_keys(),

@@ -7,9 +7,11 @@ pub mod auth_file;
 pub mod compile;
 mod compile_auth;
 mod compile_limit;
+mod compile_redis;
 pub mod error;
 pub mod file;
 pub mod limit_file;
+pub mod redis_file;
 pub mod reload;
 pub mod yaml;
 

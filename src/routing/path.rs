@@ -2,7 +2,9 @@
 //!
 //! Routing and the upstream both see the same normalised path, so a route's
 //! policy cannot be bypassed by spelling: `//admin`, `/x/../admin` and
-//! `/%61dmin` all become `/admin`. What cannot be normalised without
+//! `/%61dmin` all become `/admin`, and raw non-ASCII bytes are
+//! percent-encoded, so `/café` and `/caf%C3%A9` are one path. What cannot
+//! be normalised without
 //! guessing is refused: an encoded `/` (`%2F`), a dot-segment spelled with
 //! escapes (`%2e%2e`), NUL, and malformed escapes.
 
@@ -37,7 +39,8 @@ impl PathError {
 }
 
 /// Normalises `path` (no query): decodes escapes of unreserved characters,
-/// upper-cases the hex of the others, folds `//`, resolves `.` and `..`.
+/// upper-cases the hex of the others, percent-encodes raw non-ASCII bytes,
+/// folds `//`, resolves `.` and `..`.
 /// Borrows when the path is already normal, which is the common case.
 pub fn normalize(path: &str) -> Result<Cow<'_, str>, PathError> {
     let bytes = path.as_bytes();
@@ -75,12 +78,12 @@ pub fn normalize(path: &str) -> Result<Cow<'_, str>, PathError> {
 }
 
 /// True when nothing in the path needs work: no escapes, no empty or dot
-/// segments, no NUL.
+/// segments, no NUL, no raw non-ASCII.
 fn is_plain(bytes: &[u8]) -> bool {
     let mut prev = b'/';
     for (i, &b) in bytes.iter().enumerate().skip(1) {
         match b {
-            b'%' | 0 => return false,
+            b'%' | 0 | 0x80.. => return false,
             b'/' if prev == b'/' => return false,
             b'.' if prev == b'/' => {
                 let rest = &bytes[i..];
@@ -109,10 +112,14 @@ fn decode_segment(raw: &str) -> Result<(String, bool), PathError> {
         if b == 0 {
             return Err(PathError::Nul);
         }
+        if b >= 0x80 {
+            push_escape(&mut out, b);
+            i += 1;
+            continue;
+        }
         if b != b'%' {
-            let ch_len = utf8_len(b);
-            out.push_str(&raw[i..i + ch_len]);
-            i += ch_len;
+            out.push(b as char);
+            i += 1;
             continue;
         }
         let hi = bytes.get(i + 1).and_then(|c| hex(*c));
@@ -126,26 +133,19 @@ fn decode_segment(raw: &str) -> Result<(String, bool), PathError> {
             0 => return Err(PathError::Nul),
             b'/' => return Err(PathError::EncodedSlash),
             c if is_unreserved(c) => out.push(c as char),
-            c => {
-                out.push('%');
-                out.push(HEX[(c >> 4) as usize] as char);
-                out.push(HEX[(c & 15) as usize] as char);
-            }
+            c => push_escape(&mut out, c),
         }
         i += 3;
     }
     Ok((out, had_escape))
 }
 
-const HEX: &[u8; 16] = b"0123456789ABCDEF";
-
-fn utf8_len(first: u8) -> usize {
-    match first {
-        0xF0..=0xFF => 4,
-        0xE0..=0xEF => 3,
-        0xC0..=0xDF => 2,
-        _ => 1,
-    }
+/// Appends `%XX` (upper-case hex) for `c`.
+fn push_escape(out: &mut String, c: u8) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    out.push('%');
+    out.push(HEX[(c >> 4) as usize] as char);
+    out.push(HEX[(c & 15) as usize] as char);
 }
 
 fn hex(c: u8) -> Option<u8> {
@@ -183,7 +183,9 @@ mod tests {
             ("/a%7eb", Ok("/a~b")),
             ("/a%20b", Ok("/a%20b")),
             ("/a%3fb", Ok("/a%3Fb")),
-            ("/caf\u{e9}/x", Ok("/caf\u{e9}/x")),
+            ("/caf\u{e9}/x", Ok("/caf%C3%A9/x")),
+            ("/caf%c3%a9/x", Ok("/caf%C3%A9/x")),
+            ("/\u{ff41}dmin", Ok("/%EF%BD%81dmin")),
             ("/..;/admin", Ok("/..;/admin")),
             ("/.well-known/jwks", Ok("/.well-known/jwks")),
             ("/admin%2Fsecret", Err(PathError::EncodedSlash)),

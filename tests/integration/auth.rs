@@ -404,6 +404,25 @@ async fn jwks_outage_keeps_known_keys_and_503_without_any() {
         (503, Some("auth_unavailable"))
     );
     assert_eq!(headers["retry-after"], "1");
+
+    // A JWKS document over 1 MiB is refused whole, even when its keys are
+    // good: a wrong URL or a hostile server must not fill the gateway.
+    let padded = format!(
+        "{{\"keys\":[{}],\"padding\":\"{}\"}}",
+        serde_json::to_string(&s.keys[2].jwk).unwrap(),
+        "x".repeat(1 << 20)
+    );
+    dead.serve(padded);
+    let gw = Gateway::start(
+        &conf(&dead.url(), &s.redis.url(), "deny"),
+        &[("r.yaml", &routes)],
+    );
+    assert_eq!(call(&gw, "/api/x", &token, &[]).await.0, 503);
+    assert!(
+        gw.log().contains("larger than 1048576 bytes"),
+        "{}",
+        gw.log()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -523,40 +542,28 @@ async fn tokens_and_secrets_never_reach_the_log() {
     }
 }
 
+/// TokenginX deployments use mTLS: the gateway verifies the server against
+/// `tokenginx.tls.ca_file` and presents `client_cert`; without it the
+/// server refuses the connection and `on_error: deny` answers 503.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn tokenginx_over_tls() {
+async fn tokenginx_over_mutual_tls() {
     let dir = tempfile::tempdir().unwrap();
-    crate::common::self_signed(dir.path(), "c", "localhost");
+    crate::common::make_pki(dir.path());
     let port = crate::common::free_port().to_string();
     let mut redis = std::process::Command::new("redis-server")
         .current_dir(dir.path())
-        .args([
-            "--port",
-            "0",
-            "--tls-port",
-            &port,
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-        ])
-        .args([
-            "--tls-cert-file",
-            "c.crt",
-            "--tls-key-file",
-            "c.key",
-            "--tls-ca-cert-file",
-            "c.crt",
-        ])
-        .args(["--tls-auth-clients", "no"])
+        .args(["--port", "0", "--tls-port", &port, "--bind", "127.0.0.1"])
+        .args(["--save", "", "--tls-auth-clients", "yes"])
+        .args(["--tls-cert-file", "srv.pem", "--tls-key-file", "srv.key"])
+        .args(["--tls-ca-cert-file", "ca.pem"])
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("redis-server is needed: apt-get install -y redis-server");
     let cli = |args: &[&str]| {
         std::process::Command::new("redis-cli")
-            .args(["--tls", "--cacert"])
-            .arg(dir.path().join("c.crt"))
-            .args(["-p", &port])
+            .current_dir(dir.path())
+            .args(["--tls", "--cacert", "ca.pem", "--cert", "client.pem"])
+            .args(["--key", "client.key", "-p", &port])
             .args(args)
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
@@ -567,18 +574,31 @@ async fn tokenginx_over_tls() {
     let key = TestKey::new(Algorithm::ES256, "k");
     let jwks = JwksServer::start(&[&key]);
     let up = Upstream::start("app").await;
-    // `#insecure`: the test certificate is self-signed.
-    let url = format!("rediss://127.0.0.1:{port}/#insecure");
+    let pki = dir.path().display();
+    let url = format!("rediss://localhost:{port}");
     let routes = route_file(
         &[up.addr],
         "",
         &[("sess", "/sess", "auth: jwt\nsession: required")],
     );
-    let gw = Gateway::start(&conf(&jwks.url(), &url, "deny"), &[("r.yaml", &routes)]);
     let token = key.sign(&claims("tls-user", json!({})));
     assert_eq!(cli(&["SET", "oauth:token:jti-tls-user", "{}"]), "OK");
-    let (status, _, body) = call(&gw, "/sess/x", &token, &[]).await;
-    assert_eq!(status, 200, "{body}\n{}", gw.log());
+    for (tls, want) in [
+        (
+            format!("{{ca_file: {pki}/ca.pem, client_cert: {pki}/client.pem, client_key: {pki}/client.key}}"),
+            200,
+        ),
+        (format!("{{ca_file: {pki}/ca.pem}}"), 503),
+    ] {
+        let conf = conf(&jwks.url(), &url, "deny").replace(
+            &format!("url: {url}\n"),
+            &format!("url: {url}\n  tls: {tls}\n"),
+        );
+        assert!(conf.contains("tls: {ca_file"), "{conf}");
+        let gw = Gateway::start(&conf, &[("r.yaml", &routes)]);
+        let (status, _, body) = call(&gw, "/sess/x", &token, &[]).await;
+        assert_eq!(status, want, "tls {tls}: {body}\n{}", gw.log());
+    }
     let _ = redis.kill();
     let _ = redis.wait();
 }

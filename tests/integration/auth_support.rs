@@ -179,7 +179,12 @@ impl JwksServer {
         let set = JwkSet {
             keys: keys.iter().map(|k| k.jwk.clone()).collect(),
         };
-        *self.body.lock().unwrap() = Some(serde_json::to_string(&set).unwrap());
+        self.serve(serde_json::to_string(&set).unwrap());
+    }
+
+    /// Serves `body` as the JWKS document from now on.
+    pub fn serve(&self, body: String) {
+        *self.body.lock().unwrap() = Some(body);
     }
 
     /// Makes the server answer 503 from now on.

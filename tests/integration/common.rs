@@ -373,6 +373,91 @@ pub fn self_signed(dir: &Path, stem: &str, name: &str) {
     assert!(ok.success());
 }
 
+/// Runs one openssl CLI step in `dir`.
+fn openssl(dir: &Path, args: &[&str]) {
+    let ok = std::process::Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(ok.success(), "openssl {args:?}");
+}
+
+/// A CA, a server certificate for localhost and a client certificate, all signed by the CA.
+pub fn make_pki(dir: &Path) {
+    let days = ["-days", "1"];
+    openssl(
+        dir,
+        &[
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                "/CN=test-ca",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+            ][..],
+            &days,
+        ]
+        .concat(),
+    );
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .unwrap();
+    for (stem, cn) in [("srv", "localhost"), ("client", "gateway-client")] {
+        let (key, csr, pem) = (
+            format!("{stem}.key"),
+            format!("{stem}.csr"),
+            format!("{stem}.pem"),
+        );
+        openssl(
+            dir,
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                &format!("/CN={cn}"),
+                "-keyout",
+                &key,
+                "-out",
+                &csr,
+            ],
+        );
+        openssl(
+            dir,
+            &[
+                &[
+                    "x509",
+                    "-req",
+                    "-in",
+                    &csr,
+                    "-CA",
+                    "ca.pem",
+                    "-CAkey",
+                    "ca.key",
+                    "-CAcreateserial",
+                    "-out",
+                    &pem,
+                    "-extfile",
+                    "san.ext",
+                ][..],
+                &days,
+            ]
+            .concat(),
+        );
+    }
+}
+
 /// The admin service's `/metrics` text.
 pub async fn metrics_text(gw: &Gateway) -> String {
     client()

@@ -145,6 +145,58 @@ fn main_file_errors_are_all_reported() {
     );
 }
 
+/// Redis and TokenginX URLs carry passwords: an error names the key and
+/// shows the URL with the password masked; TLS files are read at load time.
+#[test]
+fn redis_errors_never_show_passwords() {
+    let main = "listeners: []
+tokenginx:
+  url: redis://:hunter2-secret@127.0.0.1:notaport
+rate_limit:
+  store: redis
+  redis_cluster:
+    - redis://:cluster-secret@h:1
+    - rediss://u:other-secret@h:nope
+";
+    let got = errors(main, &[]).join("\n");
+    for secret in ["hunter2-secret", "cluster-secret", "other-secret"] {
+        assert!(!got.contains(secret), "{secret} shown in:\n{got}");
+    }
+    assert!(
+        got.contains("conf.yaml:3:3: `tokenginx.url`: `redis://:***@127.0.0.1:notaport`"),
+        "{got}"
+    );
+    assert!(
+        got.contains("`rate_limit.redis_cluster[1]`: `rediss://u:***@h:nope`"),
+        "{got}"
+    );
+    let main = "listeners: []
+tokenginx:
+  url: rediss://127.0.0.1:6380
+  tls: {ca_file: missing-ca.pem, client_cert: c.pem}
+rate_limit:
+  store: local
+  redis_tls: {ca_file: ca.pem}
+";
+    let got = errors(main, &[]);
+    assert!(
+        got.iter()
+            .any(|e| e.starts_with("conf.yaml:4:9: `tokenginx.tls.ca_file`: missing-ca.pem")),
+        "{got:?}"
+    );
+    assert!(
+        got.iter()
+            .any(|e| e.starts_with("conf.yaml:4:34: `tokenginx.tls.client_cert`: c.pem")),
+        "{got:?}"
+    );
+    assert!(
+        got.iter()
+            .any(|e| e
+                .contains("`rate_limit.store`: Redis settings are given but `store` is `local`")),
+        "{got:?}"
+    );
+}
+
 fn check(conf: &Path) -> (i32, String, String) {
     let out = Command::new(bin())
         .args(["check", "-c"])

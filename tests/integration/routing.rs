@@ -82,6 +82,10 @@ async fn paths_are_normalised_before_routing_and_forwarding() {
         ("/%61dmin/z", "admin-portal", "/admin/z"),
         ("/./admin/./a/../b", "admin-portal", "/admin/b"),
         ("/admin/../public", "catch-all", "/public"),
+        // Raw UTF-8 and its escapes are one path, sent encoded.
+        ("/admin/caf\u{e9}", "admin-portal", "/admin/caf%C3%A9"),
+        ("/admin/caf%c3%a9", "admin-portal", "/admin/caf%C3%A9"),
+        ("/\u{ff41}dmin/x", "catch-all", "/%EF%BD%81dmin/x"),
     ] {
         let r = raw_get(gw.addr, raw_path, &[]);
         assert_eq!(r.status, 200, "{raw_path}");

@@ -2,12 +2,11 @@
 //! renewed certificate files applied without a restart, bad pairs refused.
 
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
 use std::process::{Command, Stdio};
 
 use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
 
-use crate::common::{eventually, route_file, self_signed, Gateway, Upstream};
+use crate::common::{eventually, make_pki, route_file, self_signed, Gateway, Upstream};
 
 /// Subject CN and serial of the certificate the server presents for `sni`.
 fn presented(addr: SocketAddr, sni: Option<&str>) -> (String, String) {
@@ -98,91 +97,6 @@ fn a_key_that_does_not_match_its_certificate_is_a_config_error() {
         err.contains("conf.yaml:3:5: `listeners[0].tls`:") && err.contains("does not belong to"),
         "{err}"
     );
-}
-
-/// Runs one openssl CLI step in `dir`.
-fn openssl(dir: &Path, args: &[&str]) {
-    let ok = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(ok.success(), "openssl {args:?}");
-}
-
-/// A CA, a server certificate for localhost and a client certificate, all signed by the CA.
-fn make_pki(dir: &Path) {
-    let days = ["-days", "1"];
-    openssl(
-        dir,
-        &[
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-subj",
-                "/CN=test-ca",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.pem",
-            ][..],
-            &days,
-        ]
-        .concat(),
-    );
-    std::fs::write(
-        dir.join("san.ext"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
-    )
-    .unwrap();
-    for (stem, cn) in [("srv", "localhost"), ("client", "gateway-client")] {
-        let (key, csr, pem) = (
-            format!("{stem}.key"),
-            format!("{stem}.csr"),
-            format!("{stem}.pem"),
-        );
-        openssl(
-            dir,
-            &[
-                "req",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-subj",
-                &format!("/CN={cn}"),
-                "-keyout",
-                &key,
-                "-out",
-                &csr,
-            ],
-        );
-        openssl(
-            dir,
-            &[
-                &[
-                    "x509",
-                    "-req",
-                    "-in",
-                    &csr,
-                    "-CA",
-                    "ca.pem",
-                    "-CAkey",
-                    "ca.key",
-                    "-CAcreateserial",
-                    "-out",
-                    &pem,
-                    "-extfile",
-                    "san.ext",
-                ][..],
-                &days,
-            ]
-            .concat(),
-        );
-    }
 }
 
 /// An HTTPS server that demands a client certificate signed by the CA and
