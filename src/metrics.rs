@@ -38,6 +38,9 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     /// `gatehouse_config_last_reload_success`.
     pub config_last_reload_success: IntGauge,
+    /// `gatehouse_config_reload_duration_seconds`: compile and swap of a
+    /// successful reload.
+    pub config_reload_duration: Histogram,
     /// `gatehouse_auth_failures_total{route, reason}`.
     pub auth_failures: IntCounterVec,
     /// `gatehouse_auth_allowed_on_error_total`: requests let through
@@ -132,6 +135,11 @@ impl Metrics {
             "1 when the last config load succeeded, else 0.",
         )
         .expect("valid metric");
+        let config_reload_duration = Histogram::with_opts(latency(
+            "gatehouse_config_reload_duration_seconds",
+            "Time from reading the config files to serving them, for successful reloads.",
+        ))
+        .expect("valid metric");
         let auth_failures = IntCounterVec::new(
             Opts::new(
                 "gatehouse_auth_failures_total",
@@ -195,6 +203,7 @@ impl Metrics {
             Box::new(upstream_retries.clone()),
             Box::new(config_reloads.clone()),
             Box::new(config_last_reload_success.clone()),
+            Box::new(config_reload_duration.clone()),
             Box::new(auth_failures.clone()),
             Box::new(auth_allowed_on_error.clone()),
             Box::new(tokenginx_lookups.clone()),
@@ -224,6 +233,7 @@ impl Metrics {
             upstream_retries,
             config_reloads,
             config_last_reload_success,
+            config_reload_duration,
             auth_failures,
             auth_allowed_on_error,
             tokenginx_lookups,

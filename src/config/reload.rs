@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use log::{error, info, warn};
@@ -116,6 +117,7 @@ impl Reloader {
     /// Compiles the config files and swaps them in if they are valid;
     /// otherwise logs every error and keeps serving the running config.
     pub fn reload(&self, why: &str) -> bool {
+        let started = Instant::now();
         let old = self.live.load_full();
         let result = load_reusing(&self.conf, &self.metrics, &old).and_then(|mut new| {
             prepare(&mut new, Some(&old), &self.metrics, &self.reopen)?;
@@ -131,11 +133,18 @@ impl Reloader {
                         store.replace(Arc::clone(set));
                     }
                 }
-                info!(
-                    "config reloaded ({why}): version {} -> {}",
-                    old.version, new.version
-                );
+                let version = new.version.clone();
                 self.live.store(Arc::new(new));
+                let took = started.elapsed();
+                self.metrics
+                    .config_reload_duration
+                    .observe(took.as_secs_f64());
+                info!(
+                    "config reloaded ({why}) in {:.1} ms: version {} -> {}",
+                    took.as_secs_f64() * 1e3,
+                    old.version,
+                    version
+                );
                 self.record("ok", None);
                 true
             }

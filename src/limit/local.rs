@@ -33,8 +33,12 @@ impl LocalStore {
     /// A table of at least `max_keys` slots (rounded up to a power of two).
     pub fn new(max_keys: usize) -> LocalStore {
         let n = max_keys.max(64).next_power_of_two();
+        // Zeroed memory straight from the allocator: pages stay untouched,
+        // so not resident, until a key lands on them.
+        // SAFETY: an all-zero `AtomicU64` is a valid `AtomicU64::new(0)`.
+        let slots = unsafe { Box::<[AtomicU64]>::new_zeroed_slice(n).assume_init() };
         LocalStore {
-            slots: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            slots,
             mask: n as u64 - 1,
         }
     }

@@ -1,0 +1,945 @@
+#!/usr/bin/env node
+// End-to-end browser test of gatehouse with real parts only:
+//   two Next.js apps (basePath /admin, /kline; `next build` + `next start`),
+//   a `next dev` copy of kline (basePath /kline-dev) for HMR over WebSocket,
+//   an OAuth-service stand-in (oauth/server.mjs: ES256 JWKS, login page),
+//   TokenginX = a real redis-server on a free loopback port,
+//   the gatehouse binary ($GATEHOUSE_BIN, default target/debug/gatehouse),
+//   headless Chromium (/usr/bin/chromium or $CHROMIUM) driven by playwright-core.
+//
+// Usage: node tests/e2e/run.mjs   (or `npm test` in tests/e2e)
+// Env: GATEHOUSE_BIN, CHROMIUM, E2E_ARTIFACTS (default tests/e2e/artifacts),
+//      E2E_DEADLINE_SECONDS (default 480), E2E_KEEP_TMP=1 (keep the temp dir),
+//      E2E_HOLD_SECONDS=N (keep the stack up N s after the tests, for poking at it).
+// Every process started here is stopped by PID (its own process group) at the
+// end, on failure, on SIGINT/SIGTERM and when the global deadline passes.
+import { spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { redisCommand } from './lib/resp.mjs';
+
+const E2E = path.dirname(fileURLToPath(import.meta.url));
+const REPO = path.resolve(E2E, '../..');
+const BIN = path.resolve(process.env.GATEHOUSE_BIN || path.join(REPO, 'target/debug/gatehouse'));
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const ARTIFACTS = path.resolve(process.env.E2E_ARTIFACTS || path.join(E2E, 'artifacts'));
+const SHOTS = path.join(ARTIFACTS, 'screenshots');
+const LOGS = path.join(ARTIFACTS, 'logs');
+const DEADLINE_S = Number(process.env.E2E_DEADLINE_SECONDS || 480);
+const NEXT_BIN = path.join(E2E, 'node_modules/next/dist/bin/next');
+const CACHE_MS = 300; // tokenginx.cache_ms: a revoked session must be refused within this
+const SLOW_MS = 2000; // the Suspense'd part of apps/*/app/stream/page.js
+const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-background-networking',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-component-update',
+  '--disable-sync',
+  '--no-proxy-server', // traffic goes straight to 127.0.0.1, whatever proxy the environment names
+  '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1', // and no other host resolves
+];
+
+const t0 = Date.now();
+const secs = (ms) => `${(ms / 1000).toFixed(1)}s`;
+const log = (msg) => console.log(`[e2e +${secs(Date.now() - t0)}] ${msg}`);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+class StepError extends Error {}
+const fail = (msg) => {
+  throw new StepError(msg);
+};
+const check = (cond, msg) => {
+  if (!cond) fail(msg);
+};
+
+// ---------------------------------------------------------------- processes
+
+const procs = []; // every process this run started (each leads its own process group)
+let browser = null;
+let tmp = null;
+let cleaning = null;
+
+function spawnTracked(name, cmd, args, { cwd = E2E, env = {} } = {}) {
+  if (cleaning) throw new StepError(`not starting ${name}: the run is being stopped`);
+  const logFile = path.join(LOGS, `${name}.log`);
+  const fd = fs.openSync(logFile, 'a');
+  const child = spawn(cmd, args, { cwd, env: { ...process.env, ...env }, detached: true, stdio: ['ignore', fd, fd] });
+  fs.closeSync(fd);
+  const p = { name, child, logFile, exit: undefined };
+  p.exited = new Promise((resolve) => {
+    child.on('exit', (code, signal) => {
+      p.exit = signal ? `signal ${signal}` : `exit code ${code}`;
+      resolve();
+    });
+    child.on('error', (e) => {
+      p.exit = `spawn error: ${e.message}`;
+      resolve();
+    });
+  });
+  procs.push(p);
+  return p;
+}
+
+function logTail(p, lines = 25) {
+  try {
+    const text = fs.readFileSync(p.logFile, 'utf8').trimEnd().split('\n');
+    return text.slice(-lines).join('\n');
+  } catch {
+    return '(no log)';
+  }
+}
+
+async function stopProc(p, graceMs = 5000) {
+  const signalGroup = (sig) => {
+    try {
+      process.kill(-p.child.pid, sig); // the group it leads: the process and its children
+    } catch {
+      // group already gone
+    }
+  };
+  if (!p.child.pid) return;
+  signalGroup('SIGTERM');
+  if (p.exit === undefined) {
+    const exited = await Promise.race([p.exited.then(() => true), sleep(graceMs).then(() => false)]);
+    if (!exited) {
+      log(`${p.name} (pid ${p.child.pid}) ignored SIGTERM for ${graceMs} ms: SIGKILL`);
+      signalGroup('SIGKILL');
+      await Promise.race([p.exited, sleep(2000)]);
+    }
+  }
+  // children that outlived their leader (e.g. a Next.js worker)
+  await sleep(50);
+  signalGroup('SIGKILL');
+}
+
+async function runCmd(name, cmd, args, { cwd, env, timeoutMs }) {
+  const p = spawnTracked(name, cmd, args, { cwd, env });
+  const exited = await Promise.race([p.exited.then(() => true), sleep(timeoutMs).then(() => false)]);
+  if (!exited) {
+    await stopProc(p);
+    fail(`${name}: \`${cmd} ${args.join(' ')}\` did not finish within ${secs(timeoutMs)}; log ${p.logFile}:\n${logTail(p)}`);
+  }
+  if (p.exit !== 'exit code 0') fail(`${name}: \`${cmd} ${args.join(' ')}\` failed (${p.exit}); log ${p.logFile}:\n${logTail(p)}`);
+  return p;
+}
+
+async function cleanup() {
+  if (cleaning) return cleaning;
+  cleaning = (async () => {
+    if (browser) {
+      const pid = browser.process?.()?.pid;
+      await Promise.race([browser.close().catch(() => {}), sleep(5000)]);
+      if (pid) {
+        try {
+          process.kill(pid, 0);
+          log(`chromium (pid ${pid}) still running after close: SIGKILL`);
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          // exited
+        }
+      }
+    }
+    // The gateway first (it drains in grace_period_seconds: 1), then its peers.
+    const gw = procs.filter((p) => p.name === 'gatehouse');
+    await Promise.all(gw.map((p) => stopProc(p)));
+    await Promise.all(procs.filter((p) => p.name !== 'gatehouse').map((p) => stopProc(p)));
+    if (tmp && !process.env.E2E_KEEP_TMP) fs.rmSync(tmp, { recursive: true, force: true });
+    else if (tmp) log(`kept temp dir ${tmp}`);
+  })();
+  return cleaning;
+}
+
+// ---------------------------------------------------------------- helpers
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.on('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+// A plain HTTP/1.1 request (no cookie jar, no proxy). Resolves with status,
+// headers, body and the arrival time of every body chunk (ms since start).
+function request(url, { method = 'GET', headers = {}, body, timeoutMs = 15000 } = {}) {
+  return new Promise((resolve, reject) => {
+    const started = Date.now();
+    const req = http.request(url, { method, headers, agent: false }, (res) => {
+      const chunks = [];
+      res.on('data', (c) => chunks.push({ at: Date.now() - started, data: c }));
+      res.on('end', () => {
+        clearTimeout(timer);
+        const buf = Buffer.concat(chunks.map((c) => c.data));
+        resolve({ status: res.statusCode, headers: res.headers, body: buf.toString('utf8'), chunks });
+      });
+      res.on('error', reject);
+    });
+    const timer = setTimeout(() => req.destroy(new Error(`${method} ${url} timed out after ${timeoutMs} ms`)), timeoutMs);
+    req.on('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    req.end(body);
+  });
+}
+
+function jsonOf(res, what) {
+  try {
+    return JSON.parse(res.body);
+  } catch {
+    return fail(`${what}: expected JSON, got ${res.status} ${res.body.slice(0, 300)}`);
+  }
+}
+
+async function waitFor(what, fn, { timeoutMs = 30000, intervalMs = 200, proc } = {}) {
+  const end = Date.now() + timeoutMs;
+  let last = 'no attempt';
+  while (Date.now() < end) {
+    if (proc && proc.exit !== undefined) fail(`${what}: ${proc.name} exited (${proc.exit}); log ${proc.logFile}:\n${logTail(proc)}`);
+    try {
+      const v = await fn();
+      if (v) return v;
+      last = 'not yet';
+    } catch (e) {
+      last = e.message;
+    }
+    await sleep(intervalMs);
+  }
+  return fail(`${what}: not reached within ${secs(timeoutMs)} (last: ${last})${proc ? `; log ${proc.logFile}:\n${logTail(proc)}` : ''}`);
+}
+
+const jwtClaims = (jwt) => JSON.parse(Buffer.from(jwt.split('.')[1], 'base64url').toString('utf8'));
+
+// ---------------------------------------------------------------- steps
+
+const results = [];
+let aborted = false;
+let current = null;
+
+async function step(name, fn, { timeoutMs = 90000, needs = [], fatal = false } = {}) {
+  const missing = needs.filter((n) => results.find((r) => r.name === n)?.status !== 'PASS');
+  if (aborted || missing.length) {
+    const why = aborted ? 'an earlier setup step failed' : `needs ${missing.join(', ')}`;
+    results.push({ name, status: 'NOT RUN', ms: 0, detail: why });
+    log(`NOT RUN ${name}: ${why}`);
+    return;
+  }
+  const started = Date.now();
+  current = name;
+  log(`step ${name} ...`);
+  let timer;
+  try {
+    const detail = await Promise.race([
+      fn(),
+      new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new StepError(`step timed out after ${secs(timeoutMs)}`)), timeoutMs);
+      }),
+    ]);
+    results.push({ name, status: 'PASS', ms: Date.now() - started, detail: detail || '' });
+    log(`PASS ${name} (${secs(Date.now() - started)})${detail ? `: ${detail}` : ''}`);
+  } catch (e) {
+    const msg = e instanceof StepError ? e.message : e.stack || String(e);
+    results.push({ name, status: 'FAIL', ms: Date.now() - started, detail: msg });
+    log(`FAIL ${name} (${secs(Date.now() - started)}): ${msg}`);
+    if (fatal) aborted = true;
+  } finally {
+    clearTimeout(timer);
+    current = null;
+  }
+}
+
+function printSummary() {
+  const w = Math.max(...results.map((r) => r.name.length), 10);
+  console.log('\n==== gatehouse e2e summary ====');
+  for (const r of results) {
+    const first = r.detail.split('\n')[0];
+    console.log(`${r.status.padEnd(7)} ${r.name.padEnd(w)} ${secs(r.ms).padStart(6)}  ${first.slice(0, 160)}`);
+  }
+  const failed = results.filter((r) => r.status !== 'PASS').length;
+  console.log(`${failed ? 'FAILED' : 'OK'}: ${results.length - failed}/${results.length} steps passed in ${secs(Date.now() - t0)}; artifacts in ${ARTIFACTS}`);
+  try {
+    fs.writeFileSync(path.join(ARTIFACTS, 'summary.json'), `${JSON.stringify({ total_ms: Date.now() - t0, results }, null, 2)}\n`);
+  } catch {
+    // artifacts dir unwritable: the console summary is enough
+  }
+  return failed;
+}
+
+let deadlineHit = false;
+const deadline = setTimeout(async () => {
+  deadlineHit = true;
+  log(`global deadline of ${DEADLINE_S}s reached${current ? ` during step ${current}` : ''}: stopping everything`);
+  results.push({ name: 'global-deadline', status: 'FAIL', ms: 0, detail: `run exceeded ${DEADLINE_S}s (E2E_DEADLINE_SECONDS)` });
+  await cleanup();
+  printSummary();
+  process.exit(1);
+}, DEADLINE_S * 1000);
+
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+  process.on(sig, async () => {
+    if (cleaning) return;
+    log(`${sig}: stopping everything`);
+    results.push({ name: 'interrupted', status: 'FAIL', ms: 0, detail: `${sig} received${current ? ` during step ${current}` : ''}` });
+    await cleanup();
+    printSummary();
+    process.exit(130);
+  });
+}
+
+// ---------------------------------------------------------------- setup
+
+const ports = {};
+let GW; // http://127.0.0.1:<listener>
+let ADMIN_API; // gatehouse admin service
+let devCopy; // temp copy of apps/kline served by `next dev`
+let devWarmup; // promise: first compile of the dev page
+const started = {};
+
+function nodeModulesState() {
+  const lockPath = path.join(E2E, 'package-lock.json');
+  const hiddenPath = path.join(E2E, 'node_modules/.package-lock.json');
+  if (!fs.existsSync(hiddenPath)) return 'node_modules missing';
+  const lock = JSON.parse(fs.readFileSync(lockPath, 'utf8')).packages;
+  const hidden = JSON.parse(fs.readFileSync(hiddenPath, 'utf8')).packages;
+  for (const [k, v] of Object.entries(lock)) {
+    if (k === '') continue;
+    const h = hidden[k];
+    if (!h) {
+      if (v.optional) continue; // other platforms' binaries
+      return `stale: ${k} not installed`;
+    }
+    if (h.version !== v.version) return `stale: ${k} is ${h.version}, lockfile says ${v.version}`;
+  }
+  for (const k of Object.keys(hidden)) if (!(k in lock)) return `stale: ${k} is not in the lockfile`;
+  return 'ok';
+}
+
+const nextEnv = (extra = {}) => ({
+  NEXT_TELEMETRY_DISABLED: '1',
+  NODE_OPTIONS: `--require "${path.join(E2E, 'lib/loopback-only.cjs')}"`,
+  ...extra,
+});
+
+async function preflight() {
+  const [major, minor] = process.versions.node.split('.').map(Number);
+  check(major > 20 || (major === 20 && minor >= 9), `node ${process.versions.node} is too old: Next.js 16 needs >= 20.9 (apt-get install -y nodejs npm, or a newer Node.js)`);
+  const npm = spawnSync('npm', ['--version'], { encoding: 'utf8', timeout: 30000 });
+  check(npm.status === 0, `npm not found or not working (${npm.error?.message || npm.stderr}): apt-get install -y nodejs npm`);
+  check(fs.existsSync(CHROMIUM), `Chromium not found at ${CHROMIUM}: apt-get install -y chromium (or set CHROMIUM=/path/to/chromium)`);
+  const ver = spawnSync(CHROMIUM, ['--version'], { encoding: 'utf8', timeout: 30000 });
+  check(ver.status === 0, `${CHROMIUM} --version failed (${ver.error?.message || ver.stderr}): apt-get install -y chromium`);
+  const redis = spawnSync('redis-server', ['--version'], { encoding: 'utf8', timeout: 30000 });
+  check(redis.status === 0, `redis-server not found (TokenginX stand-in): apt-get install -y redis-server`);
+  check(fs.existsSync(BIN), `gateway binary ${BIN} not found: build it with \`cargo build\` or set GATEHOUSE_BIN`);
+  return `node ${process.versions.node}, npm ${npm.stdout.trim()}, ${ver.stdout.trim()}, ${redis.stdout.trim().split(' ').slice(0, 3).join(' ')}, gatehouse ${BIN}`;
+}
+
+async function npmCi() {
+  const state = nodeModulesState();
+  if (state === 'ok') return 'node_modules matches package-lock.json: npm ci not needed';
+  log(`node_modules: ${state}: running npm ci`);
+  await runCmd('npm-ci', 'npm', ['ci', '--no-audit', '--no-fund'], { cwd: E2E, env: {}, timeoutMs: 300000 });
+  const after = nodeModulesState();
+  check(after === 'ok', `after npm ci node_modules is still not the lockfile's: ${after}`);
+  return `npm ci (${state})`;
+}
+
+async function buildApp(app) {
+  const dir = path.join(E2E, 'apps', app);
+  fs.rmSync(path.join(dir, '.next'), { recursive: true, force: true }); // build from scratch: no cache CI did not build
+  await runCmd(`build-${app}`, process.execPath, [NEXT_BIN, 'build'], { cwd: dir, env: nextEnv(), timeoutMs: 240000 });
+  check(fs.existsSync(path.join(dir, '.next/BUILD_ID')), `${app}: next build left no .next/BUILD_ID`);
+  return `next build apps/${app}`;
+}
+
+function writeGatewayConfig() {
+  const conf = path.join(tmp, 'gateway');
+  fs.mkdirSync(path.join(conf, 'routes'), { recursive: true });
+  fs.writeFileSync(
+    path.join(conf, 'conf.yaml'),
+    `# written by tests/e2e/run.mjs
+version: 1
+threads: 2
+pid_file: ${conf}/gatehouse.pid
+upgrade_sock: ${conf}/gatehouse_upgrade.sock
+grace_period_seconds: 1
+graceful_shutdown_timeout_seconds: 1
+listeners:
+  - addr: 127.0.0.1:${ports.gw}
+admin: 127.0.0.1:${ports.gwAdmin}
+routes_dir: routes
+security_headers: true
+jwt:
+  leeway_seconds: 60
+  token_sources: [header, "cookie:access_token"]
+  issuers:
+    - issuer: ${GW}/oauth
+      audiences: [gatehouse]
+      jwks_url: http://127.0.0.1:${ports.oauth}/oauth/.well-known/jwks.json
+      algorithms: [ES256]
+tokenginx:
+  url: redis://127.0.0.1:${ports.redis}
+  session_key: "oauth:token:{jti}"
+  timeout_ms: 250
+  cache_ms: ${CACHE_MS}
+  on_error: deny
+access_log:
+  format: json
+  path: ${path.join(LOGS, 'gatehouse-access.log')}
+forward_identity:
+  sub: X-User-Id
+  scope: X-User-Scopes
+  roles: X-User-Roles
+`,
+  );
+  const nextRoutes = (name, prefix, upstream, port, scope, { healthPath, readTimeoutMs = 30000 } = {}) => `upstreams:
+  ${upstream}:
+    backends: [127.0.0.1:${port}]
+${healthPath ? `    health_check: { path: ${healthPath}, interval_ms: 1000, timeout_ms: 1000 }\n` : ''}    connect_timeout_ms: 1000
+    read_timeout_ms: ${readTimeoutMs}
+routes:
+  - name: ${name}
+    prefix: ${prefix}
+    upstream: ${upstream}
+    strip_prefix: false
+    auth: jwt
+    session: required
+    scopes: [${scope}]
+    on_unauthenticated: "redirect:/oauth/login?next={uri}"
+  - name: ${name}-static
+    prefix: ${prefix}/_next/static
+    upstream: ${upstream}
+    auth: none
+`;
+  fs.writeFileSync(
+    path.join(conf, 'routes/10-oauth.yaml'),
+    `upstreams:
+  oauth-service:
+    backends: [127.0.0.1:${ports.oauth}]
+    health_check: { path: /oauth/health, interval_ms: 1000, timeout_ms: 1000 }
+routes:
+  - name: oauth
+    prefix: /oauth
+    upstream: oauth-service
+    auth: none
+`,
+  );
+  fs.writeFileSync(path.join(conf, 'routes/20-admin.yaml'), nextRoutes('admin', '/admin', 'admin-portal', ports.admin, 'admin', { healthPath: '/admin/api/health' }));
+  fs.writeFileSync(path.join(conf, 'routes/30-kline.yaml'), nextRoutes('kline', '/kline', 'kline-service', ports.kline, 'read', { healthPath: '/kline/api/health' }));
+  // next dev: TCP health check (an HTTP probe would make it compile a route); HMR socket may idle
+  fs.writeFileSync(path.join(conf, 'routes/40-kline-dev.yaml'), nextRoutes('kline-dev', '/kline-dev', 'kline-dev', ports.klineDev, 'read', { readTimeoutMs: 120000 }));
+  // keep a copy next to the other artifacts
+  fs.cpSync(conf, path.join(ARTIFACTS, 'gateway-config'), { recursive: true, filter: (src) => !/\.(pid|sock)$/.test(src) });
+  return path.join(conf, 'conf.yaml');
+}
+
+async function startServices() {
+  for (const k of ['gw', 'gwAdmin', 'redis', 'oauth', 'admin', 'kline', 'klineDev']) {
+    let p;
+    do p = await freePort();
+    while (Object.values(ports).includes(p));
+    ports[k] = p;
+  }
+  GW = `http://127.0.0.1:${ports.gw}`;
+  ADMIN_API = `http://127.0.0.1:${ports.gwAdmin}`;
+
+  // TokenginX: a real redis-server, nothing persisted
+  const redisDir = path.join(tmp, 'redis');
+  fs.mkdirSync(redisDir);
+  started.redis = spawnTracked('redis', 'redis-server', ['--port', String(ports.redis), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', redisDir]);
+  // OAuth stand-in
+  started.oauth = spawnTracked('oauth', process.execPath, [path.join(E2E, 'oauth/server.mjs')], {
+    env: { PORT: String(ports.oauth), ISSUER: `${GW}/oauth`, AUDIENCE: 'gatehouse', SCOPE: 'admin read', TOKENGINX_PORT: String(ports.redis), SESSION_KEY: 'oauth:token:{jti}', TOKEN_TTL_SECONDS: '900' },
+  });
+  // production apps
+  for (const app of ['admin', 'kline']) {
+    started[app] = spawnTracked(app, process.execPath, [NEXT_BIN, 'start', '-p', String(ports[app]), '-H', '127.0.0.1'], { cwd: path.join(E2E, 'apps', app), env: nextEnv() });
+  }
+  // `next dev` on a copy of kline outside the repo (the HMR step edits it); webpack
+  // dev server, basePath /kline-dev; node_modules is a link to the shared one.
+  devCopy = path.join(tmp, 'kline-dev');
+  fs.cpSync(path.join(E2E, 'apps/kline'), devCopy, { recursive: true, filter: (src) => !src.includes(`${path.sep}.next`) });
+  fs.symlinkSync(path.join(E2E, 'node_modules'), path.join(tmp, 'node_modules'), 'dir');
+  started.klineDev = spawnTracked('kline-dev', process.execPath, [NEXT_BIN, 'dev', '--webpack', '-p', String(ports.klineDev), '-H', '127.0.0.1'], {
+    cwd: devCopy,
+    env: nextEnv({ E2E_BASE_PATH: '/kline-dev', E2E_ROOT: tmp }),
+  });
+
+  await waitFor('redis-server answers PING', async () => (await redisCommand(ports.redis, ['PING'], { timeoutMs: 500 })) === 'PONG', { proc: started.redis, timeoutMs: 15000 });
+  await waitFor('oauth stand-in healthy', async () => (await request(`http://127.0.0.1:${ports.oauth}/oauth/health`, { timeoutMs: 2000 })).status === 200, { proc: started.oauth, timeoutMs: 15000 });
+  for (const app of ['admin', 'kline']) {
+    await waitFor(`next start ${app} healthy`, async () => (await request(`http://127.0.0.1:${ports[app]}/${app}/api/health`, { timeoutMs: 5000 })).status === 200, { proc: started[app], timeoutMs: 60000 });
+  }
+  // the dev server compiles on first request: warm the page directly (no gateway) in the background
+  devWarmup = waitFor(
+    'next dev kline-dev compiles its page',
+    async () => (await request(`http://127.0.0.1:${ports.klineDev}/kline-dev`, { timeoutMs: 120000, headers: { accept: 'text/html' } })).status === 200,
+    { proc: started.klineDev, timeoutMs: 180000, intervalMs: 500 },
+  ).then(
+    () => null,
+    (e) => e,
+  );
+  return `redis :${ports.redis}, oauth :${ports.oauth}, admin :${ports.admin}, kline :${ports.kline}, kline-dev :${ports.klineDev}`;
+}
+
+async function startGateway() {
+  const conf = writeGatewayConfig();
+  const chk = spawnSync(BIN, ['check', '-c', conf], { encoding: 'utf8', timeout: 30000 });
+  fs.writeFileSync(path.join(LOGS, 'gatehouse-check.log'), `${chk.stdout}${chk.stderr}`);
+  check(chk.status === 0, `gatehouse check -c ${conf} failed (${chk.error?.message || `exit ${chk.status}`}):\n${chk.stdout}${chk.stderr}`);
+  check(/^ok\b/m.test(chk.stdout), `gatehouse check did not print ok:\n${chk.stdout}`);
+
+  started.gateway = spawnTracked('gatehouse', BIN, ['run', '-c', conf], { cwd: tmp });
+  const ready = await waitFor(
+    'gatehouse /health/ready with every upstream healthy and tokenginx ok',
+    async () => {
+      const r = await request(`${ADMIN_API}/health/ready`, { timeoutMs: 2000 });
+      if (r.status !== 200) return false;
+      const b = JSON.parse(r.body);
+      const ups = Object.values(b.components?.upstreams ?? {});
+      return b.components?.tokenginx === 'ok' && ups.length === 4 && ups.every((u) => u.healthy === u.total && u.total > 0) && b;
+    },
+    { proc: started.gateway, timeoutMs: 30000 },
+  );
+  return `gatehouse check ok; ready on ${GW} (admin ${ADMIN_API}), version ${ready.version}`;
+}
+
+// ---------------------------------------------------------------- browser steps
+
+let ctxA; // alice's browser context
+let shotNo = 0;
+async function shot(page, name) {
+  const file = path.join(SHOTS, `${String(++shotNo).padStart(2, '0')}-${name}.png`);
+  await page.screenshot({ path: file, fullPage: true, timeout: 15000 });
+  return file;
+}
+
+async function cookieOf(ctx) {
+  const c = (await ctx.cookies(GW)).find((x) => x.name === 'access_token');
+  check(c, 'no access_token cookie in the browser context');
+  return c;
+}
+
+async function loginWithForm(page, user, expectNext) {
+  const u = new URL(page.url());
+  check(u.pathname === '/oauth/login', `expected the login page, browser is at ${page.url()}`);
+  check(u.searchParams.get('next') === expectNext, `login page next=${JSON.stringify(u.searchParams.get('next'))}, expected ${JSON.stringify(expectNext)}`);
+  await page.locator('#user').fill(user, { timeout: 10000 });
+  await Promise.all([page.waitForURL(`${GW}${expectNext}`, { timeout: 30000, waitUntil: 'load' }), page.locator('#submit').click({ timeout: 10000 })]);
+}
+
+async function stepRedirect() {
+  // the gateway's own answer, seen without a browser
+  const r = await request(`${GW}/admin/stream?tab=a&b=1`, { headers: { accept: 'text/html,application/xhtml+xml' } });
+  check(r.status === 302, `GET /admin/stream (Accept: text/html, no cookie): expected 302, got ${r.status} ${r.body.slice(0, 200)}`);
+  const loc = r.headers.location ?? '';
+  check(loc.startsWith('/oauth/login?next='), `Location ${JSON.stringify(loc)} is not /oauth/login?next=...`);
+  const next = new URL(loc, GW).searchParams.get('next');
+  check(next === '/admin/stream?tab=a&b=1', `Location next=${JSON.stringify(next)} should be the original URI /admin/stream?tab=a&b=1`);
+  const head = await request(`${GW}/admin`, { method: 'HEAD', headers: { accept: 'text/html' } });
+  check(head.status === 302 && (head.headers.location ?? '').startsWith('/oauth/login?next='), `HEAD /admin (text/html, no cookie): ${head.status} Location ${head.headers.location}`);
+  const api = await request(`${GW}/admin/api/whoami`, { headers: { accept: 'application/json' } });
+  check(api.status === 401, `GET /admin/api/whoami (API call, no cookie): expected 401, got ${api.status}`);
+  check(/^Bearer/.test(api.headers['www-authenticate'] ?? ''), `401 without WWW-Authenticate: Bearer (${api.headers['www-authenticate']})`);
+  const err = jsonOf(api, '401 body').error;
+  check(['missing_token', 'invalid_token'].includes(err), `401 error code ${err}`);
+
+  // the browser
+  const page = await ctxA.newPage();
+  const resp = await page.goto(`${GW}/admin`, { timeout: 30000 });
+  const u = new URL(page.url());
+  check(u.pathname === '/oauth/login' && u.searchParams.get('next') === '/admin', `browser without cookie at /admin ended on ${page.url()} (status ${resp?.status()}), expected /oauth/login?next=%2Fadmin`);
+  await page.locator('#login-title').waitFor({ timeout: 10000 });
+  await shot(page, 'login-redirect');
+  return `302 Location ${loc}; API 401 ${err}; browser landed on ${u.pathname}${u.search}`;
+}
+
+async function stepLogin() {
+  const page = ctxA.pages()[0];
+  await loginWithForm(page, 'alice', '/admin');
+  const userId = await page.locator('#user-id').textContent({ timeout: 10000 });
+  const scopes = await page.locator('#user-scopes').textContent({ timeout: 10000 });
+  check(userId === 'alice', `admin page shows X-User-Id ${JSON.stringify(userId)}, expected "alice"`);
+  check(scopes === 'admin read', `admin page shows X-User-Scopes ${JSON.stringify(scopes)}, expected "admin read"`);
+  const c = await cookieOf(ctxA);
+  check(c.httpOnly && c.sameSite === 'Lax' && c.path === '/', `access_token cookie flags: ${JSON.stringify({ httpOnly: c.httpOnly, sameSite: c.sameSite, path: c.path })}`);
+  const claims = jwtClaims(c.value);
+  check(claims.sub === 'alice' && claims.jti, `token claims ${JSON.stringify(claims)}`);
+  check((await redisCommand(ports.redis, ['EXISTS', `oauth:token:${claims.jti}`])) === 1, `session oauth:token:${claims.jti} not in TokenginX after login`);
+  // response headers of the page as the browser got them
+  const resp = await page.reload({ timeout: 30000 });
+  const h = resp.headers();
+  check(resp.status() === 200, `reload of /admin: ${resp.status()}`);
+  check(!('x-powered-by' in h), `X-Powered-By leaked to the browser: ${h['x-powered-by']}`);
+  check(!('server' in h), `Server header leaked to the browser: ${h.server}`);
+  check(/^[0-9a-f]{32}$|^[A-Za-z0-9._:-]{1,128}$/.test(h['x-request-id'] ?? ''), `no X-Request-Id on the response`);
+  check(h['x-content-type-options'] === 'nosniff', `X-Content-Type-Options is ${h['x-content-type-options']}`);
+  const shown = await page.locator('#request-id').textContent();
+  check(shown === h['x-request-id'], `request id the app saw (${shown}) != the response's X-Request-Id (${h['x-request-id']})`);
+  // the stand-in only returns to local paths (no open redirect)
+  const evil = await request(`${GW}/oauth/login`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'user=eve&next=%2F%2Fevil.example%2F' });
+  check(evil.status === 303 && evil.headers.location === '/admin', `POST /oauth/login next=//evil.example/: ${evil.status} Location ${evil.headers.location}`);
+  await shot(page, 'admin-after-login');
+  return `page shows alice / "admin read"; cookie HttpOnly SameSite=Lax; session oauth:token:${claims.jti.slice(0, 8)}… in TokenginX; X-Powered-By/Server removed, X-Request-Id ${h['x-request-id']}`;
+}
+
+async function stepForgedIdentity() {
+  const forged = { 'X-User-Id': 'mallory', 'X-User-Scopes': 'admin superuser', 'X-User-Roles': 'root' };
+  // 1. the browser sends forged headers on every request of this page
+  const page = await ctxA.newPage();
+  await page.setExtraHTTPHeaders(forged);
+  await page.goto(`${GW}/admin`, { timeout: 30000 });
+  const shown = await page.locator('#user-id').textContent({ timeout: 10000 });
+  const scopes = await page.locator('#user-scopes').textContent();
+  check(shown === 'alice' && scopes === 'admin read', `with forged X-User-Id: mallory the page shows ${JSON.stringify(shown)} / ${JSON.stringify(scopes)}, expected alice / admin read`);
+  await shot(page, 'forged-header-ignored');
+  await page.close();
+  // 2. raw requests: also the underscore and other-case spellings, on a protected and a public route
+  const cookie = `access_token=${(await cookieOf(ctxA)).value}`;
+  const rawHeaders = { cookie, accept: 'application/json', 'X-User-Id': 'mallory', x_user_id: 'mallory', 'x-USER-scopes': 'superuser', X_User_Roles: 'root', 'X-Forwarded-For': '203.0.113.66' };
+  const who = jsonOf(await request(`${GW}/admin/api/whoami`, { headers: rawHeaders }), 'whoami');
+  check(who.user_id === 'alice', `whoami with forged headers: user_id ${JSON.stringify(who.user_id)}`);
+  check(who.scopes === 'admin read', `whoami with forged headers: scopes ${JSON.stringify(who.scopes)}`);
+  check(who.roles === null, `whoami: roles ${JSON.stringify(who.roles)} (token has no roles claim: the forged X_User_Roles must be gone)`);
+  const names = who.identity_header_names.slice().sort();
+  check(JSON.stringify(names) === JSON.stringify(['x-user-id', 'x-user-scopes']), `identity headers the app received: ${JSON.stringify(names)}`);
+  // the peer (127.0.0.1) is no trusted proxy: its X-Forwarded-For is replaced, not extended
+  check(who.forwarded_for === '127.0.0.1', `X-Forwarded-For at the app: ${JSON.stringify(who.forwarded_for)}, expected "127.0.0.1"`);
+  check(who.forwarded_host === `127.0.0.1:${ports.gw}`, `X-Forwarded-Host at the app: ${JSON.stringify(who.forwarded_host)}`);
+  const pub = jsonOf(await request(`${GW}/oauth/echo-identity`, { headers: rawHeaders }), 'echo-identity');
+  check(pub.identity_header_names.length === 0, `public /oauth route received client identity headers ${JSON.stringify(pub.identity_header_names)}`);
+  return `app shows alice, not mallory; whoami headers ${JSON.stringify(names)}; public route got none of x-user-id/x_user_id/X_User_Roles; forged X-Forwarded-For replaced by 127.0.0.1`;
+}
+
+async function stepStaticAssets(app) {
+  const page = await ctxA.newPage();
+  const assets = new Map();
+  page.on('response', (r) => {
+    const u = new URL(r.url());
+    if (u.pathname.startsWith(`/${app}/_next/static/`)) assets.set(r.url(), r.status());
+  });
+  await page.goto(`${GW}/${app}`, { timeout: 30000, waitUntil: 'load' });
+  const bg = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+  const expectBg = app === 'admin' ? 'rgb(250, 246, 230)' : 'rgb(230, 244, 250)';
+  check(bg === expectBg, `${app}: body background ${bg}, expected ${expectBg} from globals.css (CSS asset not applied)`);
+  if (app === 'kline') {
+    const u = await page.locator('#user-id').textContent({ timeout: 10000 });
+    check(u === 'alice', `kline (second app, same cookie) shows X-User-Id ${JSON.stringify(u)}`);
+    await shot(page, 'kline-same-session');
+  }
+  await page.close();
+  const urls = [...assets.keys()];
+  check(urls.some((u) => u.endsWith('.js')) && urls.some((u) => u.endsWith('.css')), `${app}: expected .js and .css under /${app}/_next/static/, saw ${JSON.stringify(urls)}`);
+  for (const [u, st] of assets) check(st === 200 || st === 304, `${app}: browser got ${st} for ${u}`);
+  // the same assets without any cookie: public route
+  for (const u of urls) {
+    const r = await request(u, { headers: { accept: '*/*' } });
+    check(r.status === 200, `${app}: GET ${new URL(u).pathname} without cookie: ${r.status} ${r.body.slice(0, 200)}`);
+    check(/javascript|css/.test(r.headers['content-type'] ?? ''), `${app}: ${u} content-type ${r.headers['content-type']}`);
+    check(r.body.length > 0, `${app}: ${u} empty body`);
+  }
+  // and from a fresh browser context that never logged in
+  const fresh = await browser.newContext();
+  try {
+    const p2 = await fresh.newPage();
+    await p2.goto(`${GW}/oauth/login`, { timeout: 30000 });
+    const statuses = await p2.evaluate(async (list) => Promise.all(list.map(async (u) => (await fetch(u, { credentials: 'omit', cache: 'no-store' })).status)), urls);
+    check(statuses.every((st) => st === 200), `${app}: fresh browser context fetching the assets got ${JSON.stringify(statuses)}`);
+    check((await fresh.cookies()).length === 0, 'the fresh context has cookies');
+  } finally {
+    await fresh.close().catch(() => {});
+  }
+  // prefix on segment boundaries and path normalisation: neither opens the app
+  const sib = await request(`${GW}/${app}/_next/staticky/x.js`, { headers: { accept: '*/*' } });
+  check(sib.status === 401, `${app}: /${app}/_next/staticky/x.js without cookie should hit the protected route (401), got ${sib.status}`);
+  const dots = await request(`${GW}/${app}/_next/static/../../${app}/api/whoami`, { headers: { accept: '*/*' } });
+  check(dots.status === 401, `${app}: /${app}/_next/static/../../${app}/api/whoami without cookie should be normalised to the protected route (401), got ${dots.status} ${dots.body.slice(0, 200)}`);
+  return `${urls.length} assets under /${app}/_next/static/ (js+css) 200 without cookie (node and a fresh Chromium context); CSS applied; /_next/staticky and ../ tricks get 401`;
+}
+
+// Reads a streamed response and notes when the fallback and the slow part arrived.
+async function measureStream(url, headers) {
+  const r = await request(url, { headers: { accept: 'text/html', ...headers }, timeoutMs: 20000 });
+  check(r.status === 200, `GET ${url}: ${r.status} ${r.body.slice(0, 200)}`);
+  let acc = '';
+  let fallbackAt = null;
+  let slowAt = null;
+  for (const c of r.chunks) {
+    acc += c.data.toString('utf8');
+    if (fallbackAt === null && acc.includes('id="fallback"')) fallbackAt = c.at;
+    if (slowAt === null && acc.includes('id="slow"')) slowAt = c.at;
+  }
+  check(fallbackAt !== null && slowAt !== null, `${url}: fallback or slow part missing in the body`);
+  return { fallbackAt, slowAt, chunks: r.chunks.length, encoding: r.headers['transfer-encoding'] ?? `content-length ${r.headers['content-length']}` };
+}
+
+async function stepStreaming() {
+  const cookie = `access_token=${(await cookieOf(ctxA)).value}`;
+  const direct = await measureStream(`http://127.0.0.1:${ports.admin}/admin/stream`, {});
+  const via = await measureStream(`${GW}/admin/stream`, { cookie });
+  check(
+    via.slowAt - via.fallbackAt >= SLOW_MS * 0.6,
+    `through the gateway the fallback arrived at ${via.fallbackAt} ms and the slow part at ${via.slowAt} ms: the first chunk was held back (direct to the app: ${direct.fallbackAt} / ${direct.slowAt} ms)`,
+  );
+  // in the browser: the fallback is on screen before the slow part exists
+  const page = await ctxA.newPage();
+  const navStart = Date.now();
+  const nav = page.goto(`${GW}/admin/stream`, { timeout: 30000, waitUntil: 'commit' });
+  await nav;
+  await page.locator('#fallback').waitFor({ state: 'visible', timeout: 15000 });
+  const fallbackSeen = Date.now() - navStart;
+  const slowYet = await page.locator('#slow').count();
+  check(slowYet === 0, 'the slow part was already in the DOM when the fallback became visible');
+  await shot(page, 'stream-fallback');
+  await page.locator('#slow').waitFor({ state: 'visible', timeout: 20000 });
+  const slowSeen = Date.now() - navStart;
+  // (the exact gap depends on when Chromium first paints; the HTTP timings above are the precise measure)
+  check(slowSeen - fallbackSeen >= 250, `browser: fallback visible at ${fallbackSeen} ms, slow part at ${slowSeen} ms (expected up to ~${SLOW_MS} ms apart)`);
+  check(!(await page.locator('#fallback').isVisible()), 'fallback still visible after the slow part arrived');
+  const txt = await page.locator('#slow').textContent();
+  check(txt.includes('alice'), `slow part text ${JSON.stringify(txt)} lacks the user`);
+  await shot(page, 'stream-resolved');
+  await page.close();
+  return `HTTP via gateway: fallback at ${via.fallbackAt} ms, slow part at ${via.slowAt} ms, ${via.chunks} chunks (${via.encoding}); direct: ${direct.fallbackAt}/${direct.slowAt} ms; browser: fallback visible ${fallbackSeen} ms, slow ${slowSeen} ms`;
+}
+
+async function stepRevocation() {
+  const c = await cookieOf(ctxA);
+  const { jti } = jwtClaims(c.value);
+  const key = `oauth:token:${jti}`;
+  const cookie = `access_token=${c.value}`;
+  const page = await ctxA.newPage();
+  await page.goto(`${GW}/admin`, { timeout: 30000 });
+  check((await page.locator('#user-id').textContent({ timeout: 10000 })) === 'alice', 'before revocation /admin does not show alice');
+  // Let any cached TokenginX verdict expire, then one request that must look
+  // the session up (t=0), then DEL: the gateway may reuse "found" until
+  // t=cache_ms, never later.
+  await sleep(CACHE_MS + 200);
+  const lookupAt = Date.now();
+  const warm = await request(`${GW}/admin/api/whoami`, { headers: { cookie, accept: 'application/json' } });
+  check(warm.status === 200, `before revocation whoami: ${warm.status}`);
+  const warmDone = Date.now() - lookupAt; // its session lookup started before this
+  const deleted = await redisCommand(ports.redis, ['DEL', key]);
+  const delAt = Date.now();
+  check(deleted === 1, `DEL ${key} answered ${deleted}`);
+  const timeline = []; // [start ms after the lookup, status]
+  let last;
+  while (Date.now() - delAt < 5000) {
+    const at = Date.now() - lookupAt;
+    last = await request(`${GW}/admin/api/whoami`, { headers: { cookie, accept: 'application/json' } });
+    timeline.push([at, last.status]);
+    if (last.status !== 200) break;
+    await sleep(10);
+  }
+  check(last.status === 401, `5 s after DEL ${key} the API answers ${last.status} (timeline ${JSON.stringify(timeline)})`);
+  const lastOk = timeline.filter(([, st]) => st === 200).pop();
+  const firstRefused = timeline[timeline.length - 1][0];
+  const delMs = delAt - lookupAt;
+  check(
+    !lastOk || lastOk[0] <= warmDone + CACHE_MS + 5,
+    `a request started ${lastOk?.[0]} ms after the last session lookup began (lookup answered by ${warmDone} ms, DEL at ${delMs} ms) was still let in: the revoked session outlived cache_ms ${CACHE_MS} (timeline [start ms, status]: ${JSON.stringify(timeline)})`,
+  );
+  const err = jsonOf(last, 'revoked 401').error;
+  // the next navigation, client-side first: the page loaded before the DEL
+  // follows a <Link>; Next.js fetches the RSC payload, gets the gateway's
+  // 401 and falls back to a full navigation, which the gateway redirects
+  await page.getByRole('link', { name: 'streaming page' }).click({ timeout: 10000 });
+  await page
+    .waitForURL((url) => url.pathname === '/oauth/login', { timeout: 20000 })
+    .catch(() => fail(`after revocation a client-side <Link> navigation to /admin/stream stayed on ${page.url()} instead of reaching the login page`));
+  const viaLink = new URL(page.url());
+  check(viaLink.searchParams.get('next') === '/admin/stream', `login page after the <Link> navigation has next=${viaLink.searchParams.get('next')}`);
+  // then a plain navigation
+  await page.goto(`${GW}/admin`, { timeout: 30000 });
+  const u = new URL(page.url());
+  check(u.pathname === '/oauth/login' && u.searchParams.get('next') === '/admin', `after revocation navigation to /admin ended on ${page.url()}, expected the login page`);
+  await shot(page, 'revoked-redirects-to-login');
+  await page.close();
+  return `lookup at 0-${warmDone} ms, DEL at ${delMs} ms, last 200 for a request started at ${lastOk?.[0] ?? '-'} ms, 401 (${err}) from ${firstRefused} ms (cache_ms ${CACHE_MS}); <Link> navigation and page load both ended on /oauth/login (next=/admin/stream, /admin)`;
+}
+
+async function stepHmr() {
+  const warmErr = await devWarmup;
+  if (warmErr) throw warmErr;
+  const ctx = await browser.newContext();
+  try {
+    const page = await ctx.newPage();
+    const sockets = [];
+    page.on('websocket', (ws) => {
+      const s = { url: ws.url(), received: 0, sent: 0, closed: false, lastFrames: [] };
+      ws.on('framereceived', (f) => {
+        s.received++;
+        s.lastFrames.push(String(f.payload).slice(0, 120));
+        if (s.lastFrames.length > 20) s.lastFrames.shift();
+      });
+      ws.on('framesent', () => s.sent++);
+      ws.on('close', () => {
+        s.closed = true;
+      });
+      ws.on('socketerror', (e) => {
+        s.error = String(e);
+      });
+      sockets.push(s);
+    });
+    let navigations = 0;
+    page.on('framenavigated', (f) => {
+      if (f === page.mainFrame()) navigations++;
+    });
+    await page.goto(`${GW}/kline-dev`, { timeout: 60000 });
+    await loginWithForm(page, 'bob', '/kline-dev');
+    check((await page.locator('#user-id').textContent({ timeout: 30000 })) === 'bob', 'dev page does not show bob');
+    // Next.js 16 names the socket /_next/hmr (earlier versions /_next/webpack-hmr)
+    const hmrUrl = new RegExp(`^ws://127\\.0\\.0\\.1:${ports.gw}/kline-dev/_next/(webpack-)?hmr([?]|$)`);
+    const hmr = await waitFor(
+      `a WebSocket to ws://127.0.0.1:${ports.gw}/kline-dev/_next/hmr receiving frames`,
+      async () => sockets.find((s) => hmrUrl.test(s.url) && s.received > 0 && !s.closed),
+      { timeoutMs: 30000, proc: started.klineDev },
+    ).catch((e) => fail(`${e.message}; sockets seen: ${JSON.stringify(sockets)}`));
+    // the same upgrade without the cookie: refused by the gateway, never proxied
+    const anon = await request(`${GW}${new URL(hmr.url).pathname}`, {
+      headers: { connection: 'Upgrade', upgrade: 'websocket', 'sec-websocket-version': '13', 'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==' },
+    });
+    check(anon.status === 401, `WebSocket upgrade of the HMR path without cookie: ${anon.status} (expected 401)`);
+    // React state that a full reload would lose
+    await page.locator('#hmr-clicks').click();
+    await page.locator('#hmr-clicks').click();
+    check((await page.locator('#hmr-clicks').textContent()) === 'clicked 2', 'click counter did not count');
+    await page.evaluate(() => {
+      window.__e2eNoReload = 'still here';
+    });
+    await shot(page, 'hmr-before-edit');
+    const navBefore = navigations;
+    const framesBefore = hmr.received;
+    const file = path.join(devCopy, 'app/hmr-marker.js');
+    const src = fs.readFileSync(file, 'utf8');
+    check(src.includes('marker-v1'), 'hmr-marker.js in the dev copy lacks marker-v1');
+    const editAt = Date.now();
+    fs.writeFileSync(file, src.replace('marker-v1', 'marker-v2'));
+    await page
+      .locator('#hmr-marker', { hasText: 'marker-v2' })
+      .waitFor({ timeout: 60000 })
+      .catch(() => fail(`edited marker not shown within 60 s; HMR socket: ${JSON.stringify({ ...hmr, lastFrames: hmr.lastFrames.slice(-5) })}; dev log:\n${logTail(started.klineDev)}`));
+    const updateMs = Date.now() - editAt;
+    const kept = await page.evaluate(() => window.__e2eNoReload);
+    const clicks = await page.locator('#hmr-clicks').textContent();
+    check(kept === 'still here' && navigations === navBefore, `the page reloaded instead of hot-updating (window marker ${kept}, navigations ${navBefore} -> ${navigations})`);
+    check(clicks === 'clicked 2', `React state lost on hot update: ${clicks}`);
+    check(hmr.received > framesBefore, 'no HMR frame arrived over the WebSocket after the edit');
+    await shot(page, 'hmr-after-edit');
+    await ctx.close();
+    // the gateway's own record of the upgrade (written when the socket closes)
+    const accessLog = path.join(LOGS, 'gatehouse-access.log');
+    const line = await waitFor(
+      'the gateway access log line of the HMR WebSocket',
+      async () =>
+        fs
+          .readFileSync(accessLog, 'utf8')
+          .split('\n')
+          .filter(Boolean)
+          .map((l) => JSON.parse(l))
+          .find((l) => l.path === new URL(hmr.url).pathname + new URL(hmr.url).search && l.status !== 401),
+      { timeoutMs: 10000 },
+    );
+    check(line.status === 101 && line.route === 'kline-dev' && line.auth === 'ok' && line.user === 'bob', `access log of the HMR socket: ${JSON.stringify(line)}`);
+    return `access log: ${line.method} ${line.path.split('?')[0]} ${line.status} route=${line.route} user=${line.user} (${line.bytes_sent} B out); same upgrade without cookie 401; HMR socket ${new URL(hmr.url).pathname} via the gateway: ${hmr.received} frames in, ${hmr.sent} out; edit shown after ${updateMs} ms without reload (state kept)`;
+  } finally {
+    await ctx.close().catch(() => {});
+  }
+}
+
+// ---------------------------------------------------------------- main
+
+async function main() {
+  for (const d of [SHOTS, LOGS, path.join(ARTIFACTS, 'gateway-config')]) fs.rmSync(d, { recursive: true, force: true });
+  fs.mkdirSync(SHOTS, { recursive: true });
+  fs.mkdirSync(LOGS, { recursive: true });
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'gatehouse-e2e-'));
+  log(`artifacts ${ARTIFACTS}, temp ${tmp}, deadline ${DEADLINE_S}s`);
+
+  await step('preflight', preflight, { fatal: true, timeoutMs: 60000 });
+  await step('npm-ci', npmCi, { fatal: true, timeoutMs: 320000 });
+  await step('build-admin', () => buildApp('admin'), { fatal: true, timeoutMs: 250000 });
+  await step('build-kline', () => buildApp('kline'), { fatal: true, timeoutMs: 250000 });
+  await step('start-services', startServices, { fatal: true, timeoutMs: 120000 });
+  await step('gateway-check-and-ready', startGateway, { fatal: true, timeoutMs: 60000 });
+
+  await step(
+    'launch-chromium',
+    async () => {
+      const { chromium } = await import('playwright-core');
+      // playwright-core refuses --user-data-dir in launch(); it makes a fresh
+      // temporary profile in os.tmpdir() itself: point that at our temp dir.
+      const savedTmp = process.env.TMPDIR;
+      process.env.TMPDIR = tmp;
+      try {
+        browser = await chromium.launch({
+          executablePath: CHROMIUM,
+          headless: true,
+          args: CHROMIUM_ARGS,
+          timeout: 60000,
+          // our own handlers stop every process (Playwright's would exit at once)
+          handleSIGINT: false,
+          handleSIGTERM: false,
+          handleSIGHUP: false,
+        });
+      } finally {
+        if (savedTmp === undefined) delete process.env.TMPDIR;
+        else process.env.TMPDIR = savedTmp;
+      }
+      if (cleaning) {
+        await browser.close();
+        fail('the run is being stopped');
+      }
+      ctxA = await browser.newContext({ viewport: { width: 1000, height: 700 } });
+      return `Chromium ${browser.version()} (playwright-core, profile in ${tmp})`;
+    },
+    { fatal: true, timeoutMs: 70000 },
+  );
+
+  await step('redirect-to-login-without-cookie', stepRedirect);
+  await step('login-shows-user-id', stepLogin, { needs: ['redirect-to-login-without-cookie'] });
+  await step('forged-identity-headers-stripped', stepForgedIdentity, { needs: ['login-shows-user-id'] });
+  await step('static-assets-public-admin', () => stepStaticAssets('admin'), { needs: ['login-shows-user-id'] });
+  await step('second-app-kline-same-session', () => stepStaticAssets('kline'), { needs: ['login-shows-user-id'] });
+  await step('streaming-first-chunk-before-slow-part', stepStreaming, { needs: ['login-shows-user-id'] });
+  await step('revoked-session-redirects-to-login', stepRevocation, { needs: ['login-shows-user-id'] });
+  await step('next-dev-hmr-websocket-through-gateway', stepHmr, { timeoutMs: 240000 });
+
+  const hold = Number(process.env.E2E_HOLD_SECONDS || 0);
+  if (hold > 0 && GW) {
+    log(`E2E_HOLD_SECONDS=${hold}: stack stays up: gateway ${GW}, admin ${ADMIN_API}, redis 127.0.0.1:${ports.redis}, oauth :${ports.oauth}, admin app :${ports.admin}, kline :${ports.kline}, kline-dev :${ports.klineDev}`);
+    await sleep(hold * 1000);
+  }
+
+  // lib/loopback-only.cjs kept the Next.js processes off the internet: say what it refused
+  for (const f of fs.readdirSync(LOGS)) {
+    const hits = fs.readFileSync(path.join(LOGS, f), 'utf8').split('\n').filter((l) => l.includes('[e2e loopback-only] refused'));
+    for (const h of new Set(hits)) log(`${f}: ${h.trim()}`);
+  }
+}
+
+let code = 1;
+try {
+  await main();
+  code = 0;
+} catch (e) {
+  log(`unexpected error: ${e.stack || e}`);
+  results.push({ name: 'runner', status: 'FAIL', ms: 0, detail: String(e.stack || e) });
+} finally {
+  if (!deadlineHit) {
+    await cleanup();
+    clearTimeout(deadline);
+    const failed = printSummary();
+    process.exit(code === 0 && failed === 0 ? 0 : 1);
+  }
+}
