@@ -71,6 +71,8 @@ pub struct Settings {
     pub max_header_bytes: usize,
     /// Per-read wait for request body bytes.
     pub client_body_timeout: Duration,
+    /// Idle limit of a kept-alive client connection, in seconds.
+    pub keepalive_timeout_seconds: u64,
 }
 
 /// Header edits of a route, parsed.
@@ -570,6 +572,10 @@ impl Compiler<'_> {
             100,
             3_600_000,
         );
+        if !(1..=3600).contains(&m.keepalive_timeout_seconds) {
+            self.errors
+                .push(main.err("keepalive_timeout_seconds", "must be between 1 and 3600"));
+        }
         if m.max_request_body_bytes == 0 {
             self.errors
                 .push(main.err("max_request_body_bytes", "must be greater than 0"));
@@ -582,6 +588,7 @@ impl Compiler<'_> {
             max_uri_bytes: m.max_uri_bytes,
             max_header_bytes: m.max_header_bytes,
             client_body_timeout: Duration::from_millis(m.client_body_timeout_ms),
+            keepalive_timeout_seconds: m.keepalive_timeout_seconds,
         }
     }
 

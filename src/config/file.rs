@@ -84,6 +84,10 @@ pub struct MainFile {
     /// Longest wait for the next bytes of a request body; slower gets 408.
     #[serde(default = "default_body_timeout")]
     pub client_body_timeout_ms: u64,
+    /// Longest a client connection may sit idle between two requests (and
+    /// wait for each read of the next request's head) before it is closed.
+    #[serde(default = "default_keepalive_timeout")]
+    pub keepalive_timeout_seconds: u64,
     /// Bearer-token verification.
     #[serde(default)]
     pub jwt: Option<JwtFile>,
@@ -116,6 +120,9 @@ fn default_max_headers() -> usize {
 }
 fn default_body_timeout() -> u64 {
     60_000
+}
+fn default_keepalive_timeout() -> u64 {
+    60
 }
 fn default_max_body() -> u64 {
     10 * 1024 * 1024

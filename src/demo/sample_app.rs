@@ -213,7 +213,7 @@ fn echo(app: &SampleApp, head: &Head, body_len: u64, conn_requests: u64) -> Vec<
 
 async fn respond<W: AsyncWrite + Unpin>(w: &mut W, status: u16, ctype: &str, body: &[u8]) -> bool {
     let head = format!(
-        "HTTP/1.1 {status} OK\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nserver: sample-app\r\nx-powered-by: Next.js\r\n\r\n",
+        "HTTP/1.1 {status} OK\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nserver: sample-app\r\nx-powered-by: Next.js\r\nconnection: keep-alive\r\nkeep-alive: timeout=5\r\n\r\n",
         body.len()
     );
     w.write_all(head.as_bytes()).await.is_ok() && w.write_all(body).await.is_ok()

@@ -144,14 +144,18 @@ impl ProxyHttp for Gateway {
     /// already answered (a refusal of SPEC §4) and the request is over.
     /// While the process drains, every response closes its connection.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let runtime = self.live.load_full();
         if self
             .lifecycle
             .draining
             .load(std::sync::atomic::Ordering::Relaxed)
         {
             session.set_keepalive(None);
+        } else if session.get_keepalive().is_some() {
+            // Pingora keeps an HTTP/1.1 connection open forever by default,
+            // and then also waits forever for the next request's head.
+            session.set_keepalive(Some(runtime.settings.keepalive_timeout_seconds));
         }
-        let runtime = self.live.load_full();
         session
             .as_downstream_mut()
             .set_read_timeout(Some(runtime.settings.client_body_timeout));
@@ -195,7 +199,16 @@ impl ProxyHttp for Gateway {
         let pool = Arc::clone(&route.pool);
         let mut buf = [0u8; 16];
         let key = Self::hash_key(session, ctx, &pool.settings.hash_key, &mut buf);
-        let Some(lease) = pool.select(key, ctx.tried) else {
+        let selected = pool.select(key, ctx.tried).or_else(|| {
+            // Pingora retries a request whose reused keep-alive connection
+            // the backend had already closed: that is the connection's fault,
+            // not the backend's, so with nobody else to try, the same backend
+            // gets the retry (on another pooled connection or a new one).
+            ctx.lease
+                .take()
+                .filter(|_| ctx.last_connect_error.is_none())
+        });
+        let Some(lease) = selected else {
             return Err(match ctx.last_connect_error.take() {
                 Some(kind) => {
                     let mut e = Error::explain(kind, "every backend tried failed to connect");

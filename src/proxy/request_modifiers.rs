@@ -3,6 +3,7 @@
 use std::net::IpAddr;
 
 use http::header::{self, HeaderName};
+use http::HeaderMap;
 use pingora_core::Result;
 use pingora_http::RequestHeader;
 
@@ -89,8 +90,8 @@ fn rewrite_path(req: &mut RequestHeader, ctx: &RequestCtx, route: &Route) -> Res
 
 fn strip_hop_by_hop(req: &mut RequestHeader) {
     let upgrade = req.headers.get(header::UPGRADE).is_some()
-        && connection_tokens(req).any(|t| t.eq_ignore_ascii_case("upgrade"));
-    let listed: Vec<HeaderName> = connection_tokens(req)
+        && connection_tokens(&req.headers).any(|t| t.eq_ignore_ascii_case("upgrade"));
+    let listed: Vec<HeaderName> = connection_tokens(&req.headers)
         .filter(|t| !(upgrade && t.eq_ignore_ascii_case("upgrade")))
         .filter_map(|t| HeaderName::try_from(t).ok())
         .filter(|n| !is_framing(n))
@@ -148,12 +149,13 @@ fn strip_underscore_spellings(req: &mut RequestHeader, route: &Route) {
 }
 
 /// Framing headers are Pingora's to manage, never removed by name games.
-fn is_framing(name: &HeaderName) -> bool {
+pub(super) fn is_framing(name: &HeaderName) -> bool {
     name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING || name == header::HOST
 }
 
-fn connection_tokens(req: &RequestHeader) -> impl Iterator<Item = &str> {
-    req.headers
+/// The header names listed in `Connection` (RFC 9110 §7.6.1).
+pub(super) fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())

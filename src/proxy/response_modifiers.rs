@@ -1,15 +1,19 @@
 //! `response_filter`'s edits: what the client receives.
 
+use http::header::{self, HeaderName};
+use http::StatusCode;
 use pingora_core::Result;
 use pingora_http::ResponseHeader;
 
+use super::request_modifiers::{connection_tokens, is_framing};
 use crate::config::{Route, Settings};
 
 /// HSTS sent on TLS listeners: one year, subdomains included.
 const HSTS: &str = "max-age=31536000; includeSubDomains";
 
-/// Removes headers that advertise the stack, adds security headers the
-/// app did not set, the request id, and the route's response edits.
+/// Removes the upstream connection's hop-by-hop headers and headers that
+/// advertise the stack, adds security headers the app did not set, the
+/// request id, and the route's response edits.
 pub fn prepare(
     resp: &mut ResponseHeader,
     request_id: &str,
@@ -17,6 +21,7 @@ pub fn prepare(
     route: Option<&Route>,
     settings: &Settings,
 ) -> Result<()> {
+    strip_hop_by_hop(resp);
     resp.remove_header("server");
     resp.remove_header("x-powered-by");
     if settings.security_headers {
@@ -34,21 +39,63 @@ pub fn prepare(
     Ok(())
 }
 
+/// `Keep-Alive: timeout=5` and the like describe the gateway's connection
+/// to the upstream, not the client's (RFC 9110 §7.6.1). Pingora writes the
+/// client's own `Connection`; a 101 keeps `Connection: upgrade`/`Upgrade`.
+fn strip_hop_by_hop(resp: &mut ResponseHeader) {
+    if resp.status != StatusCode::SWITCHING_PROTOCOLS {
+        let listed: Vec<HeaderName> = connection_tokens(&resp.headers)
+            .filter_map(|t| HeaderName::try_from(t).ok())
+            .filter(|n| !is_framing(n))
+            .collect();
+        for name in listed {
+            resp.remove_header(&name);
+        }
+        resp.remove_header(&header::UPGRADE);
+    }
+    resp.remove_header("keep-alive");
+    resp.remove_header("proxy-connection");
+}
+
 /// nosniff, frame-options, referrer-policy, and HSTS on TLS; an app's own
 /// choice of any of them is kept.
 pub fn add_security_headers(resp: &mut ResponseHeader, tls: bool) -> Result<()> {
-    let mut defaults = vec![
+    const DEFAULTS: [(&str, &str); 4] = [
         ("x-content-type-options", "nosniff"),
         ("x-frame-options", "SAMEORIGIN"),
         ("referrer-policy", "strict-origin-when-cross-origin"),
+        ("strict-transport-security", HSTS),
     ];
-    if tls {
-        defaults.push(("strict-transport-security", HSTS));
-    }
-    for (name, value) in defaults {
-        if !resp.headers.contains_key(name) {
-            resp.insert_header(name, value)?;
+    let count = if tls { 4 } else { 3 };
+    for (name, value) in &DEFAULTS[..count] {
+        if !resp.headers.contains_key(*name) {
+            resp.insert_header(*name, *value)?;
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_hop_by_hop_headers_are_removed() {
+        let mut r = ResponseHeader::build(200, None).unwrap();
+        r.insert_header("connection", "keep-alive, X-Hop").unwrap();
+        r.insert_header("keep-alive", "timeout=5").unwrap();
+        r.insert_header("x-hop", "1").unwrap();
+        r.insert_header("content-length", "3").unwrap();
+        strip_hop_by_hop(&mut r);
+        for gone in ["keep-alive", "x-hop"] {
+            assert!(r.headers.get(gone).is_none(), "{gone}");
+        }
+        assert!(r.headers.get("content-length").is_some(), "framing stays");
+
+        let mut r = ResponseHeader::build(101, None).unwrap();
+        r.insert_header("connection", "upgrade").unwrap();
+        r.insert_header("upgrade", "websocket").unwrap();
+        strip_hop_by_hop(&mut r);
+        assert_eq!(r.headers["upgrade"], "websocket");
+    }
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // End-to-end browser test of gatehouse with real parts only:
-//   two Next.js apps (basePath /admin, /kline; `next build` + `next start`),
+//   two Next.js apps (basePath /admin, /kline; `next build` + `next start`;
+//   what they have in common lives in apps/shared),
 //   a `next dev` copy of kline (basePath /kline-dev) for HMR over WebSocket,
 //   an OAuth-service stand-in (oauth/server.mjs: ES256 JWKS, login page),
 //   TokenginX = a real redis-server on a free loopback port,
@@ -32,7 +33,7 @@ const LOGS = path.join(ARTIFACTS, 'logs');
 const DEADLINE_S = Number(process.env.E2E_DEADLINE_SECONDS || 480);
 const NEXT_BIN = path.join(E2E, 'node_modules/next/dist/bin/next');
 const CACHE_MS = 300; // tokenginx.cache_ms: a revoked session must be refused within this
-const SLOW_MS = 2000; // the Suspense'd part of apps/*/app/stream/page.js
+const SLOW_MS = 2000; // the Suspense'd part of apps/shared/stream-page.js
 const CHROMIUM_ARGS = [
   '--headless',
   '--no-sandbox',
@@ -466,9 +467,12 @@ async function startServices() {
     started[app] = spawnTracked(app, process.execPath, [NEXT_BIN, 'start', '-p', String(ports[app]), '-H', '127.0.0.1'], { cwd: path.join(E2E, 'apps', app), env: nextEnv() });
   }
   // `next dev` on a copy of kline outside the repo (the HMR step edits it); webpack
-  // dev server, basePath /kline-dev; node_modules is a link to the shared one.
+  // dev server, basePath /kline-dev; node_modules is a link to the shared one, and
+  // apps/shared is copied next to it so the apps' `../shared/...` imports resolve.
   devCopy = path.join(tmp, 'kline-dev');
-  fs.cpSync(path.join(E2E, 'apps/kline'), devCopy, { recursive: true, filter: (src) => !src.includes(`${path.sep}.next`) });
+  const noBuild = { recursive: true, filter: (src) => !src.includes(`${path.sep}.next`) };
+  fs.cpSync(path.join(E2E, 'apps/kline'), devCopy, noBuild);
+  fs.cpSync(path.join(E2E, 'apps/shared'), path.join(tmp, 'shared'), noBuild);
   fs.symlinkSync(path.join(E2E, 'node_modules'), path.join(tmp, 'node_modules'), 'dir');
   started.klineDev = spawnTracked('kline-dev', process.execPath, [NEXT_BIN, 'dev', '--webpack', '-p', String(ports.klineDev), '-H', '127.0.0.1'], {
     cwd: devCopy,

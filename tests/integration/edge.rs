@@ -44,7 +44,7 @@ async fn gateway() -> (Upstream, Gateway) {
         ],
     );
     let gw = Gateway::start(
-        "max_request_body_bytes: 1000\nmax_uri_bytes: 2048\nclient_body_timeout_ms: 1000",
+        "max_request_body_bytes: 1000\nmax_uri_bytes: 2048\nclient_body_timeout_ms: 1000\nkeepalive_timeout_seconds: 1",
         &[("r.yaml", &routes)],
     );
     (up, gw)
@@ -252,4 +252,34 @@ async fn slow_clients_do_not_starve_others() {
     assert_eq!(status(&reply), 408, "{reply}");
     assert!(reply.contains("\"error\":\"request_timeout\""), "{reply}");
     assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+/// A kept-alive connection that sends nothing more, or only part of its
+/// next request's head, is closed after `keepalive_timeout_seconds`
+/// (Pingora alone would keep both forever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idle_and_stalled_keep_alive_connections_are_closed() {
+    let (_up, gw) = gateway().await;
+    for next in ["", "GET /x HTTP/1.1\r\nHost: a\r\nX-Slow: "] {
+        let mut s = TcpStream::connect(gw.addr).unwrap();
+        s.write_all(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = [0u8; 65536];
+        let n = s.read(&mut buf).unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        s.write_all(next.as_bytes()).unwrap();
+        let started = Instant::now();
+        let closed = loop {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => break true,
+                Ok(_) => continue,
+            }
+        };
+        assert!(closed);
+        let idle = started.elapsed();
+        assert!(
+            idle >= Duration::from_millis(900) && idle < Duration::from_secs(8),
+            "closed after {idle:?} with {next:?} pending"
+        );
+    }
 }

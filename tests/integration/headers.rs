@@ -144,6 +144,9 @@ async fn responses_get_security_headers_and_lose_server_banners() {
     assert_eq!(r.status, 200);
     assert_eq!(r.header("server"), None);
     assert_eq!(r.header("x-powered-by"), None);
+    // The app's `Keep-Alive: timeout=5` is about its connection to the gateway.
+    assert_eq!(r.header("keep-alive"), None);
+    assert_eq!(r.header("connection"), Some("close"));
     assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
     assert_eq!(r.header("x-frame-options"), Some("SAMEORIGIN"));
     assert_eq!(

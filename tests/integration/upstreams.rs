@@ -182,3 +182,45 @@ async fn reset_timeout_and_no_healthy_backend() {
         (504, Some("gateway_timeout"))
     );
 }
+
+/// Answers the first request of each connection with keep-alive, then
+/// closes the connection when the second request arrives, unanswered: what
+/// a backend does when its keep-alive timeout fires as a request comes in.
+fn one_request_per_connection_server() -> SocketAddr {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                if conn.read(&mut buf).unwrap_or(0) == 0 {
+                    return;
+                }
+                let _ = conn.write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: keep-alive\r\n\r\nok",
+                );
+                let _ = conn.read(&mut buf);
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reused_connection_closed_by_the_backend_is_retried_on_it() {
+    let addr = one_request_per_connection_server();
+    let gw = pool_gateway(&[addr], "retries: 0\nhealth_check: {interval_ms: 60000}");
+    for i in 0..5 {
+        let r = client().get(gw.url("/p/x")).send().await.unwrap();
+        let status = r.status();
+        let body = r.text().await.unwrap();
+        assert_eq!(
+            (status.as_u16(), body.as_str()),
+            (200, "ok"),
+            "request {i}\n{}",
+            gw.log()
+        );
+    }
+}

@@ -1,14 +1,8 @@
+import RootLayout from '../../shared/layout.js';
 import './globals.css';
 
 export const metadata = { title: 'Admin portal (gatehouse e2e)' };
 
-export default function RootLayout({ children }) {
-  return (
-    <html lang="en">
-      <body>
-        <header className="bar">Admin portal — behind gatehouse</header>
-        <main>{children}</main>
-      </body>
-    </html>
-  );
+export default function Layout({ children }) {
+  return <RootLayout name="Admin portal">{children}</RootLayout>;
 }

@@ -1,28 +1,20 @@
-import Link from 'next/link';
-import { headers } from 'next/headers';
+import IdentityPage from '../../shared/identity-page.js';
+import HeaderValue from '../../shared/header-value.js';
 
-// Server-rendered on every request: shows the identity the gateway verified
-// and forwarded (never a client-sent copy: the gateway strips those).
+// Server-rendered on every request (see apps/shared/identity-page.js).
 export const dynamic = 'force-dynamic';
 
-export default async function Home() {
-  const h = await headers();
+export default function Home() {
+  const links = (
+    <>
+      <a href="/admin/api/whoami">whoami API</a> · <a href="/kline">kline-service</a>
+    </>
+  );
   return (
-    <section>
-      <h1>Admin portal</h1>
+    <IdentityPage title="Admin portal" links={links}>
       <p>
-        X-User-Id: <strong id="user-id">{h.get('x-user-id') ?? '(none)'}</strong>
+        X-Request-Id: <HeaderValue name="x-request-id" id="request-id" as="code" />
       </p>
-      <p>
-        X-User-Scopes: <strong id="user-scopes">{h.get('x-user-scopes') ?? '(none)'}</strong>
-      </p>
-      <p>
-        X-Request-Id: <code id="request-id">{h.get('x-request-id') ?? '(none)'}</code>
-      </p>
-      <nav>
-        <Link href="/stream">streaming page</Link> · <a href="/admin/api/whoami">whoami API</a> ·{' '}
-        <a href="/kline">kline-service</a>
-      </nav>
-    </section>
+    </IdentityPage>
   );
 }
