@@ -62,6 +62,10 @@
 #   H2=1               add the HTTP/2-over-TLS rows (h2load -c CONNECTIONS -m 10
 #                      against nginx-proxy and gatehouse, when selected); 0: off
 #   H2_STREAMS=10      h2load -m (concurrent streams per connection)
+#   HALF=1             latency at half of max load (SPEC §7's added-p99 target):
+#                      h2load --h1 --rps at half of gatehouse-full's (else
+#                      gatehouse's) median req/s, against direct and each
+#                      HTTP/1.1 target; 0: off (needs h2load)
 #   SCALE=1            the 10,000-connection test of the plain gatehouse; 0: off
 #   SCALE_CONNS=10000  how many idle connections it opens
 #   KEEP_TMP=1         keep the temp dir (configs, logs, raw wrk output)
@@ -82,6 +86,7 @@ GATEHOUSE_ACCESS_LOG=${GATEHOUSE_ACCESS_LOG:-off}
 H2=${H2:-1}
 H2_STREAMS=${H2_STREAMS:-10}
 SCALE=${SCALE:-1}
+HALF=${HALF:-1}
 SCALE_CONNS=${SCALE_CONNS:-10000}
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -917,6 +922,35 @@ for target in "${RUN_TARGETS[@]}"; do
     printf '%s\t%s\n' "$target" "$(rss_kb "${pids[@]}")"
 done >"$RSS_TSV"
 
+# HALF=1: each HTTP/1.1 target at a fixed rate, half of the max req/s the
+# rounds measured for gatehouse-full (else gatehouse), with h2load --h1 --rps
+# (wrk cannot pace); p50/p99 from h2load's per-request log.
+HALF_TSV=$TMP/half.tsv
+: >"$HALF_TSV"
+if ((HALF)) && selected direct && command -v h2load >/dev/null 2>&1; then
+    half_base=gatehouse-full
+    selected gatehouse-full || half_base=gatehouse
+    if selected "$half_base"; then
+        max_rps=$(awk -F'\t' -v t="$half_base" '$2 == t {print $3}' "$ROUNDS_TSV" | sort -n |
+            awk '{v[NR] = $1} END {print int(NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2)}')
+        per_conn=$(((max_rps / 2 + CONNECTIONS - 1) / CONNECTIONS))
+        log "half load: $((per_conn * CONNECTIONS)) req/s (half of $half_base's $max_rps), ${DURATION}s per target"
+        for target in "${RUN_TARGETS[@]}"; do
+            is_h2 "$target" && continue
+            out=$TMP/half-$target.txt
+            auth=()
+            is_protected "$target" && auth=(-H "authorization: Bearer $(token_of "$target")")
+            timeout --kill-after=5 $((DURATION + 30)) h2load --h1 -t "$WRK_THREADS" -c "$CONNECTIONS" \
+                --rps="$per_conn" -D "$DURATION" --log-file="$out.log" "${auth[@]}" \
+                "http://127.0.0.1:$(port_of "$target")${URL_PATH[$target]}" >"$out" 2>&1 ||
+                die "h2load --h1 against $target failed: $(tail -n3 "$out")"
+            read -r rps p50 p99 reqs non2xx sockerr < <(parse_wrk "$out")
+            printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$target" "$((per_conn * CONNECTIONS))" "$rps" "$p50" "$p99" \
+                "$((non2xx + sockerr))" >>"$HALF_TSV"
+        done
+    fi
+fi
+
 # SCALE=1: SCALE_CONNS idle keep-alive connections to the plain gatehouse
 # (one GET each, then held open by benches/conns.py), RSS with them, and one
 # wrk run of DURATION seconds while they stay open.
@@ -1183,6 +1217,23 @@ non-2xx/3xx responses plus socket errors summed over the rounds.
 
 {raw}""")
 PY
+
+if [[ -s $HALF_TSV ]]; then
+    python3 - "$HALF_TSV" >>"$REPORT" <<'PY'
+import sys
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
+direct = {r[0]: float(r[4]) for r in rows}.get("direct")
+print("\n## Latency at half load\n")
+print("SPEC §7: added p99 vs direct ≤ 1 ms at half of max load. Each HTTP/1.1 target at "
+      "the same fixed rate (h2load --h1 --rps, %s requests/s offered, half of the max measured "
+      "above), %s keep-alive connections.\n" % (rows[0][1], "the same"))
+print("| target | req/s offered | req/s done | p50 ms | p99 ms | added p99 vs direct ms | errors |")
+print("|---|---|---|---|---|---|---|")
+for t, offered, rps, p50, p99, errs in rows:
+    added = "%+.3f" % (float(p99) - direct) if direct is not None and t != "direct" else ""
+    print("| %s | %s | %.0f | %s | %s | %s | %s |" % (t, offered, float(rps), p50, p99, added, errs))
+PY
+fi
 
 cat "$REPORT"
 cp "$REPORT" "$RESULTS_DIR/latest.md"
