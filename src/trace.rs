@@ -5,7 +5,7 @@
 //! `traceparent` keeps its trace id and flags and gets the gateway's own
 //! span id as parent; without one, a new trace starts.
 
-use std::fmt::Write;
+use http::HeaderValue;
 
 /// Longest client request id kept.
 const MAX_REQUEST_ID: usize = 128;
@@ -14,7 +14,11 @@ const MAX_REQUEST_ID: usize = 128;
 pub fn request_id(client: Option<&[u8]>) -> String {
     match client {
         Some(id) if is_sane_id(id) => String::from_utf8_lossy(id).into_owned(),
-        _ => hex_id(fastrand::u128(..), 32),
+        _ => {
+            let mut hex = [0u8; 32];
+            write_hex(&mut hex, fastrand::u128(..));
+            ascii(&hex).to_string()
+        }
     }
 }
 
@@ -26,27 +30,34 @@ fn is_sane_id(id: &[u8]) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
-fn hex_id(v: u128, digits: usize) -> String {
-    let mut s = String::with_capacity(digits);
-    let _ = write!(s, "{v:0width$x}", width = digits);
-    s
+/// Writes the low `out.len()` hex digits of `v`, lower case, zero-padded.
+fn write_hex(out: &mut [u8], mut v: u128) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in out.iter_mut().rev() {
+        *b = DIGITS[(v & 15) as usize];
+        v >>= 4;
+    }
 }
 
-/// The trace context this hop forwards.
+/// `bytes` as text: only ever called on ASCII hex digits.
+fn ascii(bytes: &[u8]) -> &str {
+    std::str::from_utf8(bytes).unwrap_or_default()
+}
+
+/// The trace context this hop forwards, held inline (no heap): it is made
+/// for every request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TraceContext {
-    /// 32 hex digits, shared by every hop of the trace.
-    pub trace_id: String,
-    /// 16 hex digits: the gateway's span, parent of the upstream's.
-    pub span_id: String,
-    /// Trace flags (`01` = sampled).
-    pub flags: String,
+    trace_id: [u8; 32],
+    span_id: [u8; 16],
+    flags: [u8; 2],
 }
 
 impl TraceContext {
     /// Continues the client's trace if its `traceparent` is valid, else starts one.
     pub fn continue_or_start(traceparent: Option<&[u8]>) -> TraceContext {
-        let span_id = hex_id(fastrand::u64(1..) as u128, 16);
+        let mut span_id = [0u8; 16];
+        write_hex(&mut span_id, u128::from(fastrand::u64(1..)));
         if let Some((trace_id, flags)) = traceparent.and_then(parse_traceparent) {
             return TraceContext {
                 trace_id,
@@ -54,21 +65,40 @@ impl TraceContext {
                 flags,
             };
         }
+        let mut trace_id = [0u8; 32];
+        write_hex(&mut trace_id, fastrand::u128(1..));
         TraceContext {
-            trace_id: hex_id(fastrand::u128(1..), 32),
+            trace_id,
             span_id,
-            flags: "01".into(),
+            flags: *b"01",
         }
     }
 
+    /// 32 hex digits, shared by every hop of the trace.
+    pub fn trace_id(&self) -> &str {
+        ascii(&self.trace_id)
+    }
+
+    /// 16 hex digits: the gateway's span, parent of the upstream's.
+    pub fn span_id(&self) -> &str {
+        ascii(&self.span_id)
+    }
+
     /// The `traceparent` header value for the upstream request.
-    pub fn header(&self) -> String {
-        format!("00-{}-{}-{}", self.trace_id, self.span_id, self.flags)
+    pub fn header(&self) -> HeaderValue {
+        let mut v = [0u8; 55];
+        v[..3].copy_from_slice(b"00-");
+        v[3..35].copy_from_slice(&self.trace_id);
+        v[35] = b'-';
+        v[36..52].copy_from_slice(&self.span_id);
+        v[52] = b'-';
+        v[53..].copy_from_slice(&self.flags);
+        HeaderValue::from_bytes(&v).expect("hex digits and dashes are a valid header value")
     }
 }
 
 /// Trace id and flags of a valid version-00 `traceparent`.
-fn parse_traceparent(v: &[u8]) -> Option<(String, String)> {
+fn parse_traceparent(v: &[u8]) -> Option<([u8; 32], [u8; 2])> {
     let s = std::str::from_utf8(v).ok()?.trim();
     let mut parts = s.split('-');
     let (version, trace, parent, flags) =
@@ -83,7 +113,11 @@ fn parse_traceparent(v: &[u8]) -> Option<(String, String)> {
         && hex(flags, 2)
         && trace.bytes().any(|b| b != b'0')
         && parent.bytes().any(|b| b != b'0');
-    valid.then(|| (trace.to_string(), flags.to_string()))
+    Some((
+        trace.as_bytes().try_into().ok()?,
+        flags.as_bytes().try_into().ok()?,
+    ))
+    .filter(|_| valid)
 }
 
 #[cfg(test)]
@@ -103,11 +137,13 @@ mod tests {
     fn traceparent_is_continued_or_started() {
         let incoming = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         let t = TraceContext::continue_or_start(Some(incoming));
-        assert_eq!(t.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
-        assert_ne!(t.span_id, "00f067aa0ba902b7");
-        assert!(t
-            .header()
-            .starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
+        assert_eq!(t.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_ne!(t.span_id(), "00f067aa0ba902b7");
+        let header = t.header();
+        let header = header.to_str().unwrap();
+        assert!(header.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
+        assert_eq!(&header[36..52], t.span_id());
+        assert!(header.ends_with("-01"));
         for bad in [
             &b"00-00000000000000000000000000000000-00f067aa0ba902b7-01"[..],
             b"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
@@ -115,7 +151,8 @@ mod tests {
             b"garbage",
         ] {
             let t = TraceContext::continue_or_start(Some(bad));
-            assert_ne!(t.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+            assert_ne!(t.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
+            assert_eq!(t.trace_id().len(), 32);
             assert_eq!(t.header().len(), 55);
         }
     }

@@ -16,7 +16,7 @@ pub fn line(session: &Session, ctx: &RequestCtx, status: u16, redact: &[String])
     let mut l = Line::new();
     l.str("time", &rfc3339_now())
         .str("request_id", &ctx.request_id)
-        .opt("trace_id", ctx.trace.as_ref().map(|t| t.trace_id.as_str()))
+        .opt("trace_id", ctx.trace.as_ref().map(|t| t.trace_id()))
         .opt(
             "client_ip",
             ctx.client_ip.map(|ip| ip.to_string()).as_deref(),

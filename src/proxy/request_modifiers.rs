@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 
 use http::header::{self, HeaderName};
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 use pingora_core::Result;
 use pingora_http::RequestHeader;
 
@@ -93,8 +93,7 @@ fn strip_hop_by_hop(req: &mut RequestHeader) {
         && connection_tokens(&req.headers).any(|t| t.eq_ignore_ascii_case("upgrade"));
     let listed: Vec<HeaderName> = connection_tokens(&req.headers)
         .filter(|t| !(upgrade && t.eq_ignore_ascii_case("upgrade")))
-        .filter_map(|t| HeaderName::try_from(t).ok())
-        .filter(|n| !is_framing(n))
+        .filter_map(listed_header)
         .collect();
     for name in listed {
         req.remove_header(&name);
@@ -149,8 +148,18 @@ fn strip_underscore_spellings(req: &mut RequestHeader, route: &Route) {
 }
 
 /// Framing headers are Pingora's to manage, never removed by name games.
-pub(super) fn is_framing(name: &HeaderName) -> bool {
+fn is_framing(name: &HeaderName) -> bool {
     name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING || name == header::HOST
+}
+
+/// The header a `Connection` token names, if it is one to remove: not a
+/// framing header, and not the `close`/`keep-alive` options every browser
+/// sends (checked first, so the common request parses no name).
+pub(super) fn listed_header(token: &str) -> Option<HeaderName> {
+    if token.eq_ignore_ascii_case("close") || token.eq_ignore_ascii_case("keep-alive") {
+        return None;
+    }
+    HeaderName::try_from(token).ok().filter(|n| !is_framing(n))
 }
 
 /// The header names listed in `Connection` (RFC 9110 §7.6.1).
@@ -187,19 +196,16 @@ fn forwarded_headers(
     };
     req.insert_header("x-forwarded-for", xff)?;
     if !(trusted && req.headers.contains_key("x-forwarded-proto")) {
-        req.insert_header("x-forwarded-proto", if ctx.tls { "https" } else { "http" })?;
+        let proto = HeaderValue::from_static(if ctx.tls { "https" } else { "http" });
+        req.insert_header("x-forwarded-proto", proto)?;
     }
     if !(trusted && req.headers.contains_key("x-forwarded-host")) {
-        let host = req
-            .uri
-            .authority()
-            .map(|a| a.as_str().to_string())
-            .or_else(|| {
-                req.headers
-                    .get(header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .map(str::to_string)
-            });
+        // The Host value is shared, not copied; an absolute-form target's
+        // authority (checked equal to Host already) is the rare copy.
+        let host = match req.uri.authority() {
+            Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+            None => req.headers.get(header::HOST).cloned(),
+        };
         match host {
             Some(h) => req.insert_header("x-forwarded-host", h)?,
             None => {

@@ -1,11 +1,11 @@
 //! `response_filter`'s edits: what the client receives.
 
 use http::header::{self, HeaderName};
-use http::StatusCode;
+use http::{HeaderValue, StatusCode};
 use pingora_core::Result;
 use pingora_http::ResponseHeader;
 
-use super::request_modifiers::{connection_tokens, is_framing};
+use super::request_modifiers::{connection_tokens, listed_header};
 use crate::config::{Route, Settings};
 
 /// HSTS sent on TLS listeners: one year, subdomains included.
@@ -45,8 +45,7 @@ pub fn prepare(
 fn strip_hop_by_hop(resp: &mut ResponseHeader) {
     if resp.status != StatusCode::SWITCHING_PROTOCOLS {
         let listed: Vec<HeaderName> = connection_tokens(&resp.headers)
-            .filter_map(|t| HeaderName::try_from(t).ok())
-            .filter(|n| !is_framing(n))
+            .filter_map(listed_header)
             .collect();
         for name in listed {
             resp.remove_header(&name);
@@ -69,7 +68,7 @@ pub fn add_security_headers(resp: &mut ResponseHeader, tls: bool) -> Result<()> 
     let count = if tls { 4 } else { 3 };
     for (name, value) in &DEFAULTS[..count] {
         if !resp.headers.contains_key(*name) {
-            resp.insert_header(*name, *value)?;
+            resp.insert_header(*name, HeaderValue::from_static(value))?;
         }
     }
     Ok(())

@@ -815,9 +815,18 @@ async function stepHmr() {
     });
     check(anon.status === 401, `WebSocket upgrade of the HMR path without cookie: ${anon.status} (expected 401)`);
     // React state that a full reload would lose
-    await page.locator('#hmr-clicks').click();
-    await page.locator('#hmr-clicks').click();
-    check((await page.locator('#hmr-clicks').textContent()) === 'clicked 2', 'click counter did not count');
+    // A click before hydration has no handler yet: click until React counts it.
+    const button = page.locator('#hmr-clicks');
+    await waitFor('the dev page to hydrate (a click on #hmr-clicks counted)', async () => {
+      if ((await button.textContent()) === 'clicked 0') await button.click();
+      await sleep(100);
+      return (await button.textContent()) === 'clicked 1';
+    }, { timeoutMs: 30000, proc: started.klineDev });
+    await button.click();
+    await page
+      .locator('#hmr-clicks', { hasText: 'clicked 2' })
+      .waitFor({ timeout: 10000 })
+      .catch(() => fail('click counter did not count'));
     await page.evaluate(() => {
       window.__e2eNoReload = 'still here';
     });
