@@ -550,15 +550,17 @@ async fn tokenginx_over_mutual_tls() {
     let dir = tempfile::tempdir().unwrap();
     crate::common::make_pki(dir.path());
     let port = crate::common::free_port().to_string();
-    let mut redis = std::process::Command::new("redis-server")
-        .current_dir(dir.path())
-        .args(["--port", "0", "--tls-port", &port, "--bind", "127.0.0.1"])
-        .args(["--save", "", "--tls-auth-clients", "yes"])
-        .args(["--tls-cert-file", "srv.pem", "--tls-key-file", "srv.key"])
-        .args(["--tls-ca-cert-file", "ca.pem"])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("redis-server is needed: apt-get install -y redis-server");
+    let _redis = crate::common::Killed(
+        std::process::Command::new("redis-server")
+            .current_dir(dir.path())
+            .args(["--port", "0", "--tls-port", &port, "--bind", "127.0.0.1"])
+            .args(["--save", "", "--tls-auth-clients", "yes"])
+            .args(["--tls-cert-file", "srv.pem", "--tls-key-file", "srv.key"])
+            .args(["--tls-ca-cert-file", "ca.pem"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is needed: apt-get install -y redis-server"),
+    );
     let cli = |args: &[&str]| {
         std::process::Command::new("redis-cli")
             .current_dir(dir.path())
@@ -602,6 +604,4 @@ async fn tokenginx_over_mutual_tls() {
         let (status, _, body) = call(&gw, "/sess/x", &token, &[]).await;
         assert!(settled && status == want, "tls {tls}: {status} {body}\n{}", gw.log());
     }
-    let _ = redis.kill();
-    let _ = redis.wait();
 }

@@ -458,6 +458,17 @@ pub fn make_pki(dir: &Path) {
     }
 }
 
+/// A child process killed (and reaped) when dropped, also when the test
+/// fails, so a panicking test never leaves its peer running.
+pub struct Killed(pub std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The admin service's `/metrics` text.
 pub async fn metrics_text(gw: &Gateway) -> String {
     client()

@@ -5,21 +5,12 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{bin, get_json};
-
-struct Demo(std::process::Child);
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use crate::common::{bin, get_json, Killed};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn demo_serves_the_reference_deployment() {
     let conf = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf.yaml");
-    let mut demo = Demo(
+    let mut demo = Killed(
         Command::new(bin())
             .args(["demo", "-c"])
             .arg(&conf)

@@ -1,9 +1,9 @@
 //! HTTP/2: h2 over TLS (ALPN), h2c on plain listeners, and gRPC through
 //! the gateway to a real gRPC server (Python grpcio) over h2c.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
-use crate::common::{free_port, route_file, Gateway, Upstream};
+use crate::common::{free_port, route_file, Gateway, Killed, Upstream};
 
 /// A gRPC server: `/echo.Echo/Say` answers the request bytes reversed,
 /// `/echo.Echo/Missing` fails with NOT_FOUND (a status in the trailers).
@@ -41,15 +41,6 @@ except grpc.RpcError as e:
     print("status", e.code().name, e.details())
 "#;
 
-struct Py(Child);
-
-impl Drop for Py {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn python(script: &str, args: &[&str]) -> Command {
     let mut c = Command::new("python3");
     c.arg("-c").arg(script).args(args);
@@ -64,10 +55,12 @@ async fn grpc_through_the_gateway() {
         "grpcio is needed: pip install grpcio"
     );
     let port = free_port();
-    let mut server = Py(python(SERVER, &[&port.to_string()])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap());
+    let mut server = Killed(
+        python(SERVER, &[&port.to_string()])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let mut line = String::new();
     std::io::BufRead::read_line(
         &mut std::io::BufReader::new(server.0.stdout.take().unwrap()),

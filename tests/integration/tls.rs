@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 
 use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
 
-use crate::common::{eventually, make_pki, route_file, self_signed, Gateway, Upstream};
+use crate::common::{eventually, make_pki, route_file, self_signed, Gateway, Killed, Upstream};
 
 /// Subject CN and serial of the certificate the server presents for `sni`.
 fn presented(addr: SocketAddr, sni: Option<&str>) -> (String, String) {
@@ -184,14 +184,4 @@ routes:
     // The backend refuses the handshake without a client certificate
     // (a reset or a stalled handshake, depending on its TLS stack).
     assert!(matches!(r.status, 502 | 504), "{}", r.status);
-}
-
-/// Kills the child process when dropped, also when a test fails.
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
