@@ -54,6 +54,7 @@ use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
 use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
+use pingora_proxy::HttpProxy;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
@@ -63,6 +64,7 @@ use crate::config::reload::Reloader;
 use crate::config::ConfigErrors;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
+use crate::proxy::connection::ProxyApp;
 use crate::proxy::Gateway;
 use crate::supervisor::Supervisor;
 use crate::tls::{CertStore, SniCallbacks};
@@ -130,14 +132,21 @@ pub fn build_server(conf_path: &Path, flags: RunFlags) -> Result<Server, ConfigE
     let mut server = Server::new_with_opt_and_conf(opt, pingora_conf);
     server.bootstrap();
 
-    let mut proxy = pingora_proxy::http_proxy_service_with_name(
-        &server.configuration,
+    let mut gateway = HttpProxy::new(
         Gateway::new(
             Arc::clone(&live),
             Arc::clone(&metrics),
             Arc::clone(&lifecycle),
         ),
-        "gatehouse proxy",
+        Arc::clone(&server.configuration),
+    );
+    gateway.handle_init_modules();
+    let mut options = HttpServerOptions::default();
+    options.h2c = h2c;
+    gateway.server_options = Some(options);
+    let mut proxy = Service::new(
+        "gatehouse proxy".to_string(),
+        ProxyApp::new(gateway, Arc::clone(&live)),
     );
     for l in &listeners {
         let addr = l.addr.to_string();
@@ -159,11 +168,6 @@ pub fn build_server(conf_path: &Path, flags: RunFlags) -> Result<Server, ConfigE
                 proxy.add_listener(ListenerConfig::tcp(addr).tls(tls).l4_buffer(TLS_BUFFERS));
             }
         }
-    }
-    if let Some(app) = proxy.app_logic_mut() {
-        let mut options = HttpServerOptions::default();
-        options.h2c = h2c;
-        app.server_options = Some(options);
     }
     server.add_service(proxy);
 

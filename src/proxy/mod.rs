@@ -9,7 +9,10 @@
 //! | `response_filter` | [`response_modifiers`] — security headers |
 //! | `fail_to_connect` / `fail_to_proxy` | passive health, retries, [`crate::reject`] |
 //! | `logging` | [`crate::metrics`], [`log_line`] |
+//!
+//! [`connection`] holds the service's connection loop around it.
 
+pub mod connection;
 pub mod ctx;
 pub mod log_line;
 pub mod request_filters;

@@ -12,6 +12,7 @@ mod edge;
 mod fuzz_regressions;
 mod headers;
 mod http2;
+mod keepalive;
 mod lifecycle;
 mod limits;
 mod observability;
