@@ -1,20 +1,19 @@
 //! Criterion micro benchmarks of the per-request hot paths.
 //!
 //! Run: `cargo bench --bench micro` (see benches/MICRO.md for a short run
-//! and the last measured medians). Nothing here starts a server or opens a
-//! socket: every group times library code in process.
+//! and the last measured medians). Every group times library code in
+//! process; only `tokenginx` starts a server, a `redis-server` on a free
+//! loopback port standing in for TokenginX.
 //!
 //! | group | what one iteration is |
 //! |---|---|
 //! | `route_match` | `RouteTable::lookup` at 10 / 1k / 10k routes; `normalize` of a plain and a messy path |
 //! | `jwt_verify_cold` | `jsonwebtoken::decode` per algorithm (the signature check the gateway does), and `Verifier::verify` HS256 end to end |
 //! | `jwt_verify_cached` | `TokenCache::get` hit (and miss) for a 600-byte token |
+//! | `tokenginx` | `Tokenginx::session` answered from its cache, and the same lookup going to a real `redis-server` |
 //! | `rate_limit_local` | `LocalStore::decide` vs `pingora_limits::rate::Rate::observe`, one hot key and 100k keys |
 //! | `upstream_request` | `request_modifiers::prepare` on a typical browser request |
 //! | `access_log` | one 19-field `access_log::Line`, and `rfc3339_now` |
-//!
-//! TokenginX's cache hit is not measured: its cache is private and only
-//! filled by an answer from a live TokenginX (Redis) server.
 
 use std::future::Future;
 use std::hint::black_box;
@@ -38,8 +37,11 @@ use serde_json::{json, Value};
 
 use gatehouse::access_log::{redacted_target, rfc3339_now, Line};
 use gatehouse::auth::jwt::{Issuer, IssuerKeys, Verifier};
+use gatehouse::auth::template::Template;
 use gatehouse::auth::token_cache::TokenCache;
+use gatehouse::auth::tokenginx::{LookupMetrics, Tokenginx, TokenginxSettings, Verdict};
 use gatehouse::auth::Identity;
+use gatehouse::config::auth_file::OnError;
 use gatehouse::lifecycle::{InFlight, Lifecycle};
 use gatehouse::limit::gcra::{Bucket, Decision};
 use gatehouse::limit::local::LocalStore;
@@ -287,6 +289,109 @@ fn bench_jwt_cached(c: &mut Criterion) {
     });
     g.bench_function(format!("token_cache_get_miss/{}B", other.len()), |b| {
         b.iter(|| cache.get(black_box(&other), now))
+    });
+    g.finish();
+}
+
+// ---------------------------------------------------------------- TokenginX
+
+/// A `redis-server` standing in for TokenginX on a free loopback port;
+/// stopped when dropped.
+struct TokenginxServer {
+    child: std::process::Child,
+    url: String,
+}
+
+impl TokenginxServer {
+    fn start() -> TokenginxServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("the tokenginx group needs redis-server: apt-get install -y redis-server");
+        let server = TokenginxServer {
+            child,
+            url: format!("redis://127.0.0.1:{port}"),
+        };
+        let client = redis::Client::open(server.url.as_str()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while client.get_connection().is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+}
+
+impl Drop for TokenginxServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A TokenginX client of `server` that keeps answers for `cache_ttl`.
+fn tokenginx(server: &TokenginxServer, cache_ttl: Duration) -> Arc<Tokenginx> {
+    let metrics = Metrics::new();
+    let m = &metrics.tokenginx_lookups;
+    let settings = TokenginxSettings {
+        client: redis::Client::open(server.url.as_str()).unwrap(),
+        session_key: Template::parse("oauth:token:{jti}", &["jti"]).unwrap(),
+        opaque_key: Template::parse("oauth:token:{token}", &["token"]).unwrap(),
+        timeout: Duration::from_millis(500),
+        cache_ttl,
+        cache_entries: 10_000,
+        on_error: OnError::Deny,
+        forward: Vec::new(),
+    };
+    let lookups = LookupMetrics {
+        found: m.with_label_values(&["found"]),
+        missing: m.with_label_values(&["missing"]),
+        error: m.with_label_values(&["error"]),
+        cached: m.with_label_values(&["cached"]),
+        duration: metrics.tokenginx_lookup_duration.clone(),
+    };
+    Arc::new(Tokenginx::new(settings, lookups))
+}
+
+fn bench_tokenginx(c: &mut Criterion) {
+    const KEY: &str = "oauth:token:3f9c2b4e-5d1a-4c8e-9b7f-2a6d8e0c1f34";
+    let server = TokenginxServer::start();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let cached = tokenginx(&server, Duration::from_secs(3600));
+    let uncached = tokenginx(&server, Duration::ZERO);
+    rt.block_on(async {
+        cached.start();
+        uncached.start();
+        let mut conn = redis::Client::open(server.url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let _: () = redis::cmd("SET")
+            .arg(KEY)
+            .arg("{}")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        // The first lookup goes to the server and fills the cache.
+        assert!(matches!(cached.session(KEY).await, Verdict::Found(_)));
+        assert!(matches!(uncached.session(KEY).await, Verdict::Found(_)));
+    });
+    let mut g = c.benchmark_group("tokenginx");
+    g.bench_function("session_cache_hit", |b| {
+        b.iter(|| ready(cached.session(black_box(KEY))))
+    });
+    g.bench_function("session_redis_round_trip", |b| {
+        b.iter(|| rt.block_on(uncached.session(black_box(KEY))))
     });
     g.finish();
 }
@@ -608,6 +713,7 @@ criterion_group!(
     bench_routing,
     bench_jwt_cold,
     bench_jwt_cached,
+    bench_tokenginx,
     bench_rate_limit,
     bench_upstream_request,
     bench_access_log

@@ -99,6 +99,23 @@ async fn requests_after_an_idle_wait_arrive_whole() {
     assert!(body.contains("\"body_bytes\":5"), "{body}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_first_request_shorter_than_the_h2_preface_is_answered() {
+    // h2c is on by default: Pingora's own loop waited for the 24 bytes of
+    // the HTTP/2 preface before it looked at an HTTP/1 request.
+    let (_up, gw) = gateway("").await;
+    let mut s = TcpStream::connect(gw.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let mut reply = [0u8; 64];
+    let n = s.read(&mut reply).expect("no answer to an 18-byte request");
+    assert!(
+        reply[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&reply[..n])
+    );
+}
+
 /// Resident memory of process `pid` in KiB.
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
