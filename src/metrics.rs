@@ -7,6 +7,8 @@
 
 use std::sync::{Arc, OnceLock};
 
+use crate::auth::Reason;
+
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -76,6 +78,8 @@ pub struct RouteMetrics {
     pub upstream_duration: Histogram,
     /// Retries counter of the route's upstream.
     pub retries: IntCounter,
+    /// `gatehouse_auth_failures_total` of the route, by reason.
+    pub auth_failures: Arc<AuthFailureCounters>,
 }
 
 impl Metrics {
@@ -252,6 +256,11 @@ impl Metrics {
             duration: self.request_duration.with_label_values(&[route]),
             upstream_duration: self.upstream_duration.with_label_values(&[route, upstream]),
             retries: self.upstream_retries.with_label_values(&[upstream]),
+            auth_failures: Arc::new(AuthFailureCounters {
+                route: route.to_string(),
+                family: self.auth_failures.clone(),
+                slots: Default::default(),
+            }),
         }
     }
 
@@ -305,6 +314,28 @@ pub fn method_index(method: &http::Method) -> usize {
         http::Method::CONNECT => 7,
         http::Method::TRACE => 8,
         _ => 9,
+    }
+}
+
+/// `gatehouse_auth_failures_total` of one route. A reason's counter is
+/// looked up in the family on the route's first refusal for that reason,
+/// then kept: a flood of refused requests only increments an atomic, and
+/// reasons that never happen add no series.
+pub struct AuthFailureCounters {
+    route: String,
+    family: IntCounterVec,
+    slots: [OnceLock<IntCounter>; Reason::COUNT],
+}
+
+impl AuthFailureCounters {
+    /// Counts one refusal.
+    pub fn inc(&self, reason: Reason) {
+        self.slots[reason as usize]
+            .get_or_init(|| {
+                self.family
+                    .with_label_values(&[&self.route, reason.as_str()])
+            })
+            .inc();
     }
 }
 

@@ -71,6 +71,9 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// How many reasons there are (`Reason::Ip` is the last).
+    pub const COUNT: usize = Reason::Ip as usize + 1;
+
     /// The metric label value.
     pub fn as_str(self) -> &'static str {
         match self {

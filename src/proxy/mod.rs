@@ -163,7 +163,7 @@ impl ProxyHttp for Gateway {
             .as_downstream_mut()
             .set_read_timeout(Some(runtime.settings.client_body_timeout));
         ctx.runtime = Some(runtime);
-        match request_filters::admit(session, ctx, &self.metrics).await {
+        match request_filters::admit(session, ctx).await {
             Ok(()) => Ok(false),
             Err(r) => {
                 self.reject(session, ctx, r).await?;

@@ -13,7 +13,6 @@ use crate::auth::{Failure, Identity, Reason};
 use crate::client_ip::client_ip;
 use crate::config::{Route, Runtime};
 use crate::limit::{Refusal, RequestKeys};
-use crate::metrics::Metrics;
 use crate::reject::Rejection;
 use crate::routing::{host_key, normalize};
 use crate::trace::{request_id, TraceContext};
@@ -29,11 +28,7 @@ use crate::trace::{request_id, TraceContext};
 /// 7. authentication and authorization (401/302, 403, 503) — crypto and
 ///    TokenginX lookups, skipped for whoever the limits above refused;
 /// 8. rate limits keyed by the verified user (429).
-pub async fn admit(
-    session: &Session,
-    ctx: &mut RequestCtx,
-    metrics: &Metrics,
-) -> Result<(), Rejection> {
+pub async fn admit(session: &Session, ctx: &mut RequestCtx) -> Result<(), Rejection> {
     let req = session.req_header();
     ctx.request_id = request_id(req.headers.get("x-request-id").map(|v| v.as_bytes()));
     ctx.trace = Some(TraceContext::continue_or_start(
@@ -70,10 +65,10 @@ pub async fn admit(
     ctx.route = Some(id);
     let route = &runtime.routes[id];
 
-    check_ip(route, client).inspect_err(|_| count_failure(metrics, route, Reason::Ip))?;
+    check_ip(route, client).inspect_err(|_| route.metrics.auth_failures.inc(Reason::Ip))?;
     check_declared_body(&runtime, session)?;
     limit(&runtime, route, ctx, req, false).await?;
-    ctx.identity = authenticate(req, &runtime, route, metrics).await?;
+    ctx.identity = authenticate(req, &runtime, route).await?;
     limit(&runtime, route, ctx, req, true).await
 }
 
@@ -103,25 +98,17 @@ async fn limit(
         })
 }
 
-fn count_failure(metrics: &Metrics, route: &Route, reason: Reason) {
-    metrics
-        .auth_failures
-        .with_label_values(&[route.name.as_str(), reason.as_str()])
-        .inc();
-}
-
 async fn authenticate(
     req: &RequestHeader,
     runtime: &Runtime,
     route: &Route,
-    metrics: &Metrics,
 ) -> Result<Option<Arc<Identity>>, Rejection> {
     let failure = match runtime.auth.check(req, &route.policy).await {
         Ok(identity) => return Ok(identity),
         Err(f) => f,
     };
     if let Some(reason) = failure.reason() {
-        count_failure(metrics, route, reason);
+        route.metrics.auth_failures.inc(reason);
     }
     Err(match failure {
         Failure::Unauthenticated(reason) => match &route.policy.login_redirect {
