@@ -127,6 +127,13 @@ for _ in $(seq 100); do
 done
 [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$GW_PORT/r0/x") == 200 ]] ||
     die "gatehouse did not come up: $(tail -5 "$TMP/gatehouse.log")"
+# Ready (the supervisor, which handles SIGHUP, is running) before the first reload.
+for _ in $(seq 100); do
+    [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$ADMIN_PORT/health/ready") == 200 ]] && break
+    sleep 0.1
+done
+[[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$ADMIN_PORT/health/ready") == 200 ]] ||
+    die "gatehouse never became ready: $(tail -5 "$TMP/gatehouse.log")"
 
 reloads_ok() {
     curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" |

@@ -95,6 +95,19 @@ const TLS_BUFFERS: L4BufferSettings = L4BufferSettings {
     write: None,
 };
 
+/// SIGHUP and SIGUSR1 end a process that has no handler for them, and the
+/// supervisor installs its handlers only once its runtime runs, after the
+/// listeners serve. Until then both are ignored: a reload asked for during
+/// start-up cannot kill the gateway, and the supervisor still notices files
+/// changed since the config was loaded.
+fn ignore_signals_until_supervised() {
+    for sig in [libc::SIGHUP, libc::SIGUSR1] {
+        // SAFETY: `signal` with `SIG_IGN` only sets the signal's
+        // disposition; no handler runs and no memory is shared.
+        unsafe { libc::signal(sig, libc::SIG_IGN) };
+    }
+}
+
 /// Loads `conf_path` and builds the server: the proxy on every listener,
 /// the admin service, and the supervisor. Config errors come back whole.
 pub fn build_server(conf_path: &Path, flags: RunFlags) -> Result<Server, ConfigErrors> {
@@ -129,6 +142,7 @@ pub fn build_server(conf_path: &Path, flags: RunFlags) -> Result<Server, ConfigE
         daemon: flags.daemon,
         ..Opt::default()
     };
+    ignore_signals_until_supervised();
     let mut server = Server::new_with_opt_and_conf(opt, pingora_conf);
     server.bootstrap();
 

@@ -32,6 +32,9 @@ pub struct Supervisor {
     reopen: Arc<Reopen>,
     phases: Mutex<Option<broadcast::Receiver<ExecutionPhase>>>,
     live: Arc<arc_swap::ArcSwap<crate::config::Runtime>>,
+    /// The config files as they were when the config was loaded, so an
+    /// edit made before the supervisor runs is still noticed.
+    loaded: Snapshot,
 }
 
 impl Supervisor {
@@ -43,13 +46,16 @@ impl Supervisor {
         reopen: Arc<Reopen>,
         phases: broadcast::Receiver<ExecutionPhase>,
     ) -> Supervisor {
-        Supervisor {
+        let mut supervisor = Supervisor {
             reloader,
             lifecycle,
             reopen,
             phases: Mutex::new(Some(phases)),
             live,
-        }
+            loaded: Vec::new(),
+        };
+        supervisor.loaded = snapshot(&supervisor.watched());
+        supervisor
     }
 }
 
@@ -68,7 +74,7 @@ impl BackgroundService for Supervisor {
         };
         let mut watch = tokio::time::interval(WATCH_INTERVAL);
         watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut seen = snapshot(&self.watched());
+        let mut seen = self.loaded.clone();
         loop {
             tokio::select! {
                 phase = phases.recv() => match phase {
@@ -133,9 +139,12 @@ impl Supervisor {
     }
 }
 
+/// Each watched file with its size and modification time (`None`: missing).
+type Snapshot = Vec<(PathBuf, Option<(u64, SystemTime)>)>;
+
 /// Size and modification time of each file (following symlinks, as
 /// Kubernetes ConfigMap volumes use them).
-fn snapshot(files: &[PathBuf]) -> Vec<(PathBuf, Option<(u64, SystemTime)>)> {
+fn snapshot(files: &[PathBuf]) -> Snapshot {
     files
         .iter()
         .map(|f| {

@@ -5,7 +5,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::common::{client, route_file, spawn_gateway, Gateway, Upstream};
+use std::net::SocketAddr;
+
+use crate::common::{
+    client, conf_yaml, free_port, raw, route_file, spawn_gateway, write_config, Gateway, Killed,
+    Upstream,
+};
 
 fn wait_exit(child: &mut std::process::Child, secs: u64) -> Option<std::process::ExitStatus> {
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -127,4 +132,62 @@ impl Drop for Guard {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sighup_during_start_up_does_not_kill_the_gateway() {
+    let up = Upstream::start("app").await;
+    let routes = route_file(&[up.addr], "", &[("web", "/", "")]);
+    let dir = tempfile::tempdir().unwrap();
+    let (port, admin) = (free_port(), free_port());
+    let conf = write_config(
+        dir.path(),
+        &conf_yaml(dir.path(), port, admin, ""),
+        &[("r.yaml", &routes)],
+    );
+    let mut gw = Killed(spawn_gateway(&conf, &[], dir.path()));
+    let pid = gw.0.id() as i32;
+    let log = dir.path().join("gateway.log");
+    // From the moment Pingora bootstraps (the config is loaded) until the
+    // supervisor handles SIGHUP, the signal's default action would end the
+    // process: a config tool that sends SIGHUP right after it starts the
+    // service must not kill it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("Bootstrap starting")
+    {
+        assert!(Instant::now() < deadline, "gateway did not start");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let ready = "GET /health/ready HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+    while !raw(SocketAddr::from(([127, 0, 0, 1], admin)), ready).is_ok_and(|r| r.status == 200) {
+        assert!(Instant::now() < deadline, "never ready");
+        assert!(
+            gw.0.try_wait().unwrap().is_none(),
+            "SIGHUP during start-up ended the gateway"
+        );
+        unsafe { libc::kill(pid, libc::SIGHUP) };
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let served = raw(
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        "GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(served.status, 200);
+    // Once it runs, SIGHUP reloads.
+    unsafe { libc::kill(pid, libc::SIGHUP) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("config reloaded (SIGHUP)")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "SIGHUP after start-up did not reload"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(gw.0.try_wait().unwrap().is_none());
 }
