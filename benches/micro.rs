@@ -337,8 +337,6 @@ impl Drop for TokenginxServer {
 
 /// A TokenginX client of `server` that keeps answers for `cache_ttl`.
 fn tokenginx(server: &TokenginxServer, cache_ttl: Duration) -> Arc<Tokenginx> {
-    let metrics = Metrics::new();
-    let m = &metrics.tokenginx_lookups;
     let settings = TokenginxSettings {
         client: redis::Client::open(server.url.as_str()).unwrap(),
         session_key: Template::parse("oauth:token:{jti}", &["jti"]).unwrap(),
@@ -349,14 +347,10 @@ fn tokenginx(server: &TokenginxServer, cache_ttl: Duration) -> Arc<Tokenginx> {
         on_error: OnError::Deny,
         forward: Vec::new(),
     };
-    let lookups = LookupMetrics {
-        found: m.with_label_values(&["found"]),
-        missing: m.with_label_values(&["missing"]),
-        error: m.with_label_values(&["error"]),
-        cached: m.with_label_values(&["cached"]),
-        duration: metrics.tokenginx_lookup_duration.clone(),
-    };
-    Arc::new(Tokenginx::new(settings, lookups))
+    Arc::new(Tokenginx::new(
+        settings,
+        LookupMetrics::new(&Metrics::new()),
+    ))
 }
 
 fn bench_tokenginx(c: &mut Criterion) {

@@ -121,18 +121,18 @@ EOF
 "$GATEHOUSE_BIN" check -c "$TMP/conf.yaml" >/dev/null || die "gatehouse check failed on the generated config"
 RUST_LOG=info "$GATEHOUSE_BIN" run -c "$TMP/conf.yaml" >"$TMP/gatehouse.log" 2>&1 &
 GH_PID=$!
-for _ in $(seq 100); do
-    [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$GW_PORT/r0/x") == 200 ]] && break
-    sleep 0.1
-done
-[[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$GW_PORT/r0/x") == 200 ]] ||
+# Waits (at most 10 s) until URL answers 200.
+answers_200() {
+    for _ in $(seq 100); do
+        [[ $(curl -s -o /dev/null -w '%{http_code}' "$1") == 200 ]] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+answers_200 "http://127.0.0.1:$GW_PORT/r0/x" ||
     die "gatehouse did not come up: $(tail -5 "$TMP/gatehouse.log")"
 # Ready (the supervisor, which handles SIGHUP, is running) before the first reload.
-for _ in $(seq 100); do
-    [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$ADMIN_PORT/health/ready") == 200 ]] && break
-    sleep 0.1
-done
-[[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$ADMIN_PORT/health/ready") == 200 ]] ||
+answers_200 "http://127.0.0.1:$ADMIN_PORT/health/ready" ||
     die "gatehouse never became ready: $(tail -5 "$TMP/gatehouse.log")"
 
 reloads_ok() {

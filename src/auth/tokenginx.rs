@@ -47,6 +47,20 @@ pub struct LookupMetrics {
     pub duration: Histogram,
 }
 
+impl LookupMetrics {
+    /// The handles of `metrics`' TokenginX families, resolved once.
+    pub fn new(metrics: &crate::metrics::Metrics) -> LookupMetrics {
+        let m = &metrics.tokenginx_lookups;
+        LookupMetrics {
+            found: m.with_label_values(&["found"]),
+            missing: m.with_label_values(&["missing"]),
+            error: m.with_label_values(&["error"]),
+            cached: m.with_label_values(&["cached"]),
+            duration: metrics.tokenginx_lookup_duration.clone(),
+        }
+    }
+}
+
 /// Readiness view of the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Health {

@@ -323,15 +323,7 @@ impl Compiler<'_> {
             on_error: t.on_error,
             forward: forward.to_vec(),
         };
-        let m = &metrics.tokenginx_lookups;
-        let lookup = LookupMetrics {
-            found: m.with_label_values(&["found"]),
-            missing: m.with_label_values(&["missing"]),
-            error: m.with_label_values(&["error"]),
-            cached: m.with_label_values(&["cached"]),
-            duration: metrics.tokenginx_lookup_duration.clone(),
-        };
-        Some(Tokenginx::new(settings, lookup))
+        Some(Tokenginx::new(settings, LookupMetrics::new(metrics)))
     }
 
     /// The auth policy of a route, checked against what conf.yaml configures.
