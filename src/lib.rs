@@ -111,6 +111,7 @@ fn ignore_signals_until_supervised() {
 /// Loads `conf_path` and builds the server: the proxy on every listener,
 /// the admin service, and the supervisor. Config errors come back whole.
 pub fn build_server(conf_path: &Path, flags: RunFlags) -> Result<Server, ConfigErrors> {
+    ignore_signals_until_supervised();
     // Redis and TokenginX TLS run on rustls: one crypto provider per process.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let metrics = Arc::new(Metrics::new());
@@ -142,7 +143,6 @@ pub fn build_server(conf_path: &Path, flags: RunFlags) -> Result<Server, ConfigE
         daemon: flags.daemon,
         ..Opt::default()
     };
-    ignore_signals_until_supervised();
     let mut server = Server::new_with_opt_and_conf(opt, pingora_conf);
     server.bootstrap();
 

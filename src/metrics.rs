@@ -330,12 +330,14 @@ pub struct AuthFailureCounters {
 impl AuthFailureCounters {
     /// Counts one refusal.
     pub fn inc(&self, reason: Reason) {
-        self.slots[reason as usize]
-            .get_or_init(|| {
-                self.family
-                    .with_label_values(&[&self.route, reason.as_str()])
-            })
-            .inc();
+        let lookup = || {
+            self.family
+                .with_label_values(&[&self.route, reason.as_str()])
+        };
+        match self.slots.get(reason as usize) {
+            Some(slot) => slot.get_or_init(lookup).inc(),
+            None => lookup().inc(),
+        }
     }
 }
 

@@ -71,7 +71,8 @@ pub enum Reason {
 }
 
 impl Reason {
-    /// How many reasons there are (`Reason::Ip` is the last).
+    /// How many reasons there are (`Reason::Ip` is the last; a reason
+    /// added after it is still counted, by a lookup in the family).
     pub const COUNT: usize = Reason::Ip as usize + 1;
 
     /// The metric label value.
