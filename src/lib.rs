@@ -13,6 +13,7 @@
 //! | [`limit`] | rate limits: token buckets, local lock-free store, shared Redis store |
 //! | [`client_ip`] | client address through trusted proxies |
 //! | [`trace`] | request ids and W3C trace context |
+//! | [`reason`] | the closed set of authentication refusal reasons |
 //! | [`reject`] | refusals as values; the one place that writes error responses |
 //! | [`metrics`] | every Prometheus family |
 //! | [`access_log`] | the JSON access log: formatting on the request path, writing on its own thread |
@@ -35,6 +36,7 @@ pub mod lifecycle;
 pub mod limit;
 pub mod metrics;
 pub mod proxy;
+pub mod reason;
 pub mod reject;
 pub mod routing;
 pub mod status_page;
@@ -116,6 +118,9 @@ pub fn build_server(conf_path: &Path, flags: RunFlags) -> Result<Server, ConfigE
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let metrics = Arc::new(Metrics::new());
     let mut runtime = config::load(conf_path, &metrics)?;
+    if runtime.routes.is_empty() {
+        log::warn!("no route is defined: every request will get 404");
+    }
     let reopen = Arc::new(Reopen::default());
     config::reload::prepare(&mut runtime, None, &metrics, &reopen)?;
     metrics.config_reloads.with_label_values(&["ok"]).inc();

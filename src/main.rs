@@ -70,6 +70,9 @@ fn check(conf: &std::path::Path) -> ExitCode {
     let metrics = gatehouse::metrics::Metrics::new();
     match gatehouse::config::load(conf, &metrics) {
         Ok(rt) => {
+            if rt.routes.is_empty() {
+                eprintln!("warning: no route is defined: every request will get 404");
+            }
             println!("ok");
             print!("{}", rt.describe());
             ExitCode::SUCCESS

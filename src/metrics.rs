@@ -1,5 +1,12 @@
-//! Every metric family of SPEC §5, registered once in the gateway's own
-//! registry (no global state), exposed by the admin service.
+//! Every metric family of SPEC §5, created once per process and held by
+//! [`Metrics`] (no global registry), exposed by the admin service.
+//!
+//! Every family is in the exposition from the start: label sets known in
+//! advance (results, reasons of the configured routes, issuers, phases,
+//! upstreams) are created at 0 when the process starts or a config
+//! compiles, and a family that still has no series is written as its
+//! `# HELP`/`# TYPE` lines, so dashboards and `rate()` alerts can tell zero
+//! from absent.
 //!
 //! Latency buckets start at 100 µs: the gateway's own overhead is well
 //! under a millisecond, and buckets that start at 5 ms (Prometheus'
@@ -7,11 +14,14 @@
 
 use std::sync::{Arc, OnceLock};
 
-use crate::auth::Reason;
+use crate::reason::Reason;
+use crate::upstream::connect_failure::LOCAL_KINDS;
 
+use prometheus::core::Collector;
+use prometheus::proto::{MetricFamily, MetricType};
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    IntGaugeVec, Opts, TextEncoder,
 };
 
 /// Buckets (seconds) for request and upstream latency.
@@ -23,9 +33,27 @@ const LATENCY_BUCKETS: &[f64] = &[
 /// Label value for requests that matched no route.
 pub const NO_ROUTE: &str = "none";
 
+/// Results of `gatehouse_tokenginx_lookups_total`.
+pub const TOKENGINX_RESULTS: [&str; 4] = ["found", "missing", "error", "cached"];
+
+/// Results of `gatehouse_rate_limit_store_total`.
+pub const RATE_LIMIT_STORE_RESULTS: [&str; 5] = [
+    "ok",
+    "cached_deny",
+    "error_local",
+    "error_allow",
+    "error_deny",
+];
+
+/// Phases of `gatehouse_client_timeouts_total`: the request head took longer
+/// than `client_header_timeout_ms`, or its body stalled longer than
+/// `client_body_timeout_ms`.
+pub const CLIENT_TIMEOUT_PHASES: [&str; 2] = ["header", "body"];
+
 /// The gateway's metric families.
 pub struct Metrics {
-    registry: Registry,
+    /// Every family, in exposition order.
+    collectors: Vec<Box<dyn Collector>>,
     /// `gatehouse_requests_total{route, method, status}`.
     pub requests: IntCounterVec,
     /// `gatehouse_request_duration_seconds{route}`.
@@ -36,6 +64,16 @@ pub struct Metrics {
     pub backend_healthy: IntGaugeVec,
     /// `gatehouse_upstream_retries_total{upstream}`.
     pub upstream_retries: IntCounterVec,
+    /// `gatehouse_upstream_panic_total{upstream}`: requests sent to a pool
+    /// none of whose backends was healthy.
+    pub upstream_panic: IntCounterVec,
+    /// `gatehouse_local_errors_total{kind}`: connects that failed on the
+    /// gateway's side (descriptors, buffers, ports), never held against a backend.
+    pub local_errors: IntCounterVec,
+    /// `gatehouse_local_errors_total` by [`LOCAL_KINDS`] index.
+    pub local_errors_by_kind: [IntCounter; LOCAL_KINDS.len()],
+    /// `gatehouse_client_timeouts_total{phase}`: clients too slow to send a request.
+    pub client_timeouts: IntCounterVec,
     /// `gatehouse_config_reloads_total{result}`.
     pub config_reloads: IntCounterVec,
     /// `gatehouse_config_last_reload_success`.
@@ -85,7 +123,6 @@ pub struct RouteMetrics {
 impl Metrics {
     /// Registers every family, plus the standard `process_*` collector.
     pub fn new() -> Metrics {
-        let registry = Registry::new();
         let latency = |name: &str, help: &str| {
             HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec())
         };
@@ -127,6 +164,30 @@ impl Metrics {
                 "Attempts retried on another backend after a connect failure.",
             ),
             &["upstream"],
+        )
+        .expect("valid metric");
+        let upstream_panic = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_upstream_panic_total",
+                "Requests sent to a pool with no healthy backend (tried anyway: panic mode).",
+            ),
+            &["upstream"],
+        )
+        .expect("valid metric");
+        let local_errors = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_local_errors_total",
+                "Upstream connects that failed on the gateway's side, by kind.",
+            ),
+            &["kind"],
+        )
+        .expect("valid metric");
+        let client_timeouts = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_client_timeouts_total",
+                "Requests answered 408 because the client sent them too slowly, by phase.",
+            ),
+            &["phase"],
         )
         .expect("valid metric");
         let config_reloads = IntCounterVec::new(
@@ -199,12 +260,15 @@ impl Metrics {
             "Access-log lines dropped because the writer fell behind.",
         )
         .expect("valid metric");
-        for c in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+        let collectors: Vec<Box<dyn Collector>> = vec![
+            Box::new(requests.clone()),
             Box::new(request_duration.clone()),
             Box::new(upstream_duration.clone()),
             Box::new(backend_healthy.clone()),
             Box::new(upstream_retries.clone()),
+            Box::new(upstream_panic.clone()),
+            Box::new(local_errors.clone()),
+            Box::new(client_timeouts.clone()),
             Box::new(config_reloads.clone()),
             Box::new(config_last_reload_success.clone()),
             Box::new(config_reload_duration.clone()),
@@ -217,9 +281,18 @@ impl Metrics {
             Box::new(rate_limit_store.clone()),
             Box::new(access_log_dropped.clone()),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
+        ];
+        for (family, values) in [
+            (&config_reloads, &["ok", "error"][..]),
+            (&tokenginx_lookups, &TOKENGINX_RESULTS[..]),
+            (&rate_limit_store, &RATE_LIMIT_STORE_RESULTS[..]),
+            (&client_timeouts, &CLIENT_TIMEOUT_PHASES[..]),
         ] {
-            registry.register(c).expect("each family registered once");
+            for v in values {
+                family.with_label_values(&[v]);
+            }
         }
+        let local_errors_by_kind = LOCAL_KINDS.map(|kind| local_errors.with_label_values(&[kind]));
         let unmatched_requests = RequestCounters {
             route: NO_ROUTE.to_string(),
             family: requests.clone(),
@@ -229,12 +302,16 @@ impl Metrics {
         Metrics {
             unmatched_requests,
             unmatched_duration,
-            registry,
+            collectors,
             requests,
             request_duration,
             upstream_duration,
             backend_healthy,
             upstream_retries,
+            upstream_panic,
+            local_errors,
+            local_errors_by_kind,
+            client_timeouts,
             config_reloads,
             config_last_reload_success,
             config_reload_duration,
@@ -249,18 +326,23 @@ impl Metrics {
         }
     }
 
-    /// Handles for a route bound to `upstream`.
-    pub fn route(&self, route: &str, upstream: &str) -> RouteMetrics {
+    /// Handles for a route bound to `upstream`; the auth-failure counters
+    /// of `reasons` (those the route's policy can give) start at 0.
+    pub fn route(&self, route: &str, upstream: &str, reasons: &[Reason]) -> RouteMetrics {
+        let auth_failures = AuthFailureCounters {
+            route: route.to_string(),
+            family: self.auth_failures.clone(),
+            slots: Default::default(),
+        };
+        for &reason in reasons {
+            auth_failures.init(reason);
+        }
         RouteMetrics {
             requests: Arc::new(self.request_counters(route)),
             duration: self.request_duration.with_label_values(&[route]),
             upstream_duration: self.upstream_duration.with_label_values(&[route, upstream]),
             retries: self.upstream_retries.with_label_values(&[upstream]),
-            auth_failures: Arc::new(AuthFailureCounters {
-                route: route.to_string(),
-                family: self.auth_failures.clone(),
-                slots: Default::default(),
-            }),
+            auth_failures: Arc::new(auth_failures),
         }
     }
 
@@ -273,14 +355,39 @@ impl Metrics {
         }
     }
 
-    /// Prometheus text exposition of every family.
+    /// Prometheus text exposition of every family, in name order; a family
+    /// without series yet is written as its `# HELP` and `# TYPE` lines.
     pub fn render(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(16 * 1024);
-        let families = self.registry.gather();
-        // Encoding into a Vec cannot fail.
-        let _ = TextEncoder::new().encode(&families, &mut out);
+        let mut families: Vec<MetricFamily> =
+            self.collectors.iter().flat_map(|c| c.collect()).collect();
+        families.sort_by(|a, b| a.name().cmp(b.name()));
+        for family in &families {
+            if family.get_metric().is_empty() {
+                write_empty_family(family, &mut out);
+            } else {
+                // Encoding into a Vec cannot fail.
+                let _ = TextEncoder::new().encode(std::slice::from_ref(family), &mut out);
+            }
+        }
         out
     }
+}
+
+/// `# HELP` and `# TYPE` of a family that has no series (the text encoder
+/// refuses those). Help texts are ours: no character needs escaping.
+fn write_empty_family(family: &MetricFamily, out: &mut Vec<u8>) {
+    let kind = match family.get_field_type() {
+        MetricType::COUNTER => "counter",
+        MetricType::GAUGE => "gauge",
+        MetricType::HISTOGRAM => "histogram",
+        MetricType::SUMMARY => "summary",
+        MetricType::UNTYPED => "untyped",
+    };
+    let name = family.name();
+    out.extend_from_slice(
+        format!("# HELP {name} {}\n# TYPE {name} {kind}\n", family.help()).as_bytes(),
+    );
 }
 
 impl Default for Metrics {
@@ -330,14 +437,22 @@ pub struct AuthFailureCounters {
 impl AuthFailureCounters {
     /// Counts one refusal.
     pub fn inc(&self, reason: Reason) {
-        let lookup = || {
-            self.family
-                .with_label_values(&[&self.route, reason.as_str()])
-        };
         match self.slots.get(reason as usize) {
-            Some(slot) => slot.get_or_init(lookup).inc(),
-            None => lookup().inc(),
+            Some(slot) => slot.get_or_init(|| self.lookup(reason)).inc(),
+            None => self.lookup(reason).inc(),
         }
+    }
+
+    /// Creates the counter of `reason` at 0 and keeps it in its slot.
+    fn init(&self, reason: Reason) {
+        if let Some(slot) = self.slots.get(reason as usize) {
+            slot.get_or_init(|| self.lookup(reason));
+        }
+    }
+
+    fn lookup(&self, reason: Reason) -> IntCounter {
+        self.family
+            .with_label_values(&[&self.route, reason.as_str()])
     }
 }
 

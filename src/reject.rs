@@ -54,11 +54,17 @@ pub enum Rejection {
     BadGateway,
     /// No backend of the pool is healthy.
     NoHealthyBackend,
+    /// The gateway could not open an upstream connection for lack of its
+    /// own resources (file descriptors, buffers, local ports).
+    LocalResources,
     /// The backend did not answer in time.
     GatewayTimeout,
     /// A fault inside the gateway.
     Internal,
 }
+
+/// The `ErrorType::Custom` of a connect that failed on the gateway's side.
+pub const LOCAL_ERROR: &str = "local_error";
 
 /// Seconds clients are told to wait after a 503.
 const RETRY_AFTER_SECONDS: &str = "1";
@@ -83,6 +89,7 @@ impl Rejection {
             Rejection::Internal => 500,
             Rejection::BadGateway => 502,
             Rejection::NoHealthyBackend
+            | Rejection::LocalResources
             | Rejection::AuthUnavailable(_)
             | Rejection::RateLimitUnavailable => 503,
             Rejection::GatewayTimeout => 504,
@@ -112,6 +119,7 @@ impl Rejection {
             Rejection::ClientTimeout => "request_timeout",
             Rejection::BadGateway => "bad_gateway",
             Rejection::NoHealthyBackend => "no_healthy_backend",
+            Rejection::LocalResources => "gateway_overloaded",
             Rejection::GatewayTimeout => "gateway_timeout",
             Rejection::Internal => "internal_error",
         }
@@ -141,6 +149,9 @@ impl Rejection {
             Rejection::ClientTimeout => "the request body arrived too slowly",
             Rejection::BadGateway => "the upstream server refused or dropped the connection",
             Rejection::NoHealthyBackend => "no healthy upstream server is available",
+            Rejection::LocalResources => {
+                "the gateway is out of connection resources; retry shortly"
+            }
             Rejection::GatewayTimeout => "the upstream server did not answer in time",
             Rejection::Internal => "the gateway failed to handle the request",
         }
@@ -165,6 +176,7 @@ impl Rejection {
                 let _ = h.insert_header(http::header::ALLOW, allow.as_str());
             }
             Rejection::NoHealthyBackend
+            | Rejection::LocalResources
             | Rejection::AuthUnavailable(_)
             | Rejection::RateLimitUnavailable => {
                 let _ = h.insert_header(http::header::RETRY_AFTER, RETRY_AFTER_SECONDS);
@@ -200,6 +212,7 @@ impl Rejection {
             HTTPStatus(400) => Rejection::BadRequest,
             HTTPStatus(413) => Rejection::BodyTooLarge,
             HTTPStatus(503) => Rejection::NoHealthyBackend,
+            Custom(LOCAL_ERROR) => Rejection::LocalResources,
             ReadTimedout if e.esource() == &ErrorSource::Downstream => Rejection::ClientTimeout,
             ConnectTimedout | ReadTimedout | WriteTimedout => Rejection::GatewayTimeout,
             _ => match e.esource() {
@@ -244,5 +257,8 @@ mod tests {
         assert_eq!(Rejection::from_proxy_error(&refused).status(), 502);
         let none = Error::new(ErrorType::HTTPStatus(503));
         assert_eq!(Rejection::from_proxy_error(&none).status(), 503);
+        let local = Error::new(ErrorType::Custom(LOCAL_ERROR));
+        let local = Rejection::from_proxy_error(&local);
+        assert_eq!((local.status(), local.code()), (503, "gateway_overloaded"));
     }
 }

@@ -6,6 +6,7 @@
 //! connections, while draining; exiting as soon as the last in-flight
 //! request is done.
 
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
@@ -19,6 +20,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::broadcast;
 
 use crate::access_log::Reopen;
+use crate::config::compile::is_route_file_name;
 use crate::config::reload::{activate, Reloader};
 use crate::lifecycle::Lifecycle;
 
@@ -131,7 +133,11 @@ impl Supervisor {
         let mut files = vec![self.reloader.conf().clone()];
         files.extend(rt.files.iter().cloned());
         if let Ok(entries) = std::fs::read_dir(&rt.routes_dir) {
-            files.extend(entries.filter_map(|e| e.ok().map(|e| e.path())));
+            files.extend(
+                entries
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| is_route_file_name(p)),
+            );
         }
         files.sort();
         files.dedup();
@@ -139,18 +145,22 @@ impl Supervisor {
     }
 }
 
-/// Each watched file with its size and modification time (`None`: missing).
-type Snapshot = Vec<(PathBuf, Option<(u64, SystemTime)>)>;
+/// Each watched file with its inode, size and modification time (a
+/// dangling link's own; `None`: missing).
+type Snapshot = Vec<(PathBuf, Option<(u64, u64, SystemTime)>)>;
 
-/// Size and modification time of each file (following symlinks, as
-/// Kubernetes ConfigMap volumes use them).
+/// Inode, size and modification time of each file, following symlinks: a
+/// Kubernetes ConfigMap swaps its `..data` link to a new directory, and
+/// only then do the route files' links lead to new inodes, so the swap is
+/// seen once, complete.
 fn snapshot(files: &[PathBuf]) -> Snapshot {
     files
         .iter()
         .map(|f| {
             let meta = std::fs::metadata(f)
+                .or_else(|_| std::fs::symlink_metadata(f))
                 .ok()
-                .and_then(|m| Some((m.len(), m.modified().ok()?)));
+                .and_then(|m| Some((m.ino(), m.len(), m.modified().ok()?)));
             (f.clone(), meta)
         })
         .collect()

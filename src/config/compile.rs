@@ -24,10 +24,11 @@ use crate::access_log::{AccessLog, Destination};
 use crate::auth::{Auth, RoutePolicy};
 use crate::limit::{Limiter, RouteLimits};
 use crate::metrics::{Metrics, RouteMetrics, NO_ROUTE};
+use crate::reason::Reason;
 use crate::routing::{canonical_prefix, normalize, RouteTable};
 use crate::tls::CertSet;
 use crate::upstream::pool::{HashKey, UpstreamTls};
-use crate::upstream::{HealthSpec, Pool, PoolSettings};
+use crate::upstream::{EjectionPolicy, HealthSpec, Pool, PoolSettings};
 use pingora_core::tls::x509::X509;
 
 /// Settings that only a restart or graceful upgrade can change.
@@ -434,6 +435,20 @@ impl Compiler<'_> {
             metrics,
         };
         let (routes, table) = self.routes(&parsed_routes, &inputs);
+        let running = self.previous.map_or(0, |p| p.routes.len());
+        if routes.is_empty()
+            && running > 0
+            && !main.content.allow_empty_routes
+            && self.errors.is_empty()
+        {
+            self.errors.push(main.err(
+                "routes_dir",
+                format!(
+                    "{} holds no route while {running} are serving; refused (set `allow_empty_routes: true` to allow)",
+                    routes_dir.display()
+                ),
+            ));
+        }
         Some(Runtime {
             version: format!("{:016x}", self.hasher.finish()),
             server,
@@ -804,6 +819,22 @@ impl Compiler<'_> {
             1,
             86_400_000,
         );
+        if up.max_ejected_percent > 100 {
+            self.errors.push(f.err(
+                &format!("{key}.max_ejected_percent"),
+                format!("{} is not a percentage (0..=100)", up.max_ejected_percent),
+            ));
+        }
+        if up.eject_after_failures == 0 {
+            self.errors
+                .push(f.err(&format!("{key}.eject_after_failures"), "must be at least 1"));
+        }
+        if !(1..=3600).contains(&up.eject_window_seconds) {
+            self.errors.push(f.err(
+                &format!("{key}.eject_window_seconds"),
+                format!("{} s is outside 1..=3600 s", up.eject_window_seconds),
+            ));
+        }
         let tls_identity = self.upstream_tls(f, key, up);
         if up.sni.is_some() && !up.tls {
             self.errors
@@ -847,6 +878,11 @@ impl Compiler<'_> {
             connect_timeout: Duration::from_millis(up.connect_timeout_ms),
             read_timeout: Duration::from_millis(up.read_timeout_ms),
             retries: up.retries,
+            ejection: EjectionPolicy {
+                max_ejected_percent: up.max_ejected_percent,
+                after_timeouts: up.eject_after_failures,
+                window: Duration::from_secs(up.eject_window_seconds),
+            },
             tls: up.tls,
             sni: up.sni.clone().unwrap_or_default(),
             hash_key: hash_key.unwrap_or(HashKey::Ip),
@@ -854,7 +890,15 @@ impl Compiler<'_> {
             tls_identity,
         };
         let gauge = |backend: &str| metrics.backend_healthy.with_label_values(&[name, backend]);
-        let pool = Pool::new(name.to_string(), backends, up.balance, settings, gauge);
+        let panics = metrics.upstream_panic.with_label_values(&[name]);
+        let pool = Pool::new(
+            name.to_string(),
+            backends,
+            up.balance,
+            settings,
+            gauge,
+            panics,
+        );
         Some((Arc::new(pool), health))
     }
 
@@ -986,8 +1030,15 @@ impl Compiler<'_> {
         if self.errors.len() > before {
             return None;
         }
+        let mut reasons = Vec::new();
+        if policy.mode != crate::auth::AuthMode::None {
+            reasons.extend(Reason::TOKEN);
+        }
+        if !ip_allow.is_empty() || !ip_deny.is_empty() {
+            reasons.push(Reason::Ip);
+        }
         Some(Route {
-            metrics: inputs.metrics.route(&e.name, &pool.name),
+            metrics: inputs.metrics.route(&e.name, &pool.name, &reasons),
             name: e.name.clone(),
             prefix: canonical_prefix(&e.prefix),
             host,
@@ -1091,14 +1142,22 @@ pub(super) fn resolve(base: &Path, p: &str) -> PathBuf {
     }
 }
 
-/// Every `*.yaml`/`*.yml` in `dir`, in name order.
+/// Every `*.yaml`/`*.yml` in `dir` that is not a directory, in name order.
+/// A dangling or unreadable one is listed too, so that reading it fails
+/// loudly instead of its routes vanishing.
 fn list_yaml(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut out: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
-        })
+        .filter(|p| is_route_file_name(p) && !p.is_dir())
         .collect();
     out.sort();
     Ok(out)
+}
+
+/// Whether `path` names a route file: `*.yaml` or `*.yml`, not hidden (a
+/// Kubernetes ConfigMap volume keeps its versions in `..data` and
+/// `..<timestamp>` beside the links to them; editors keep `.name.swp`).
+pub fn is_route_file_name(path: &Path) -> bool {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    !name.starts_with('.') && (name.ends_with(".yaml") || name.ends_with(".yml"))
 }

@@ -60,6 +60,11 @@ pub struct MainFile {
     /// Directory of route files, relative to conf.yaml.
     #[serde(default = "default_routes_dir")]
     pub routes_dir: String,
+    /// Accept a reload that leaves no route while the running config has
+    /// some (otherwise refused: an emptied directory is a mistake far more
+    /// often than an intent).
+    #[serde(default)]
+    pub allow_empty_routes: bool,
     /// CIDRs whose X-Forwarded-For is believed.
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
@@ -265,9 +270,21 @@ pub struct UpstreamFile {
     /// Longest wait for the next bytes from the backend.
     #[serde(default = "default_read_ms")]
     pub read_timeout_ms: u64,
-    /// Further attempts on other backends after a connect failure.
+    /// Further attempts after a connect failure: on another backend when
+    /// there is one, else on the same after a short backoff.
     #[serde(default = "default_retries")]
     pub retries: u32,
+    /// Failed connects eject at most this share of the backends at once
+    /// (never the last healthy one).
+    #[serde(default = "default_max_ejected_percent")]
+    pub max_ejected_percent: u32,
+    /// Connect timeouts in a row (within `eject_window_seconds`) that eject a
+    /// backend; a refused connect ejects at once.
+    #[serde(default = "default_eject_after_failures")]
+    pub eject_after_failures: u32,
+    /// The window of `eject_after_failures`.
+    #[serde(default = "default_eject_window_seconds")]
+    pub eject_window_seconds: u64,
     /// TLS to the backends.
     #[serde(default)]
     pub tls: bool,
@@ -301,6 +318,15 @@ fn default_read_ms() -> u64 {
 }
 fn default_retries() -> u32 {
     2
+}
+fn default_max_ejected_percent() -> u32 {
+    50
+}
+fn default_eject_after_failures() -> u32 {
+    3
+}
+fn default_eject_window_seconds() -> u64 {
+    10
 }
 
 /// A backend: `ip:port`, or `{addr, weight}`.

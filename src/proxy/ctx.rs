@@ -37,8 +37,11 @@ pub struct RequestCtx {
     pub tried: Tried,
     /// Connect attempts so far.
     pub attempts: u32,
-    /// Kind of the last connect failure, reported if no backend is left to retry on.
-    pub last_connect_error: Option<pingora_core::ErrorType>,
+    /// Failed connects so far: a retry on a backend tried already backs off
+    /// longer after each.
+    pub connect_failures: u32,
+    /// The last backend was picked while none was healthy (panic mode).
+    pub panic: bool,
     /// When the first backend was picked.
     pub upstream_started: Option<Instant>,
     /// Request body bytes seen so far.
@@ -69,7 +72,8 @@ impl RequestCtx {
             lease: None,
             tried: Tried::default(),
             attempts: 0,
-            last_connect_error: None,
+            connect_failures: 0,
+            panic: false,
             upstream_started: None,
             body_bytes: 0,
             rejection: None,

@@ -36,14 +36,24 @@ pub use ctx::RequestCtx;
 use crate::config::Runtime;
 use crate::lifecycle::{InFlight, Lifecycle};
 use crate::metrics::{method_index, Metrics};
-use crate::reject::Rejection;
+use crate::reject::{Rejection, LOCAL_ERROR};
+use crate::upstream::connect_failure::{ConnectFailure, LOCAL_KINDS};
 use crate::upstream::pool::HashKey;
+use crate::upstream::Pick;
 
 /// Concurrent streams multiplexed on one HTTP/2 upstream connection.
 const H2_STREAMS_PER_CONNECTION: usize = 100;
 
 /// How long an idle upstream connection is kept for reuse.
 const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The wait before retrying a backend tried already, after the `n`th failed
+/// connect: 25 ms doubling to at most 400 ms, jittered to 50-100 % so that
+/// retries of a burst do not arrive together again.
+fn retry_backoff(n: u32) -> Duration {
+    let full = (25u64 << n.saturating_sub(1).min(4)).min(400);
+    Duration::from_millis(full / 2 + fastrand::u64(0..=full / 2))
+}
 
 /// The proxy: the live config, the metrics it records into, and the
 /// process lifecycle (to stop keep-alive while draining).
@@ -189,8 +199,9 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    /// Picks a healthy backend of the route's pool that this request has not
-    /// tried yet. No backend left: 503, or the last connect error on a retry.
+    /// Picks a backend of the route's pool: a healthy one this request has
+    /// not tried; on a retry with none left, a healthy one again after a
+    /// backoff; with none healthy, any (panic mode, counted).
     async fn upstream_peer(
         &self,
         session: &mut Session,
@@ -202,25 +213,22 @@ impl ProxyHttp for Gateway {
         let pool = Arc::clone(&route.pool);
         let mut buf = [0u8; 16];
         let key = Self::hash_key(session, ctx, &pool.settings.hash_key, &mut buf);
-        let selected = pool.select(key, ctx.tried).or_else(|| {
-            // Pingora retries a request whose reused keep-alive connection
-            // the backend had already closed: that is the connection's fault,
-            // not the backend's, so with nobody else to try, the same backend
-            // gets the retry (on another pooled connection or a new one).
-            ctx.lease
-                .take()
-                .filter(|_| ctx.last_connect_error.is_none())
-        });
-        let Some(lease) = selected else {
-            return Err(match ctx.last_connect_error.take() {
-                Some(kind) => {
-                    let mut e = Error::explain(kind, "every backend tried failed to connect");
-                    e.as_up();
-                    e
-                }
-                None => Error::explain(ErrorType::HTTPStatus(503), "no healthy backend"),
-            });
-        };
+        let (lease, pick) = pool
+            .select(key, ctx.tried)
+            .ok_or_else(|| Error::explain(ErrorType::HTTPStatus(503), "no backend"))?;
+        ctx.panic = pick == Pick::Panic;
+        if ctx.panic {
+            pool.panics.inc();
+        }
+        // Pingora also retries a request whose reused keep-alive connection
+        // the backend had closed: that is the connection's fault, and the
+        // same backend is retried at once. After a failed connect, the same
+        // backend gets a moment first (a full backlog drains in
+        // milliseconds).
+        if pick != Pick::Fresh && ctx.connect_failures > 0 {
+            ctx.lease = None;
+            tokio::time::sleep(retry_backoff(ctx.connect_failures)).await;
+        }
         let s = &pool.settings;
         let mut peer = HttpPeer::new(lease.backend().addr, s.tls, s.sni.clone());
         peer.options.connection_timeout = Some(s.connect_timeout);
@@ -246,8 +254,10 @@ impl ProxyHttp for Gateway {
         Ok(Box::new(peer))
     }
 
-    /// Ejects a backend that cannot be connected to (the active check brings
-    /// it back) and retries on another one while `retries` allows.
+    /// Weighs a failed connect against its backend (which may eject it, see
+    /// [`crate::upstream::pool`]) and retries while `retries` allows. A
+    /// failure on the gateway's own side is counted, answered 503 and
+    /// never held against the backend.
     fn fail_to_connect(
         &self,
         _session: &mut Session,
@@ -255,24 +265,45 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        if let Some(lease) = &ctx.lease {
-            let pool = lease.pool();
-            if pool.set_health(lease.index(), false) {
+        let Some(lease) = &ctx.lease else {
+            return e;
+        };
+        let pool = lease.pool();
+        let failure = ConnectFailure::of(&e);
+        if let ConnectFailure::Local(kind) = failure {
+            let counter = &self.metrics.local_errors_by_kind[kind];
+            counter.inc();
+            // Logged at 1, 2, 4, 8, … occurrences: a descriptor shortage
+            // must not also flood the log.
+            if counter.get().is_power_of_two() {
                 warn!(
-                    "upstream {} backend {} ejected: {}",
+                    "upstream {}: cannot connect to {} for lack of local resources ({}; {} so far): not held against the backend",
                     pool.name,
                     peer.address(),
-                    e.etype().as_str()
+                    LOCAL_KINDS[kind],
+                    counter.get()
                 );
             }
-            lease.backend().record(true);
-            ctx.last_connect_error = Some(e.etype().clone());
-            if ctx.attempts <= pool.settings.retries {
-                e.set_retry(true);
-                if let Some(route) = ctx.route() {
-                    route.metrics.retries.inc();
-                }
+            return Error::because(ErrorType::Custom(LOCAL_ERROR), "local connect failure", e);
+        }
+        lease.backend().record(true);
+        if pool.connect_failed(lease.index(), failure) {
+            warn!(
+                "upstream {} backend {} ejected: {}",
+                pool.name,
+                peer.address(),
+                e.etype().as_str()
+            );
+        }
+        ctx.connect_failures += 1;
+        if ctx.attempts <= pool.settings.retries {
+            e.set_retry(true);
+            if let Some(route) = ctx.route() {
+                route.metrics.retries.inc();
             }
+        } else if ctx.panic {
+            // Tried anyway and failed too: the pool is down, as the checks said.
+            return Error::because(ErrorType::HTTPStatus(503), "no healthy backend", e);
         }
         e
     }
@@ -315,6 +346,9 @@ impl ProxyHttp for Gateway {
         let Some(rt) = ctx.runtime.clone() else {
             return Ok(());
         };
+        if let Some(lease) = &ctx.lease {
+            lease.backend().reached();
+        }
         if let Some(limits) = &ctx.limit_headers {
             crate::reject::add_limit_headers(upstream_response, limits);
         }
@@ -328,7 +362,9 @@ impl ProxyHttp for Gateway {
     }
 
     /// Answers a failed proxy attempt with the JSON of SPEC §4, unless the
-    /// response already started or the client is gone.
+    /// response already started or the client is gone. Pingora closes the
+    /// connection after a failed proxy attempt, so the answer says
+    /// `Connection: close` (RFC 9112 §9.6) instead of promising keep-alive.
     async fn fail_to_proxy(
         &self,
         session: &mut Session,
@@ -355,6 +391,7 @@ impl ProxyHttp for Gateway {
             if ctx.request_id.is_empty() {
                 ctx.request_id = crate::trace::request_id(None);
             }
+            session.set_keepalive(None);
             if let Err(write_err) = self.reject(session, ctx, rejection).await {
                 warn!("could not send error response: {write_err}");
             }
@@ -391,7 +428,9 @@ impl ProxyHttp for Gateway {
             }
         }
         if let Some(lease) = &ctx.lease {
-            lease.backend().record(status >= 500 || status == 0);
+            if ctx.rejection != Some(Rejection::LocalResources) {
+                lease.backend().record(status >= 500 || status == 0);
+            }
         }
         if let Some(log) = ctx.runtime.as_ref().and_then(|r| r.log.as_ref()) {
             log.write(log_line::line(session, ctx, status, &log.redact_query));

@@ -1,6 +1,9 @@
-//! Active health checks: one background task per pool, probing every
-//! backend each interval with Pingora's HTTP or TCP check. The task holds
-//! only a weak reference, so it ends by itself when a reload drops the pool.
+//! Active health checks: one background task per backend, each on its own
+//! timer (as Envoy and nginx do), so a probe that hangs delays nobody
+//! else's. Probes use Pingora's HTTP or TCP check. A probe that fails for
+//! lack of the gateway's own resources (no file descriptor, no port) gives
+//! no verdict: the backend keeps the health it had. The tasks hold only a
+//! weak reference, so they end by themselves when a reload drops the pool.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -9,6 +12,7 @@ use log::{info, warn};
 use pingora_load_balancing::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
 use pingora_load_balancing::Backend as LbBackend;
 
+use super::connect_failure::ConnectFailure;
 use super::pool::{Pool, PoolSettings};
 
 /// What to probe and how often.
@@ -72,53 +76,74 @@ fn describe(e: &pingora_core::Error) -> String {
     }
 }
 
-/// Starts the checker of `pool` on the current Tokio runtime.
+/// Starts the checkers of `pool`'s backends on the current Tokio runtime.
 pub fn spawn(pool: &Arc<Pool>, spec: HealthSpec) {
-    let weak = Arc::downgrade(pool);
-    let checker = spec.checker(&pool.settings);
-    let targets: Vec<LbBackend> = pool
-        .backends
-        .iter()
-        .map(|b| LbBackend {
+    let checker: Arc<dyn HealthCheck + Send + Sync> = Arc::from(spec.checker(&pool.settings));
+    for (index, b) in pool.backends.iter().enumerate() {
+        let target = LbBackend {
             addr: pingora_core::protocols::l4::socket::SocketAddr::Inet(b.addr),
             weight: b.weight as usize,
             ext: Default::default(),
-        })
-        .collect();
-    tokio::spawn(run(weak, checker, targets, spec));
+        };
+        let probe = Probe {
+            pool: Arc::downgrade(pool),
+            index,
+            checker: Arc::clone(&checker),
+            target,
+        };
+        tokio::spawn(probe.run(spec.clone()));
+    }
 }
 
-async fn run(
+/// The checker of one backend.
+struct Probe {
     pool: Weak<Pool>,
-    checker: Box<dyn HealthCheck + Send + Sync>,
-    targets: Vec<LbBackend>,
-    spec: HealthSpec,
-) {
-    let mut ticker = tokio::time::interval(spec.interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticker.tick().await;
-        if pool.strong_count() == 0 {
-            return;
-        }
-        let probes = targets.iter().map(|t| async {
-            tokio::time::timeout(spec.timeout, checker.check(t))
-                .await
-                .map_err(|_| "timed out".to_string())
-                .and_then(|r| r.map_err(|e| describe(&e)))
-        });
-        let results = futures_util::future::join_all(probes).await;
-        let Some(pool) = pool.upgrade() else { return };
-        for b in pool.backends.iter() {
-            b.roll_window();
-        }
-        for (i, result) in results.into_iter().enumerate() {
-            let healthy = result.is_ok();
-            if pool.set_health(i, healthy) {
-                let backend = &pool.backends[i].label;
+    index: usize,
+    checker: Arc<dyn HealthCheck + Send + Sync>,
+    target: LbBackend,
+}
+
+impl Probe {
+    async fn run(self, spec: HealthSpec) {
+        let mut ticker = tokio::time::interval(spec.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            if self.pool.strong_count() == 0 {
+                return;
+            }
+            let result =
+                match tokio::time::timeout(spec.timeout, self.checker.check(&self.target)).await {
+                    Err(_) => Err(("timed out".to_string(), ConnectFailure::Weak)),
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err((describe(&e), ConnectFailure::of(&e))),
+                };
+            let Some(pool) = self.pool.upgrade() else {
+                return;
+            };
+            let backend = &pool.backends[self.index];
+            backend.roll_window();
+            let passed = match &result {
+                Ok(()) => true,
+                Err((why, ConnectFailure::Local(_))) => {
+                    warn!(
+                        "upstream {} backend {}: health probe could not run ({why}): the gateway lacks resources; health unchanged",
+                        pool.name, backend.label
+                    );
+                    continue;
+                }
+                Err(_) => false,
+            };
+            if pool.set_health(self.index, passed) {
                 match result {
-                    Ok(()) => info!("upstream {} backend {backend} is healthy", pool.name),
-                    Err(e) => warn!("upstream {} backend {backend} is unhealthy: {e}", pool.name),
+                    Ok(()) => info!(
+                        "upstream {} backend {} is healthy",
+                        pool.name, backend.label
+                    ),
+                    Err((e, _)) => warn!(
+                        "upstream {} backend {} is unhealthy: {e}",
+                        pool.name, backend.label
+                    ),
                 }
             }
         }

@@ -1,7 +1,8 @@
 //! Upstream pools: backends, balancing, active and passive health.
 
+pub mod connect_failure;
 pub mod health;
 pub mod pool;
 
 pub use health::HealthSpec;
-pub use pool::{Lease, Pool, PoolSettings, Tried};
+pub use pool::{EjectionPolicy, Lease, Pick, Pool, PoolSettings, Tried};

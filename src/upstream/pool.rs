@@ -3,15 +3,27 @@
 //! Selection is lock-free: health and in-flight counts are atomics on each
 //! backend, round-robin positions are one atomic counter, and the weighted
 //! schedule and the hash ring are built once when the config compiles.
+//!
+//! A backend is healthy when its last active check passed and no failed
+//! connect has ejected it since. Passive ejection is bounded the way Envoy
+//! bounds outlier detection: it never takes the last healthy backend, nor
+//! more than `max_ejected_percent` of the pool, and a connect timeout (weak
+//! evidence: a full listen backlog drops SYNs of a healthy server) ejects
+//! only after `eject_after_failures` in a row within the window. When no
+//! backend is healthy the pool still picks one ("panic", as Envoy and nginx
+//! do): the checks may be wrong, and an attempt may succeed where a 503
+//! certainly fails.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use ahash::AHashMap;
 use pingora_ketama::{Bucket, Continuum};
-use prometheus::IntGauge;
+use prometheus::{IntCounter, IntGauge};
+
+use super::connect_failure::ConnectFailure;
 
 use crate::config::file::Balance;
 
@@ -40,8 +52,12 @@ pub struct Backend {
     pub label: String,
     /// Relative share for `weighted` and `least_conn`.
     pub weight: u32,
-    /// Up or down, as the last active check or connect failure said.
-    healthy: AtomicBool,
+    /// Whether the last active check passed.
+    check_passed: AtomicBool,
+    /// Ejected by failed connects since the last passing check.
+    ejected: AtomicBool,
+    /// Connect timeouts in a row, and when the first of them happened.
+    timeouts: TimeoutStreak,
     /// Requests now being proxied to it (for `least_conn`).
     in_flight: AtomicUsize,
     /// `gatehouse_upstream_backend_healthy{upstream, backend}`.
@@ -59,7 +75,17 @@ pub struct Backend {
 impl Backend {
     /// Whether it may be picked.
     pub fn is_healthy(&self) -> bool {
-        self.healthy.load(Relaxed)
+        self.check_passed.load(Relaxed) && !self.ejected.load(Relaxed)
+    }
+
+    /// Whether failed connects ejected it.
+    pub fn is_ejected(&self) -> bool {
+        self.ejected.load(Relaxed)
+    }
+
+    /// An attempt reached the backend: a streak of connect timeouts ends.
+    pub fn reached(&self) {
+        self.timeouts.clear();
     }
 
     /// Requests now in flight to it.
@@ -94,6 +120,67 @@ impl Backend {
     }
 }
 
+/// Connect timeouts in a row on one backend within a window.
+#[derive(Debug, Default)]
+struct TimeoutStreak {
+    /// How many.
+    count: AtomicU32,
+    /// When the first one happened, in ms since the pool was built.
+    since_ms: AtomicU64,
+}
+
+impl TimeoutStreak {
+    /// Counts one timeout at `now_ms`; returns the streak's length within `window_ms`.
+    fn add(&self, now_ms: u64, window_ms: u64) -> u32 {
+        let since = self.since_ms.load(Relaxed);
+        if self.count.load(Relaxed) == 0 || now_ms.saturating_sub(since) > window_ms {
+            self.since_ms.store(now_ms, Relaxed);
+            self.count.store(1, Relaxed);
+            return 1;
+        }
+        self.count.fetch_add(1, Relaxed) + 1
+    }
+
+    /// Ends the streak (a read first: the common case writes nothing).
+    fn clear(&self) {
+        if self.count.load(Relaxed) != 0 {
+            self.count.store(0, Relaxed);
+        }
+    }
+}
+
+/// When failed connects may take a backend out of its pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EjectionPolicy {
+    /// At most this share of the pool's backends is ejected at once.
+    pub max_ejected_percent: u32,
+    /// Connect timeouts in a row, within `window`, that eject.
+    pub after_timeouts: u32,
+    /// How close together those timeouts must be.
+    pub window: Duration,
+}
+
+impl Default for EjectionPolicy {
+    fn default() -> Self {
+        EjectionPolicy {
+            max_ejected_percent: 50,
+            after_timeouts: 3,
+            window: Duration::from_secs(10),
+        }
+    }
+}
+
+/// How a backend was chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pick {
+    /// A healthy backend this request had not tried.
+    Fresh,
+    /// A healthy backend tried already: every healthy one was.
+    Again,
+    /// No backend is healthy: tried anyway.
+    Panic,
+}
+
 /// Timeouts and retry policy for one pool.
 #[derive(Debug, Clone)]
 pub struct PoolSettings {
@@ -101,8 +188,11 @@ pub struct PoolSettings {
     pub connect_timeout: Duration,
     /// Longest silence while reading from the backend.
     pub read_timeout: Duration,
-    /// Further attempts after a connect failure, each on another backend.
+    /// Further attempts after a connect failure, on another backend when
+    /// there is one, else on the same after a short backoff.
     pub retries: u32,
+    /// When failed connects eject a backend.
+    pub ejection: EjectionPolicy,
     /// TLS to backends.
     pub tls: bool,
     /// SNI for TLS.
@@ -198,8 +288,14 @@ pub struct Pool {
     pub settings: PoolSettings,
     /// Balance as configured (for the status page).
     pub balance: Balance,
+    /// `gatehouse_upstream_panic_total` of this pool.
+    pub panics: IntCounter,
     selector: Selector,
     cursor: AtomicUsize,
+    /// Serialises ejection decisions, so two at once cannot both pass the floor.
+    ejecting: Mutex<()>,
+    /// Time zero of the backends' timeout streaks.
+    epoch: Instant,
 }
 
 /// A backend picked for a request: keeps its in-flight count up until dropped.
@@ -236,13 +332,15 @@ impl Drop for Lease {
 
 impl Pool {
     /// Builds a pool; every backend starts healthy until a check says otherwise.
-    /// `gauge_for(label)` gives each backend its health gauge.
+    /// `gauge_for(label)` gives each backend its health gauge; `panics`
+    /// counts requests sent while no backend was healthy.
     pub fn new(
         name: String,
         backends: Vec<(SocketAddr, u32)>,
         balance: Balance,
         settings: PoolSettings,
         gauge_for: impl Fn(&str) -> IntGauge,
+        panics: IntCounter,
     ) -> Pool {
         let backends: Box<[Backend]> = backends
             .into_iter()
@@ -254,7 +352,9 @@ impl Pool {
                     addr,
                     label,
                     weight: weight.max(1),
-                    healthy: AtomicBool::new(true),
+                    check_passed: AtomicBool::new(true),
+                    ejected: AtomicBool::new(false),
+                    timeouts: TimeoutStreak::default(),
                     in_flight: AtomicUsize::new(0),
                     gauge,
                     attempts: AtomicU64::new(0),
@@ -291,17 +391,45 @@ impl Pool {
             backends,
             settings,
             balance,
+            panics,
             selector,
             cursor: AtomicUsize::new(0),
+            ejecting: Mutex::new(()),
+            epoch: Instant::now(),
         }
     }
 
-    /// Picks a healthy backend not in `tried`; `key` feeds `hash` balancing.
-    /// `None` when no healthy backend is left.
-    pub fn select(self: &Arc<Self>, key: &[u8], tried: Tried) -> Option<Lease> {
-        let usable = |i: usize| self.backends[i].is_healthy() && !tried.contains(i);
+    /// Picks a backend for an attempt; `key` feeds `hash` balancing.
+    /// A healthy backend not in `tried` first; else a healthy one again;
+    /// else, with none healthy, any (untried first). `None` only for a
+    /// pool without backends.
+    pub fn select(self: &Arc<Self>, key: &[u8], tried: Tried) -> Option<(Lease, Pick)> {
+        let fresh = || self.find(key, |b, i| b.is_healthy() && !tried.contains(i));
+        let again = || self.find(key, |b, _| b.is_healthy());
+        let panic = || {
+            self.find(key, |_, i| !tried.contains(i))
+                .or_else(|| self.find(key, |_, _| true))
+        };
+        let (index, pick) = match fresh() {
+            Some(i) => (i, Pick::Fresh),
+            None => match again() {
+                Some(i) => (i, Pick::Again),
+                None => (panic()?, Pick::Panic),
+            },
+        };
+        self.backends[index].in_flight.fetch_add(1, Relaxed);
+        let lease = Lease {
+            pool: Arc::clone(self),
+            index,
+        };
+        Some((lease, pick))
+    }
+
+    /// The backend the pool's strategy picks among those `usable` accepts.
+    fn find(&self, key: &[u8], usable: impl Fn(&Backend, usize) -> bool) -> Option<usize> {
+        let usable = |i: usize| usable(&self.backends[i], i);
         let n = self.backends.len();
-        let index = match &self.selector {
+        match &self.selector {
             Selector::RoundRobin => {
                 let start = self.cursor.fetch_add(1, Relaxed);
                 (0..n).map(|k| (start + k) % n).find(|&i| usable(i))
@@ -329,20 +457,56 @@ impl Pool {
                 .take(h.points)
                 .filter_map(|addr| h.index.get(addr).copied())
                 .find(|&i| usable(i)),
-        }?;
-        self.backends[index].in_flight.fetch_add(1, Relaxed);
-        Some(Lease {
-            pool: Arc::clone(self),
-            index,
-        })
+        }
     }
 
-    /// Records a health verdict for backend `i`; returns whether it changed.
-    pub fn set_health(&self, i: usize, healthy: bool) -> bool {
+    /// Weighs a failed connect to backend `i`; returns whether it ejected
+    /// the backend. Local failures never count against a backend.
+    pub fn connect_failed(&self, i: usize, failure: ConnectFailure) -> bool {
         let b = &self.backends[i];
-        let changed = b.healthy.swap(healthy, Relaxed) != healthy;
+        let policy = &self.settings.ejection;
+        match failure {
+            ConnectFailure::Local(_) => return false,
+            ConnectFailure::Refused => {}
+            ConnectFailure::Weak => {
+                let now = self.epoch.elapsed().as_millis() as u64;
+                let window = policy.window.as_millis() as u64;
+                if b.timeouts.add(now, window) < policy.after_timeouts {
+                    return false;
+                }
+            }
+        }
+        let Ok(_one_at_a_time) = self.ejecting.lock() else {
+            return false;
+        };
+        if !b.is_healthy() {
+            return false;
+        }
+        let healthy = self.backends.iter().filter(|b| b.is_healthy()).count();
+        let ejected = self.backends.iter().filter(|b| b.is_ejected()).count();
+        let allowed =
+            (ejected + 1) * 100 <= policy.max_ejected_percent as usize * self.backends.len();
+        if healthy < 2 || !allowed {
+            return false;
+        }
+        b.ejected.store(true, Relaxed);
+        b.gauge.set(0);
+        true
+    }
+
+    /// Records an active check's verdict on backend `i` (a pass also ends
+    /// an ejection); returns whether the backend's health changed.
+    pub fn set_health(&self, i: usize, passed: bool) -> bool {
+        let b = &self.backends[i];
+        let was = b.is_healthy();
+        b.check_passed.store(passed, Relaxed);
+        if passed {
+            b.ejected.store(false, Relaxed);
+            b.timeouts.clear();
+        }
+        let changed = was != passed;
         if changed {
-            b.gauge.set(healthy as i64);
+            b.gauge.set(passed as i64);
         }
         changed
     }
@@ -402,6 +566,7 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             read_timeout: Duration::from_secs(1),
             retries: 1,
+            ejection: EjectionPolicy::default(),
             tls: false,
             sni: String::new(),
             hash_key: HashKey::Ip,
@@ -409,12 +574,20 @@ mod tests {
             tls_identity: UpstreamTls::default(),
         };
         let gauge = |_: &str| IntGauge::new("g", "g").unwrap();
-        Arc::new(Pool::new("p".into(), backends, balance, settings, gauge))
+        let panics = IntCounter::new("c", "c").unwrap();
+        Arc::new(Pool::new(
+            "p".into(),
+            backends,
+            balance,
+            settings,
+            gauge,
+            panics,
+        ))
     }
 
     fn picks(p: &Arc<Pool>, n: usize, key: &[u8]) -> Vec<usize> {
         (0..n)
-            .map(|_| p.select(key, Tried::default()).unwrap().index())
+            .map(|_| p.select(key, Tried::default()).unwrap().0.index())
             .collect()
     }
 
@@ -436,14 +609,14 @@ mod tests {
     #[test]
     fn least_conn_prefers_idle_backends() {
         let p = pool(Balance::LeastConn, &[1, 1, 1]);
-        let a = p.select(b"", Tried::default()).unwrap();
-        let b = p.select(b"", Tried::default()).unwrap();
+        let a = p.select(b"", Tried::default()).unwrap().0;
+        let b = p.select(b"", Tried::default()).unwrap().0;
         assert_ne!(a.index(), b.index());
-        let c = p.select(b"", Tried::default()).unwrap();
+        let c = p.select(b"", Tried::default()).unwrap().0;
         let busy = [a.index(), b.index()];
         assert!(!busy.contains(&c.index()));
         drop(b);
-        let d = p.select(b"", Tried::default()).unwrap();
+        let d = p.select(b"", Tried::default()).unwrap().0;
         assert_eq!(d.index(), busy[1]);
     }
 
@@ -476,16 +649,62 @@ mod tests {
     }
 
     #[test]
-    fn retries_avoid_tried_backends_and_none_when_all_down() {
+    fn retries_prefer_untried_then_the_same_then_panic() {
         let p = pool(Balance::RoundRobin, &[1, 1]);
         let mut tried = Tried::default();
         tried.add(0);
-        assert_eq!(p.select(b"", tried).unwrap().index(), 1);
+        let (lease, pick) = p.select(b"", tried).unwrap();
+        assert_eq!((lease.index(), pick), (1, Pick::Fresh));
         tried.add(1);
-        assert!(p.select(b"", tried).is_none());
+        assert_eq!(p.select(b"", tried).unwrap().1, Pick::Again);
         p.set_health(0, false);
         p.set_health(1, false);
-        assert!(p.select(b"", Tried::default()).is_none());
         assert_eq!(p.health_counts(), (0, 2));
+        let (lease, pick) = p.select(b"", Tried::default()).unwrap();
+        assert_eq!(pick, Pick::Panic);
+        let mut tried = Tried::default();
+        tried.add(lease.index());
+        let (other, pick) = p.select(b"", tried).unwrap();
+        assert_eq!(pick, Pick::Panic);
+        assert_ne!(other.index(), lease.index());
+    }
+
+    #[test]
+    fn ejection_never_takes_the_last_healthy_backend() {
+        let p = pool(Balance::RoundRobin, &[1]);
+        assert!(!p.connect_failed(0, ConnectFailure::Refused));
+        assert!(p.backends[0].is_healthy());
+        let p = pool(Balance::RoundRobin, &[1, 1]);
+        assert!(p.connect_failed(0, ConnectFailure::Refused));
+        assert!(!p.connect_failed(1, ConnectFailure::Refused));
+        assert_eq!(p.health_counts(), (1, 2));
+        p.set_health(0, true);
+        assert_eq!(p.health_counts(), (2, 2));
+    }
+
+    #[test]
+    fn ejection_stops_at_max_ejected_percent() {
+        let p = pool(Balance::RoundRobin, &[1, 1, 1, 1, 1]);
+        let ejected = (0..5)
+            .filter(|&i| p.connect_failed(i, ConnectFailure::Refused))
+            .count();
+        assert_eq!(ejected, 2, "50 % of 5 backends is 2");
+        // An active check that fails still takes a backend down.
+        p.set_health(4, false);
+        assert_eq!(p.health_counts(), (2, 5));
+    }
+
+    #[test]
+    fn timeouts_eject_only_in_a_row_and_local_errors_never() {
+        let p = pool(Balance::RoundRobin, &[1, 1]);
+        for _ in 0..10 {
+            assert!(!p.connect_failed(0, ConnectFailure::Local(0)));
+        }
+        assert!(!p.connect_failed(0, ConnectFailure::Weak));
+        assert!(!p.connect_failed(0, ConnectFailure::Weak));
+        p.backends[0].reached();
+        assert!(!p.connect_failed(0, ConnectFailure::Weak));
+        assert!(!p.connect_failed(0, ConnectFailure::Weak));
+        assert!(p.connect_failed(0, ConnectFailure::Weak), "third in a row");
     }
 }

@@ -472,6 +472,7 @@ async function startServices() {
   devCopy = path.join(tmp, 'kline-dev');
   const noBuild = { recursive: true, filter: (src) => !src.includes(`${path.sep}.next`) };
   fs.cpSync(path.join(E2E, 'apps/kline'), devCopy, noBuild);
+  check(!fs.existsSync(path.join(devCopy, '.next')), `${devCopy} has a .next: the dev server must start cold`);
   fs.cpSync(path.join(E2E, 'apps/shared'), path.join(tmp, 'shared'), noBuild);
   fs.symlinkSync(path.join(E2E, 'node_modules'), path.join(tmp, 'node_modules'), 'dir');
   started.klineDev = spawnTracked('kline-dev', process.execPath, [NEXT_BIN, 'dev', '--webpack', '-p', String(ports.klineDev), '-H', '127.0.0.1'], {
@@ -484,16 +485,71 @@ async function startServices() {
   for (const app of ['admin', 'kline']) {
     await waitFor(`next start ${app} healthy`, async () => (await request(`http://127.0.0.1:${ports[app]}/${app}/api/health`, { timeoutMs: 5000 })).status === 200, { proc: started[app], timeoutMs: 60000 });
   }
-  // the dev server compiles on first request: warm the page directly (no gateway) in the background
-  devWarmup = waitFor(
-    'next dev kline-dev compiles its page',
-    async () => (await request(`http://127.0.0.1:${ports.klineDev}/kline-dev`, { timeoutMs: 120000, headers: { accept: 'text/html' } })).status === 200,
-    { proc: started.klineDev, timeoutMs: 180000, intervalMs: 500 },
-  ).then(
-    () => null,
-    (e) => e,
+  // the dev server compiles on first request: warm the page and its chunks directly (no gateway) in the background
+  devWarmup = warmDevPage().then(
+    (summary) => ({ summary }),
+    (error) => ({ error }),
   );
   return `redis :${ports.redis}, oauth :${ports.oauth}, admin :${ports.admin}, kline :${ports.kline}, kline-dev :${ports.klineDev}`;
+}
+
+// A cold `next dev` (webpack) compiles on the first request, and for an app
+// router page the HTML is answered once the *server* compile is done: the
+// client compile that emits the page's chunks (app/page.js ...) runs in
+// parallel and may still be busy (or be queued for a second pass), so a
+// browser that loads the page at once can get 404s or wait for its scripts,
+// and then hydrates late or not at all. So: fetch the page until 200, then every
+// /_next/static chunk it references (script/link tags and the client chunks
+// named in the RSC payload) until each answers 200 with a body, and once more
+// the page, to see that it names no chunk we have not fetched. All of it
+// straight from the dev server, bounded by one compile-sized deadline.
+async function warmDevPage() {
+  const base = `http://127.0.0.1:${ports.klineDev}`;
+  const startedAt = Date.now();
+  const end = startedAt + 180000;
+  const left = () => Math.max(1000, end - Date.now());
+  const fetchPage = () =>
+    waitFor(
+      'next dev kline-dev compiles its page',
+      async () => {
+        const r = await request(`${base}/kline-dev`, { timeoutMs: left(), headers: { accept: 'text/html' } });
+        return r.status === 200 && r;
+      },
+      { proc: started.klineDev, timeoutMs: left(), intervalMs: 500 },
+    );
+  const chunksOf = (html) => {
+    const found = new Set();
+    for (const m of html.matchAll(/(?:src|href)="([^"]*\/_next\/static\/[^"]+)"/g)) found.add(new URL(m[1].replace(/&amp;/g, '&'), base).pathname);
+    for (const m of html.matchAll(/static\/(?:chunks|css)\/[^"'\\\s?]+?\.(?:js|css)(?=["'\\?])/g)) found.add(`/kline-dev/_next/${m[0]}`);
+    return [...found].filter((p) => p.startsWith('/kline-dev/_next/static/'));
+  };
+  const page = await fetchPage();
+  const pageMs = Date.now() - startedAt;
+  const warmed = new Map(); // chunk path -> { ms, bytes, misses }
+  const warm = async (chunks) => {
+    for (const c of chunks) {
+      if (warmed.has(c)) continue;
+      let misses = 0;
+      const r = await waitFor(
+        `next dev kline-dev serves ${c} (the page's client compile)`,
+        async () => {
+          const res = await request(`${base}${c}`, { timeoutMs: left() });
+          if (res.status === 200 && res.body.length > 0) return res;
+          misses++;
+          throw new Error(`${res.status}, ${res.body.length} B`);
+        },
+        { proc: started.klineDev, timeoutMs: left(), intervalMs: 250 },
+      );
+      warmed.set(c, { ms: Date.now() - startedAt, bytes: r.body.length, misses });
+    }
+  };
+  const first = chunksOf(page.body);
+  check(first.some((c) => c.endsWith('/app/page.js')), `the dev page names no app/page.js chunk: ${JSON.stringify(first)}`);
+  await warm(first);
+  const again = chunksOf((await fetchPage()).body);
+  await warm(again);
+  const missed = [...warmed].filter(([, w]) => w.misses > 0).map(([c, w]) => `${c.split('/').pop()} x${w.misses}`);
+  return `page compiled in ${pageMs} ms; ${warmed.size} chunks 200 by ${Date.now() - startedAt} ms (${missed.length ? `not ready at first: ${missed.join(', ')}` : 'all ready with the page'})`;
 }
 
 async function startGateway() {
@@ -773,11 +829,35 @@ async function stepRevocation() {
 }
 
 async function stepHmr() {
-  const warmErr = await devWarmup;
-  if (warmErr) throw warmErr;
+  const warm = await devWarmup;
+  if (warm.error) throw warm.error;
   const ctx = await browser.newContext();
   try {
     const page = await ctx.newPage();
+    // what the page loads from the dev server, for the hydration deadline and its diagnosis
+    const isDevStatic = (u) => new URL(u).pathname.startsWith('/kline-dev/_next/static/');
+    const inflight = new Map(); // request -> url
+    const badResponses = [];
+    const pageErrors = [];
+    let lastStaticAt = 0;
+    page.on('request', (r) => {
+      if (isDevStatic(r.url())) inflight.set(r, r.url());
+    });
+    page.on('requestfinished', async (r) => {
+      if (!inflight.delete(r)) return;
+      lastStaticAt = Date.now();
+      const res = await r.response().catch(() => null);
+      if (!res || res.status() !== 200) badResponses.push(`${res ? res.status() : 'no response'} ${new URL(r.url()).pathname}`);
+    });
+    page.on('requestfailed', (r) => {
+      if (!inflight.delete(r)) return;
+      lastStaticAt = Date.now();
+      badResponses.push(`failed (${r.failure()?.errorText}) ${new URL(r.url()).pathname}`);
+    });
+    page.on('pageerror', (e) => pageErrors.push(String(e).slice(0, 300)));
+    page.on('console', (m) => {
+      if (m.type() === 'error') pageErrors.push(`console: ${m.text().slice(0, 300)}`);
+    });
     const sockets = [];
     page.on('websocket', (ws) => {
       const s = { url: ws.url(), received: 0, sent: 0, closed: false, lastFrames: [] };
@@ -801,6 +881,7 @@ async function stepHmr() {
     });
     await page.goto(`${GW}/kline-dev`, { timeout: 60000 });
     await loginWithForm(page, 'bob', '/kline-dev');
+    const loadedAt = Date.now(); // the dev page's load event (loginWithForm waits for it)
     check((await page.locator('#user-id').textContent({ timeout: 30000 })) === 'bob', 'dev page does not show bob');
     // Next.js 16 names the socket /_next/hmr (earlier versions /_next/webpack-hmr)
     const hmrUrl = new RegExp(`^ws://127\\.0\\.0\\.1:${ports.gw}/kline-dev/_next/(webpack-)?hmr([?]|$)`);
@@ -814,19 +895,39 @@ async function stepHmr() {
       headers: { connection: 'Upgrade', upgrade: 'websocket', 'sec-websocket-version': '13', 'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==' },
     });
     check(anon.status === 401, `WebSocket upgrade of the HMR path without cookie: ${anon.status} (expected 401)`);
-    // React state that a full reload would lose
-    // A click before hydration has no handler yet: click until React counts it.
+    // React state that a full reload would lose. A click before hydration has
+    // no handler yet, so wait for React itself to say it has hydrated
+    // (hmr-marker.js sets data-hydrated in an effect) before the first click.
+    // The chunks were compiled and fetched once by warmDevPage; the browser
+    // still downloads and runs them (megabytes of dev JS, through the gateway):
+    // while any of them is in flight the page cannot hydrate, so the deadline
+    // is 30 s after the last one arrived (or after the load event), within a
+    // hard 120 s.
     const button = page.locator('#hmr-clicks');
-    await waitFor('the dev page to hydrate (a click on #hmr-clicks counted)', async () => {
-      if ((await button.textContent()) === 'clicked 0') await button.click();
+    const hydrated = page.locator('#hmr-clicks[data-hydrated="true"]');
+    for (;;) {
+      if (started.klineDev.exit !== undefined) fail(`next dev exited (${started.klineDev.exit}) before the page hydrated:\n${logTail(started.klineDev)}`);
+      if ((await hydrated.count().catch(() => 0)) === 1) break; // (0 while a reload replaces the document)
+      const now = Date.now();
+      const quietFor = now - Math.max(loadedAt, lastStaticAt);
+      if ((inflight.size === 0 && quietFor > 30000) || now - loadedAt > 120000) {
+        fail(
+          `the dev page did not hydrate (#hmr-clicks data-hydrated=${await button.getAttribute('data-hydrated').catch((e) => e.message)}) ` +
+            `within ${secs(now - loadedAt)} of its load event (${secs(quietFor)} after its last /_next/static response); still loading: ${JSON.stringify([...inflight.values()])}; ` +
+            `not 200: ${JSON.stringify(badResponses)}; page errors: ${JSON.stringify(pageErrors.slice(-5))}; warm-up: ${warm.summary}; dev log:\n${logTail(started.klineDev)}`,
+        );
+      }
       await sleep(100);
-      return (await button.textContent()) === 'clicked 1';
-    }, { timeoutMs: 30000, proc: started.klineDev });
-    await button.click();
-    await page
-      .locator('#hmr-clicks', { hasText: 'clicked 2' })
-      .waitFor({ timeout: 10000 })
-      .catch(() => fail('click counter did not count'));
+    }
+    const hydrateMs = Date.now() - loadedAt;
+    check((await button.textContent()) === 'clicked 0', `the counter counted before any click: ${await button.textContent()}`);
+    for (const n of [1, 2]) {
+      await button.click({ timeout: 10000 });
+      await page
+        .locator('#hmr-clicks', { hasText: `clicked ${n}` })
+        .waitFor({ timeout: 10000 })
+        .catch(async () => fail(`click ${n} on the hydrated page was not counted: ${await button.textContent()}; page errors: ${JSON.stringify(pageErrors.slice(-5))}`));
+    }
     await page.evaluate(() => {
       window.__e2eNoReload = 'still here';
     });
@@ -864,7 +965,7 @@ async function stepHmr() {
       { timeoutMs: 10000 },
     );
     check(line.status === 101 && line.route === 'kline-dev' && line.auth === 'ok' && line.user === 'bob', `access log of the HMR socket: ${JSON.stringify(line)}`);
-    return `access log: ${line.method} ${line.path.split('?')[0]} ${line.status} route=${line.route} user=${line.user} (${line.bytes_sent} B out); same upgrade without cookie 401; HMR socket ${new URL(hmr.url).pathname} via the gateway: ${hmr.received} frames in, ${hmr.sent} out; edit shown after ${updateMs} ms without reload (state kept)`;
+    return `access log: ${line.method} ${line.path.split('?')[0]} ${line.status} route=${line.route} user=${line.user} (${line.bytes_sent} B out); same upgrade without cookie 401; HMR socket ${new URL(hmr.url).pathname} via the gateway: ${hmr.received} frames in, ${hmr.sent} out; edit shown after ${updateMs} ms without reload (state kept); hydrated by ${hydrateMs} ms after the load event; dev warm-up: ${warm.summary}`;
   } finally {
     await ctx.close().catch(() => {});
   }

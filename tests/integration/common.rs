@@ -480,3 +480,105 @@ pub async fn metrics_text(gw: &Gateway) -> String {
         .await
         .unwrap()
 }
+
+/// An HTTP/1.1 keep-alive server that answers every request `200 ok`,
+/// listening with a backlog of `backlog` and accepting one connection per
+/// millisecond at most, like a busy single-process app: a burst of
+/// connects overflows its accept queue and the kernel drops their SYNs.
+pub fn small_backlog_upstream(backlog: i32) -> SocketAddr {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket calls on a descriptor this function owns; it is
+    // handed to a TcpListener, which closes it.
+    let listener = unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let addr = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: 0,
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes([127, 0, 0, 1]),
+            },
+            sin_zero: [0; 8],
+        };
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        assert_eq!(
+            libc::bind(fd, &addr as *const _ as *const libc::sockaddr, len),
+            0
+        );
+        assert_eq!(libc::listen(fd, backlog), 0);
+        StdListener::from_raw_fd(fd)
+    };
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            if let Ok(conn) = conn {
+                std::thread::spawn(move || serve_ok(conn));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    });
+    addr
+}
+
+/// Answers each request head on `conn` with `200 ok` until the peer closes.
+fn serve_ok(mut conn: TcpStream) {
+    let mut pending = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+            pending.drain(..end + 4);
+            if conn
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                .is_err()
+            {
+                return;
+            }
+        }
+        match conn.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => pending.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// What one `wrk` run reported.
+pub struct WrkReport {
+    /// wrk's whole output.
+    pub text: String,
+    /// Requests completed.
+    pub requests: u64,
+}
+
+impl WrkReport {
+    /// Asserts that no request failed: no non-2xx/3xx answer, no socket error.
+    pub fn assert_nothing_lost(&self, context: &str) {
+        assert!(self.requests > 0, "wrk sent nothing:\n{}", self.text);
+        assert!(
+            !self.text.contains("Non-2xx") && !self.text.contains("Socket errors"),
+            "requests lost {context}:\n{}",
+            self.text
+        );
+    }
+}
+
+/// Runs `wrk -t1 -c16` (wrk's own 2 s request timeout) against `url` for
+/// `secs` seconds, on a blocking thread.
+pub fn wrk(url: String, secs: u64) -> tokio::task::JoinHandle<WrkReport> {
+    assert!(
+        Command::new("wrk").arg("--version").output().is_ok(),
+        "wrk is needed: apt-get install -y wrk"
+    );
+    tokio::task::spawn_blocking(move || {
+        let out = Command::new("wrk")
+            .args(["-t", "1", "-c", "16", "-d", &format!("{secs}s"), &url])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let requests = text
+            .lines()
+            .find_map(|l| l.trim().split_once(" requests in "))
+            .and_then(|(n, _)| n.trim().parse().ok())
+            .unwrap_or(0);
+        WrkReport { text, requests }
+    })
+}

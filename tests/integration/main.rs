@@ -18,6 +18,7 @@ mod limits;
 mod observability;
 mod protocols;
 mod reload;
+mod resilience;
 mod routing;
 mod tls;
 mod upstreams;

@@ -126,21 +126,25 @@ async fn metrics_pass_promtool_and_random_paths_add_no_series() {
         "unmatched paths created series"
     );
 
-    let promtool = Command::new("promtool")
+    promtool_check(&after);
+}
+
+/// `promtool check metrics` on an exposition; fails the test on any finding.
+fn promtool_check(text: &str) {
+    let mut child = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("promtool is needed: apt-get install -y prometheus");
-    let mut child = promtool;
     {
         use std::io::Write;
         child
             .stdin
             .take()
             .unwrap()
-            .write_all(after.as_bytes())
+            .write_all(text.as_bytes())
             .unwrap();
     }
     let out = child.wait_with_output().unwrap();
@@ -150,6 +154,87 @@ async fn metrics_pass_promtool_and_random_paths_add_no_series() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Every family of SPEC §5 (and the gateway's own additions).
+const FAMILIES: &[&str] = &[
+    "gatehouse_requests_total",
+    "gatehouse_request_duration_seconds",
+    "gatehouse_upstream_duration_seconds",
+    "gatehouse_auth_failures_total",
+    "gatehouse_rate_limited_total",
+    "gatehouse_tokenginx_lookups_total",
+    "gatehouse_tokenginx_lookup_duration_seconds",
+    "gatehouse_upstream_backend_healthy",
+    "gatehouse_upstream_retries_total",
+    "gatehouse_upstream_panic_total",
+    "gatehouse_local_errors_total",
+    "gatehouse_client_timeouts_total",
+    "gatehouse_config_reloads_total",
+    "gatehouse_config_last_reload_success",
+    "gatehouse_jwks_refreshes_total",
+    "process_cpu_seconds_total",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_family_is_present_from_start_with_known_label_sets_at_zero() {
+    let up = Upstream::start("app").await;
+    // A gateway with nothing but a public route: every family is still there.
+    let routes = route_file(&[up.addr], "", &[("web", "/web", "")]);
+    let bare = Gateway::start("", &[("r.yaml", &routes)]);
+    let text = crate::common::metrics_text(&bare).await;
+    for family in FAMILIES {
+        assert!(
+            text.contains(&format!("# TYPE {family} ")),
+            "{family} missing from a fresh gateway:\n{text}"
+        );
+    }
+    for series in [
+        "gatehouse_config_reloads_total{result=\"error\"} 0",
+        "gatehouse_tokenginx_lookups_total{result=\"error\"} 0",
+        "gatehouse_client_timeouts_total{phase=\"header\"} 0",
+        "gatehouse_local_errors_total{kind=\"fd_limit\"} 0",
+        "gatehouse_upstream_panic_total{upstream=\"app\"} 0",
+    ] {
+        assert!(text.contains(series), "{series} missing:\n{text}");
+    }
+    promtool_check(&text);
+
+    // Routes with auth and limits: their reasons and limits at 0; a route
+    // added by a reload gets its own.
+    let secret = "a-test-secret-that-is-long-enough-for-hs256";
+    let extra = format!(
+        "jwt:\n  issuers:\n    - issuer: dev\n      secret: {secret}\n      algorithms: [HS256]\n"
+    );
+    let routes = route_file(
+        &[up.addr],
+        "",
+        &[(
+            "api",
+            "/api",
+            "auth: jwt\nrate_limit: {key: ip, rate: 10/s, burst: 5}\nip_deny: [10.0.0.0/8]",
+        )],
+    );
+    let gw = Gateway::start(&extra, &[("r.yaml", &routes)]);
+    let text = crate::common::metrics_text(&gw).await;
+    for series in [
+        "gatehouse_auth_failures_total{reason=\"missing\",route=\"api\"} 0",
+        "gatehouse_auth_failures_total{reason=\"expired\",route=\"api\"} 0",
+        "gatehouse_auth_failures_total{reason=\"ip\",route=\"api\"} 0",
+        "gatehouse_rate_limited_total{route=\"api\"} 0",
+    ] {
+        assert!(text.contains(series), "{series} missing:\n{text}");
+    }
+    promtool_check(&text);
+    let more = route_file(&[up.addr], "", &[("api2", "/api2", "auth: jwt")]).replace("app", "app2");
+    std::fs::write(gw.dir.path().join("routes/s.yaml"), more).unwrap();
+    let added = crate::common::eventually(10, async || {
+        crate::common::metrics_text(&gw)
+            .await
+            .contains("gatehouse_auth_failures_total{reason=\"missing\",route=\"api2\"} 0")
+    })
+    .await;
+    assert!(added, "{}", gw.log());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -3,10 +3,12 @@
 //! survive; settings that need an upgrade are named; and under continuous
 //! wrk load, 20 reloads and a graceful upgrade lose nothing.
 
-use std::process::Command;
 use std::time::Duration;
 
-use crate::common::{eventually, get_json, route_file, spawn_gateway, Gateway, Upstream};
+use crate::common::{
+    eventually, get_json, route_file, small_backlog_upstream, spawn_gateway, wrk, Gateway, Killed,
+    Upstream,
+};
 
 fn write_routes(gw: &Gateway, name: &str, text: &str) {
     std::fs::write(gw.dir.path().join("routes").join(name), text).unwrap();
@@ -137,26 +139,17 @@ async fn settings_that_need_an_upgrade_are_named() {
     assert_eq!(get_json(&gw.url("/x")).await.0, 200);
 }
 
+/// Against backends with a listen backlog of 5: each reload builds new
+/// pools whose checks and connects start at once, and the upgraded process
+/// opens all its upstream connections together.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn zero_loss_under_load_through_reloads_and_an_upgrade() {
-    let wrk = Command::new("wrk").arg("--version").output();
-    assert!(wrk.is_ok(), "wrk is needed: apt-get install -y wrk");
-    let a = Upstream::start("a").await;
-    let b = Upstream::start("b").await;
-    let routes_a = route_file(&[a.addr], "", &[("all", "/", "")]);
-    let routes_ab = route_file(
-        &[a.addr, b.addr],
-        "",
-        &[("all", "/", ""), ("extra", "/extra", "")],
-    );
+    let a = small_backlog_upstream(5);
+    let b = small_backlog_upstream(5);
+    let routes_a = route_file(&[a], "", &[("all", "/", "")]);
+    let routes_ab = route_file(&[a, b], "", &[("all", "/", ""), ("extra", "/extra", "")]);
     let mut old = Gateway::start("", &[("r.yaml", &routes_a)]);
-    let url = old.url("/load");
-    let load = tokio::task::spawn_blocking(move || {
-        Command::new("wrk")
-            .args(["-t", "2", "-c", "16", "-d", "9s", "--timeout", "5s", &url])
-            .output()
-            .unwrap()
-    });
+    let load = wrk(old.url("/load"), 9);
     tokio::time::sleep(Duration::from_millis(500)).await;
     for i in 0..20 {
         write_routes(
@@ -173,23 +166,127 @@ async fn zero_loss_under_load_through_reloads_and_an_upgrade() {
         assert!(done, "reload {i} did not happen:\n{}", old.log());
     }
     let conf = old.dir.path().join("conf.yaml");
-    let mut new = spawn_gateway(&conf, &["-u"], old.dir.path());
+    let new = Killed(spawn_gateway(&conf, &["-u"], old.dir.path()));
     tokio::time::sleep(Duration::from_millis(500)).await;
     old.signal(libc::SIGQUIT);
-    let out = load.await.unwrap();
-    let report = String::from_utf8_lossy(&out.stdout).into_owned();
-    let _ = new.kill();
-    let _ = new.wait();
+    let report = load.await.unwrap();
     let reloads = old.log().matches("config reloaded (").count();
     assert!(reloads >= 20, "only {reloads} reloads:\n{}", old.log());
-    assert!(report.contains("requests in"), "{report}");
-    assert!(
-        !report.contains("Non-2xx"),
-        "non-2xx responses under reload:\n{report}"
-    );
-    assert!(
-        !report.contains("Socket errors"),
-        "failed requests under reload/upgrade:\n{report}"
-    );
+    report.assert_nothing_lost(&format!("under reload/upgrade; log:\n{}", old.log()));
+    drop(new);
     old.child.kill().ok();
+}
+
+/// Waits until the gateway's last reload has `result`, and returns its error.
+async fn last_reload(gw: &Gateway, result: &str, reloads_before: usize) -> String {
+    let seen = eventually(10, async || {
+        let (_, s) = get_json(&gw.admin_url("/status")).await;
+        let n = gw.log().matches("config reload (").count()
+            + gw.log().matches("config reloaded (").count();
+        n > reloads_before && s["config"]["last_reload"]["result"] == result
+    })
+    .await;
+    assert!(seen, "no reload with result {result}:\n{}", gw.log());
+    let (_, s) = get_json(&gw.admin_url("/status")).await;
+    s["config"]["last_reload"]["error"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+fn reload_lines(gw: &Gateway) -> usize {
+    gw.log().matches("config reload (").count() + gw.log().matches("config reloaded (").count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dangling_route_file_or_an_emptied_directory_keeps_the_routes() {
+    let a = Upstream::start("a").await;
+    let gw = Gateway::start(
+        "",
+        &[("r.yaml", &route_file(&[a.addr], "", &[("one", "/one", "")]))],
+    );
+    let routes = gw.dir.path().join("routes");
+    let conf = gw.dir.path().join("conf.yaml");
+
+    // The file becomes a link to nowhere.
+    let before = reload_lines(&gw);
+    std::fs::remove_file(routes.join("r.yaml")).unwrap();
+    std::os::unix::fs::symlink("/nonexistent/r.yaml", routes.join("r.yaml")).unwrap();
+    let why = last_reload(&gw, "error", before).await;
+    assert!(
+        why.contains("r.yaml") && why.contains("cannot read"),
+        "{why}"
+    );
+    assert_eq!(get_json(&gw.url("/one/x")).await.1["app"], "a");
+    let text = metrics(&gw).await;
+    assert!(
+        text.contains("gatehouse_config_last_reload_success 0"),
+        "{text}"
+    );
+    assert!(gw.log().contains("cannot read"), "{}", gw.log());
+    let check = std::process::Command::new(crate::common::bin())
+        .args(["check", "-c"])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert!(!check.status.success());
+    let stderr = String::from_utf8_lossy(&check.stderr);
+    assert!(
+        stderr.contains("r.yaml") && stderr.contains("cannot read"),
+        "{stderr}"
+    );
+
+    // The directory is emptied: refused, the routes keep serving.
+    std::fs::remove_file(routes.join("r.yaml")).unwrap();
+    std::fs::write(routes.join("notes.txt"), "not a route file").unwrap();
+    let before = reload_lines(&gw);
+    let why = last_reload(&gw, "error", before).await;
+    assert!(why.contains("allow_empty_routes"), "{why}");
+    assert_eq!(get_json(&gw.url("/one/x")).await.1["app"], "a");
+
+    // The operator says so: now it applies.
+    let text = std::fs::read_to_string(&conf).unwrap();
+    std::fs::write(&conf, format!("{text}allow_empty_routes: true\n")).unwrap();
+    let emptied = eventually(10, async || get_json(&gw.url("/one/x")).await.0 == 404).await;
+    assert!(emptied, "{}", gw.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_configmap_style_directory_swap_reloads_once_to_the_new_content() {
+    let a = Upstream::start("a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let routes = dir.path().join("routes");
+    // What a Kubernetes ConfigMap volume looks like.
+    let version = |name: &str, prefix: &str| {
+        let d = routes.join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(
+            d.join("r.yaml"),
+            route_file(&[a.addr], "", &[("r", prefix, "")]),
+        )
+        .unwrap();
+    };
+    version("..2026_12_01_a", "/old");
+    std::os::unix::fs::symlink("..2026_12_01_a", routes.join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/r.yaml", routes.join("r.yaml")).unwrap();
+    let gw = Gateway::start_in(dir, "", &[]);
+    assert_eq!(get_json(&gw.url("/old/x")).await.0, 200);
+
+    // The kubelet's update: a new version directory, a new link swapped in
+    // by rename, the old version removed, each step a moment apart.
+    let before = reload_lines(&gw);
+    version("..2026_12_02_b", "/new");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    std::os::unix::fs::symlink("..2026_12_02_b", routes.join("..data_tmp")).unwrap();
+    std::fs::rename(routes.join("..data_tmp"), routes.join("..data")).unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    std::fs::remove_dir_all(routes.join("..2026_12_01_a")).unwrap();
+
+    let swapped = eventually(10, async || get_json(&gw.url("/new/x")).await.0 == 200).await;
+    assert!(swapped, "{}", gw.log());
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(get_json(&gw.url("/old/x")).await.0, 404);
+    assert_eq!(reload_lines(&gw) - before, 1, "{}", gw.log());
+    let (_, s) = get_json(&gw.admin_url("/status")).await;
+    assert_eq!(s["config"]["last_reload"]["result"], "ok");
 }

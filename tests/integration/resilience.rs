@@ -1,0 +1,326 @@
+//! Passive health that cannot turn a healthy app into an outage: a burst
+//! that overflows a backend's listen backlog, a graceful upgrade under
+//! `wrk`, a dead backend beside a live one, health checks that are wrong,
+//! and the gateway itself out of file descriptors.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::common::{
+    bin, client, conf_yaml, eventually, free_port, get_json, metrics_text, route_file,
+    small_backlog_upstream, spawn_gateway, write_config, wrk, Gateway, Killed, Upstream,
+};
+
+fn pool_gateway(backends: &[SocketAddr], pool_extra: &str) -> Gateway {
+    let routes = route_file(backends, pool_extra, &[("p", "/p", "")]);
+    Gateway::start("", &[("r.yaml", &routes)])
+}
+
+/// The value of the metric line starting with `series` (0 when absent).
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_one_backend_pool_survives_a_burst_that_overflows_its_backlog() {
+    let up = small_backlog_upstream(5);
+    let gw = pool_gateway(&[up], "health_check: {interval_ms: 60000}");
+    for wave in 0..3 {
+        // Each request on its own client connection: the gateway has no
+        // idle upstream connection for most of them and opens 64 at once.
+        let requests = (0..64).map(|_| {
+            let url = gw.url("/p/burst");
+            tokio::spawn(async move {
+                match client().get(&url).send().await {
+                    Ok(r) => r.status().as_u16(),
+                    Err(_) => 0,
+                }
+            })
+        });
+        let mut statuses = Vec::new();
+        for r in requests.collect::<Vec<_>>() {
+            statuses.push(r.await.unwrap());
+        }
+        let failed = statuses.iter().filter(|&&s| s != 200).count();
+        assert_eq!(failed, 0, "wave {wave}: {statuses:?}\n{}", gw.log());
+    }
+    let (_, status) = get_json(&gw.admin_url("/status")).await;
+    assert_eq!(
+        status["upstreams"][0]["backends"][0]["healthy"], true,
+        "{status}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_graceful_upgrade_under_wrk_against_a_small_backlog_loses_nothing() {
+    let up = small_backlog_upstream(5);
+    let routes = route_file(&[up], "", &[("all", "/", "")]);
+    let old = Gateway::start("", &[("r.yaml", &routes)]);
+    let load = wrk(old.url("/load"), 6);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let conf = old.dir.path().join("conf.yaml");
+    let new = Killed(spawn_gateway(&conf, &["-u"], old.dir.path()));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    old.signal(libc::SIGQUIT);
+    let report = load.await.unwrap();
+    report.assert_nothing_lost(&format!("through the upgrade; log:\n{}", old.log()));
+    assert!(
+        !old.log().contains("no healthy backend"),
+        "the only backend was reported down:\n{}",
+        old.log()
+    );
+    drop(new);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_backend_is_ejected_but_never_the_last_one() {
+    let mut ups = [Upstream::start("a0").await, Upstream::start("a1").await];
+    let addrs: Vec<SocketAddr> = ups.iter().map(|u| u.addr).collect();
+    // Checks far apart: what happens here is passive health alone.
+    let gw = pool_gateway(&addrs, "health_check: {interval_ms: 60000}");
+    ups[0].kill().await;
+    for i in 0..20 {
+        let r = client().get(gw.url("/p/x")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "request {i}\n{}", gw.log());
+    }
+    let healthy = async || {
+        let (_, s) = get_json(&gw.admin_url("/status")).await;
+        let b = &s["upstreams"][0]["backends"];
+        (b[0]["healthy"].clone(), b[1]["healthy"].clone())
+    };
+    assert_eq!(healthy().await, (false.into(), true.into()));
+
+    // The other one dies too: tried, refused, but not ejected (the last).
+    ups[1].kill().await;
+    let (status, body) = get_json(&gw.url("/p/x")).await;
+    assert_eq!((status, body["error"].as_str()), (502, Some("bad_gateway")));
+    assert_eq!(healthy().await, (false.into(), true.into()));
+    // It comes back: served at once, no check needed.
+    ups[1] = Upstream::start_at(addrs[1], "a1").await;
+    let (status, _) = get_json(&gw.url("/p/x")).await;
+    assert_eq!(status, 200, "{}", gw.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pool_the_checks_call_down_is_tried_anyway_and_counted() {
+    let up = Upstream::start("app").await;
+    // The probe always times out, yet the app serves requests fine.
+    let gw = pool_gateway(
+        &[up.addr],
+        "health_check: {path: \"/api/slow?ms=500\", interval_ms: 200, timeout_ms: 50}",
+    );
+    let down = eventually(10, async || {
+        let (_, s) = get_json(&gw.admin_url("/health/ready")).await;
+        s["components"]["upstreams"]["app"]["healthy"] == 0
+    })
+    .await;
+    assert!(down, "the check never failed");
+    for _ in 0..5 {
+        let (status, body) = get_json(&gw.url("/p/x")).await;
+        assert_eq!((status, body["app"].as_str()), (200, Some("app")));
+    }
+    let text = metrics_text(&gw).await;
+    assert!(
+        metric(&text, "gatehouse_upstream_panic_total{upstream=\"app\"}") >= 5.0,
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refusal_says_connection_close_when_the_connection_closes() {
+    let dead: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let gw = pool_gateway(&[dead], "retries: 0");
+    let mut s = TcpStream::connect(gw.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /p/x HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+    assert!(
+        text.starts_with("http/1.1 502") || text.starts_with("http/1.1 503"),
+        "{text}"
+    );
+    assert!(text.contains("connection: close"), "{text}");
+    assert!(!text.contains("keep-alive"), "{text}");
+}
+
+/// Starts the gateway with at most `nofile` open file descriptors.
+fn gateway_with_fd_limit(
+    routes: &str,
+    nofile: u64,
+) -> (Killed, SocketAddr, SocketAddr, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, admin) = (free_port(), free_port());
+    let conf = write_config(
+        dir.path(),
+        &conf_yaml(dir.path(), port, admin, ""),
+        &[("r.yaml", routes)],
+    );
+    let log = std::fs::File::create(dir.path().join("gateway.log")).unwrap();
+    let mut cmd = Command::new(bin());
+    cmd.args(["run", "-c"])
+        .arg(&conf)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log);
+    // SAFETY: setrlimit is async-signal-safe and touches only the child.
+    unsafe {
+        cmd.pre_exec(move || {
+            let limit = libc::rlimit {
+                rlim_cur: nofile,
+                rlim_max: nofile,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = Killed(cmd.spawn().unwrap());
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let admin = SocketAddr::from(([127, 0, 0, 1], admin));
+    (child, addr, admin, dir)
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// A keep-alive GET on `s`; the response's status and body.
+fn get_on(s: &mut TcpStream, path: &str) -> (u16, String) {
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = s.read(&mut chunk).unwrap_or(0);
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().to_string())
+                })
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(0);
+            if body.len() >= len {
+                let status = head
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or("0")
+                    .parse()
+                    .unwrap_or(0);
+                return (status, body[..len].to_string());
+            }
+        }
+        if n == 0 {
+            return (0, text.into_owned());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn out_of_file_descriptors_is_the_gateways_fault_not_the_backends() {
+    let up = Upstream::start("app").await;
+    // One check at start, then none: no probe frees a descriptor mid-test.
+    let routes = route_file(
+        &[up.addr],
+        "health_check: {interval_ms: 60000}",
+        &[("p", "/p", "")],
+    );
+    let (gw, addr, admin, dir) = gateway_with_fd_limit(&routes, 128);
+    let log = || std::fs::read_to_string(dir.path().join("gateway.log")).unwrap_or_default();
+    let ready = eventually(20, async || {
+        client()
+            .get(format!("http://{admin}/health/ready"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    assert!(ready, "gateway not ready:\n{}", log());
+    // A connection the gateway has accepted (its descriptor shows), with
+    // no request yet, so no upstream connection is pooled for it.
+    let pid = gw.0.id();
+    let before = open_fds(pid);
+    let mut probe = TcpStream::connect(addr).unwrap();
+    probe
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let accepted = eventually(5, async || open_fds(pid) > before).await;
+    assert!(accepted, "{}", log());
+
+    // Idle connections until the gateway cannot accept any more.
+    let mut hogs = Vec::new();
+    while open_fds(pid) < 128 && hogs.len() < 200 {
+        hogs.push(TcpStream::connect(addr).unwrap());
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // More wait in the listen queue: a descriptor that frees up is taken
+    // by the next accept (Pingora retries a second after EMFILE).
+    for _ in 0..10 {
+        hogs.push(TcpStream::connect(addr).unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let fds = open_fds(pid);
+    let (status, body) = get_on(&mut probe, "/p/x");
+    assert_eq!(
+        status,
+        503,
+        "{body}\n{fds} descriptors open, {} hogs\n{}",
+        hogs.len(),
+        log()
+    );
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["error"], "gateway_overloaded");
+
+    drop(hogs);
+    let recovered = eventually(10, async || {
+        client()
+            .get(format!("http://{admin}/metrics"))
+            .send()
+            .await
+            .is_ok()
+    })
+    .await;
+    assert!(recovered, "{}", log());
+    let text = client()
+        .get(format!("http://{admin}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metric(&text, "gatehouse_local_errors_total{kind=\"fd_limit\"}") >= 1.0,
+        "{text}"
+    );
+    let (_, status) = get_json(&format!("http://{admin}/status")).await;
+    assert_eq!(
+        status["upstreams"][0]["backends"][0]["healthy"], true,
+        "{status}"
+    );
+    assert!(
+        !log().contains("is unhealthy"),
+        "the backend was reported down:\n{}",
+        log()
+    );
+    let mut again = TcpStream::connect(addr).unwrap();
+    again
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    assert_eq!(get_on(&mut again, "/p/x").0, 200);
+}
