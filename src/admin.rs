@@ -50,6 +50,12 @@ impl Admin {
                 (name.clone(), json!({"healthy": healthy, "total": total}))
             })
             .collect();
+        let jwks: serde_json::Map<String, Value> = rt
+            .auth
+            .jwks_status()
+            .into_iter()
+            .map(|(issuer, s)| (issuer.to_string(), s.state.as_str().into()))
+            .collect();
         let body = json!({
             "status": if ready { "ready" } else { "not_ready" },
             "version": env!("CARGO_PKG_VERSION"),
@@ -62,6 +68,7 @@ impl Admin {
                     Some(_) => "error",
                 },
                 "rate_limit_store": rt.limiter.store_health(),
+                "jwks": jwks,
                 "upstreams": upstreams,
             },
         });
@@ -119,8 +126,23 @@ impl Admin {
             .lock()
             .map(|r| r.clone())
             .unwrap_or_else(|p| p.into_inner().clone());
+        let jwks: Vec<Value> = rt
+            .auth
+            .jwks_status()
+            .into_iter()
+            .map(|(issuer, s)| {
+                json!({
+                    "issuer": issuer,
+                    "state": s.state.as_str(),
+                    "keys": s.keys,
+                    "last_success_seconds_ago": s.last_success_age.map(|a| a.as_secs()),
+                    "last_error": s.last_error,
+                })
+            })
+            .collect();
         json!({
             "version": env!("CARGO_PKG_VERSION"),
+            "jwks": jwks,
             "config": {
                 "version": rt.version,
                 "files": rt.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),

@@ -67,6 +67,7 @@ mod tests {
             max_uri_bytes: 8192,
             max_header_bytes: 32768,
             client_body_timeout: std::time::Duration::from_secs(1),
+            client_header_timeout: std::time::Duration::from_secs(1),
             keepalive_timeout_seconds: 60,
         }
     }

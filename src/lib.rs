@@ -18,6 +18,7 @@
 //! | [`metrics`] | every Prometheus family |
 //! | [`access_log`] | the JSON access log: formatting on the request path, writing on its own thread |
 //! | [`admin`], [`status_page`] | the admin service: health, metrics, status |
+//! | [`listeners`] | listening addresses: free before start, held once running |
 //! | [`lifecycle`] | readiness, draining, in-flight requests, last config load |
 //! | [`tls`] | TLS termination: certificates by SNI, replaced on reload |
 //! | [`supervisor`] | background work: health checkers, JWKS, TokenginX, readiness, drain-then-exit |
@@ -34,6 +35,7 @@ pub mod config;
 pub mod demo;
 pub mod lifecycle;
 pub mod limit;
+pub mod listeners;
 pub mod metrics;
 pub mod proxy;
 pub mod reason;
@@ -136,6 +138,13 @@ pub fn build_server(conf_path: &Path, flags: RunFlags) -> Result<Server, ConfigE
         })?;
     pingora_conf.daemon |= flags.daemon;
     let listeners = runtime.server.listeners.clone();
+    // A graceful upgrade takes its sockets over from the running process.
+    if !flags.upgrade {
+        let mut addrs: Vec<SocketAddr> = listeners.iter().map(|l| l.addr).collect();
+        addrs.extend(runtime.server.admin);
+        listeners::ensure_free(&addrs)
+            .map_err(|e| ConfigErrors(vec![config::ConfigError::file(conf_path, e)]))?;
+    }
     let runtime_certs = runtime.server.certs.clone();
     let mut cert_stores: HashMap<SocketAddr, Arc<CertStore>> = HashMap::new();
     let admin_addr = runtime.server.admin;
@@ -165,7 +174,11 @@ pub fn build_server(conf_path: &Path, flags: RunFlags) -> Result<Server, ConfigE
     gateway.server_options = Some(options);
     let mut proxy = Service::new(
         "gatehouse proxy".to_string(),
-        ProxyApp::new(gateway, Arc::clone(&live)),
+        ProxyApp::new(
+            gateway,
+            Arc::clone(&live),
+            metrics.client_timeouts.with_label_values(&["header"]),
+        ),
     );
     for l in &listeners {
         let addr = l.addr.to_string();

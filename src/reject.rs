@@ -50,6 +50,8 @@ pub enum Rejection {
     HeadersTooLarge,
     /// The client sent its body too slowly.
     ClientTimeout,
+    /// The client sent its request head too slowly.
+    HeaderTimeout,
     /// The backend refused or reset the connection, or sent garbage.
     BadGateway,
     /// No backend of the pool is healthy.
@@ -84,7 +86,7 @@ impl Rejection {
             Rejection::BodyTooLarge => 413,
             Rejection::UriTooLong => 414,
             Rejection::HeadersTooLarge => 431,
-            Rejection::ClientTimeout => 408,
+            Rejection::ClientTimeout | Rejection::HeaderTimeout => 408,
             Rejection::RateLimited(_) => 429,
             Rejection::Internal => 500,
             Rejection::BadGateway => 502,
@@ -116,7 +118,7 @@ impl Rejection {
             Rejection::BodyTooLarge => "body_too_large",
             Rejection::UriTooLong => "uri_too_long",
             Rejection::HeadersTooLarge => "headers_too_large",
-            Rejection::ClientTimeout => "request_timeout",
+            Rejection::ClientTimeout | Rejection::HeaderTimeout => "request_timeout",
             Rejection::BadGateway => "bad_gateway",
             Rejection::NoHealthyBackend => "no_healthy_backend",
             Rejection::LocalResources => "gateway_overloaded",
@@ -147,6 +149,7 @@ impl Rejection {
             Rejection::UriTooLong => "the request target is too long",
             Rejection::HeadersTooLarge => "the request headers are too large",
             Rejection::ClientTimeout => "the request body arrived too slowly",
+            Rejection::HeaderTimeout => "the request head arrived too slowly",
             Rejection::BadGateway => "the upstream server refused or dropped the connection",
             Rejection::NoHealthyBackend => "no healthy upstream server is available",
             Rejection::LocalResources => {

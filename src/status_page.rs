@@ -62,6 +62,22 @@ pub fn render(status: &Value) -> String {
             ));
         }
     }
+    html.push_str("</table><h2>JWKS</h2><table id=\"jwks\"><tr><th>issuer</th><th>state</th><th>keys</th><th>last success</th><th>last error</th></tr>");
+    for j in status["jwks"].as_array().into_iter().flatten() {
+        let ok = j["state"] == "ok";
+        html.push_str(&format!(
+            "<tr><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&j["issuer"]),
+            if ok { "up" } else { "down" },
+            esc(&j["state"]),
+            esc(&j["keys"]),
+            match j["last_success_seconds_ago"].as_u64() {
+                Some(s) => format!("{s} s ago"),
+                None => "never".into(),
+            },
+            esc(&j["last_error"]),
+        ));
+    }
     html.push_str("</table></body></html>");
     html
 }

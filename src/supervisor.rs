@@ -6,6 +6,7 @@
 //! connections, while draining; exiting as soon as the last in-flight
 //! request is done.
 
+use std::net::SocketAddr;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
@@ -13,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use log::{info, warn};
+use log::{error, info, warn};
 use pingora_core::server::{ExecutionPhase, ShutdownWatch};
 use pingora_core::services::background::BackgroundService;
 use tokio::signal::unix::{signal, SignalKind};
@@ -77,18 +78,30 @@ impl BackgroundService for Supervisor {
         let mut watch = tokio::time::interval(WATCH_INTERVAL);
         watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut seen = self.loaded.clone();
+        // Once the sockets are handed to a new process, this one still
+        // answers on them until it exits, for an instance that is healthy:
+        // readiness must not flap while both accept.
+        let mut handed_over = false;
         loop {
             tokio::select! {
                 phase = phases.recv() => match phase {
                     Ok(ExecutionPhase::Running) => {
-                        info!("listeners bound, config loaded: ready");
-                        self.lifecycle.ready.store(true, Relaxed);
+                        tokio::spawn(ready_once_bound(
+                            self.bound_addrs(),
+                            Arc::clone(&self.lifecycle),
+                            self.pid_file(),
+                        ));
                     }
-                    Ok(ExecutionPhase::GracefulTerminate
-                        | ExecutionPhase::GracefulUpgradeTransferringFds
-                        | ExecutionPhase::ShutdownStarted) => {
+                    Ok(ExecutionPhase::GracefulUpgradeTransferringFds) => {
+                        info!("sockets handed to the new process: draining, still ready");
+                        handed_over = true;
+                        self.lifecycle.draining.store(true, Relaxed);
+                    }
+                    Ok(ExecutionPhase::GracefulTerminate | ExecutionPhase::ShutdownStarted) => {
                         info!("draining: responses now close their connections");
-                        self.lifecycle.ready.store(false, Relaxed);
+                        if !handed_over {
+                            self.lifecycle.ready.store(false, Relaxed);
+                        }
                         self.lifecycle.draining.store(true, Relaxed);
                     }
                     Ok(ExecutionPhase::ShutdownGracePeriod) => {
@@ -98,7 +111,9 @@ impl BackgroundService for Supervisor {
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
                 changed = shutdown.changed() => {
-                    self.lifecycle.ready.store(false, Relaxed);
+                    if !handed_over {
+                        self.lifecycle.ready.store(false, Relaxed);
+                    }
                     if changed.is_err() {
                         return;
                     }
@@ -126,6 +141,21 @@ impl BackgroundService for Supervisor {
 }
 
 impl Supervisor {
+    /// Every address the running process must listen on.
+    fn bound_addrs(&self) -> Vec<SocketAddr> {
+        let rt = self.live.load();
+        let mut addrs: Vec<SocketAddr> = rt.server.listeners.iter().map(|l| l.addr).collect();
+        addrs.extend(rt.server.admin);
+        addrs
+    }
+
+    /// Where a foreground process writes its pid (Pingora writes it only
+    /// for daemons).
+    fn pid_file(&self) -> Option<PathBuf> {
+        let conf = &self.live.load().server.pingora;
+        (!conf.daemon).then(|| PathBuf::from(&conf.pid_file))
+    }
+
     /// conf.yaml, every file of the routes directory (new files count) and
     /// the files the running config read (certificates included).
     fn watched(&self) -> Vec<PathBuf> {
@@ -164,6 +194,44 @@ fn snapshot(files: &[PathBuf]) -> Snapshot {
             (f.clone(), meta)
         })
         .collect()
+}
+
+/// How long the listeners may take to be bound once Pingora runs.
+const BIND_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Marks the process ready once it listens on every one of `addrs`, and
+/// writes `pid_file`; exits with an error when it cannot within
+/// [`BIND_DEADLINE`] (Pingora would retry for half a minute, then leave
+/// a process that serves nothing).
+async fn ready_once_bound(
+    addrs: Vec<SocketAddr>,
+    lifecycle: Arc<Lifecycle>,
+    pid_file: Option<PathBuf>,
+) {
+    let started = std::time::Instant::now();
+    loop {
+        let missing = crate::listeners::missing(&addrs);
+        if missing.is_empty() {
+            break;
+        }
+        if started.elapsed() > BIND_DEADLINE {
+            let list: Vec<String> = missing.iter().map(ToString::to_string).collect();
+            error!(
+                "cannot listen on {} after {} s: exiting",
+                list.join(", "),
+                BIND_DEADLINE.as_secs()
+            );
+            std::process::exit(1);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if let Some(path) = pid_file {
+        if let Err(e) = std::fs::write(&path, format!("{}\n", std::process::id())) {
+            warn!("cannot write the pid file {}: {e}", path.display());
+        }
+    }
+    info!("listeners bound, config loaded: ready");
+    lifecycle.ready.store(true, Relaxed);
 }
 
 /// How long no request may be in flight before a draining process exits:

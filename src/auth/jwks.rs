@@ -52,6 +52,45 @@ pub enum Lookup {
     Empty,
 }
 
+/// How current an issuer's keys are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JwksState {
+    /// No fetch has finished yet.
+    NeverFetched,
+    /// The last fetch worked, recently enough.
+    Ok,
+    /// Keys from an earlier fetch are served: the latest failed, or none
+    /// got through for twice the refresh interval.
+    Stale,
+    /// No fetch has ever worked: tokens of this issuer cannot be verified.
+    Failing,
+}
+
+impl JwksState {
+    /// The word the admin service reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JwksState::NeverFetched => "never_fetched",
+            JwksState::Ok => "ok",
+            JwksState::Stale => "stale",
+            JwksState::Failing => "failing",
+        }
+    }
+}
+
+/// An issuer's key store as the admin service reports it.
+#[derive(Debug, Clone)]
+pub struct JwksStatus {
+    /// Overall state.
+    pub state: JwksState,
+    /// Keys held now.
+    pub keys: usize,
+    /// Time since the last successful fetch.
+    pub last_success_age: Option<Duration>,
+    /// Why the last fetch failed, if it did.
+    pub last_error: Option<String>,
+}
+
 /// Counters of `gatehouse_jwks_refreshes_total{issuer, result}`.
 #[derive(Clone)]
 pub struct RefreshCounters {
@@ -72,6 +111,10 @@ pub struct KeyStore {
     keys: ArcSwap<Vec<Arc<KeyEntry>>>,
     /// Milliseconds since `epoch` of the last fetch attempt.
     last_attempt_ms: AtomicU64,
+    /// Milliseconds since `epoch` of the last successful fetch (0: never).
+    last_ok_ms: AtomicU64,
+    /// Why the last fetch failed; `None` after a success.
+    last_error: std::sync::Mutex<Option<String>>,
     epoch: Instant,
     refetch: tokio::sync::Mutex<()>,
     counters: RefreshCounters,
@@ -101,6 +144,8 @@ impl KeyStore {
             max_refresh,
             keys: ArcSwap::from_pointee(Vec::new()),
             last_attempt_ms: AtomicU64::new(0),
+            last_ok_ms: AtomicU64::new(0),
+            last_error: std::sync::Mutex::new(None),
             epoch: Instant::now(),
             refetch: tokio::sync::Mutex::new(()),
             counters,
@@ -175,6 +220,8 @@ impl KeyStore {
                 );
                 self.keys.store(Arc::new(keys));
                 self.counters.ok.inc();
+                self.last_ok_ms.store(self.now_ms(), Relaxed);
+                self.set_last_error(None);
                 Ok(max_age)
             }
             Err(e) => {
@@ -183,6 +230,7 @@ impl KeyStore {
                     self.issuer, self.url
                 );
                 self.counters.error.inc();
+                self.set_last_error(Some(e.clone()));
                 Err(e)
             }
         }
@@ -210,6 +258,41 @@ impl KeyStore {
             return Err("the JWKS has no usable signing key".into());
         }
         Ok((keys, max_age))
+    }
+
+    fn set_last_error(&self, e: Option<String>) {
+        match self.last_error.lock() {
+            Ok(mut last) => *last = e,
+            Err(p) => *p.into_inner() = e,
+        }
+    }
+
+    /// Where the keys stand, for `/health/ready` and `/status` (admin only,
+    /// never on the request path).
+    pub fn status(&self) -> JwksStatus {
+        let last_ok = self.last_ok_ms.load(Relaxed);
+        let error = self
+            .last_error
+            .lock()
+            .map(|e| e.clone())
+            .unwrap_or_else(|p| p.into_inner().clone());
+        let keys = self.keys.load().len();
+        let age = (last_ok != 0).then(|| Duration::from_millis(self.now_ms() - last_ok));
+        let state = match (&error, age) {
+            (None, None) => JwksState::NeverFetched,
+            (Some(_), None) => JwksState::Failing,
+            (Some(_), Some(_)) => JwksState::Stale,
+            // Refreshed no later than max_refresh; twice that means the
+            // refresher has stopped getting through.
+            (None, Some(age)) if age > self.max_refresh * 2 => JwksState::Stale,
+            (None, Some(_)) => JwksState::Ok,
+        };
+        JwksStatus {
+            state,
+            keys,
+            last_success_age: age,
+            last_error: error,
+        }
     }
 
     /// Starts the background refresh on the current runtime. The task ends

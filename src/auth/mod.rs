@@ -201,6 +201,18 @@ impl Auth {
         }
     }
 
+    /// Each JWKS issuer with the state of its keys.
+    pub fn jwks_status(&self) -> Vec<(&str, jwks::JwksStatus)> {
+        self.verifier
+            .iter()
+            .flat_map(|v| &v.issuers)
+            .filter_map(|i| match &i.keys {
+                jwt::IssuerKeys::Jwks(store) => Some((i.issuer.as_str(), store.status())),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Starts background work: JWKS refreshers and the TokenginX connection.
     pub fn start(&self) {
         if let Some(v) = &self.verifier {

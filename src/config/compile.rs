@@ -72,6 +72,8 @@ pub struct Settings {
     pub max_header_bytes: usize,
     /// Per-read wait for request body bytes.
     pub client_body_timeout: Duration,
+    /// Whole wait for a request head, from its first byte.
+    pub client_header_timeout: Duration,
     /// Idle limit of a kept-alive client connection, in seconds.
     pub keepalive_timeout_seconds: u64,
 }
@@ -587,6 +589,13 @@ impl Compiler<'_> {
             100,
             3_600_000,
         );
+        self.millis(
+            main,
+            "client_header_timeout_ms",
+            m.client_header_timeout_ms,
+            100,
+            3_600_000,
+        );
         if !(1..=3600).contains(&m.keepalive_timeout_seconds) {
             self.errors
                 .push(main.err("keepalive_timeout_seconds", "must be between 1 and 3600"));
@@ -603,6 +612,7 @@ impl Compiler<'_> {
             max_uri_bytes: m.max_uri_bytes,
             max_header_bytes: m.max_header_bytes,
             client_body_timeout: Duration::from_millis(m.client_body_timeout_ms),
+            client_header_timeout: Duration::from_millis(m.client_header_timeout_ms),
             keepalive_timeout_seconds: m.keepalive_timeout_seconds,
         }
     }

@@ -89,6 +89,10 @@ pub struct MainFile {
     /// Longest wait for the next bytes of a request body; slower gets 408.
     #[serde(default = "default_body_timeout")]
     pub client_body_timeout_ms: u64,
+    /// Longest a request head (or an HTTP/2 preface and SETTINGS) may take
+    /// to arrive, from its first byte; slower gets 408 and is closed.
+    #[serde(default = "default_header_timeout")]
+    pub client_header_timeout_ms: u64,
     /// Longest a client connection may sit idle between two requests (and
     /// wait for each read of the next request's head) before it is closed.
     #[serde(default = "default_keepalive_timeout")]
@@ -125,6 +129,9 @@ fn default_max_headers() -> usize {
 }
 fn default_body_timeout() -> u64 {
     60_000
+}
+fn default_header_timeout() -> u64 {
+    10_000
 }
 fn default_keepalive_timeout() -> u64 {
     60

@@ -11,70 +11,93 @@
 //! Pingora. nginx does the same: a keep-alive connection gives its buffers
 //! back between requests.
 //!
-//! TLS connections (where ALPN picks HTTP/1 or HTTP/2) and HTTP/2 with
-//! prior knowledge (h2c) keep Pingora's loop unchanged.
+//! Each request's head must arrive within `client_header_timeout_ms` of its
+//! first byte ([`super::request_head`]); a slower client gets 408 and is
+//! closed. TLS connections get the same loop through [`Rewound`]; HTTP/2
+//! connections (h2c with prior knowledge, or ALPN h2) go to Pingora's own
+//! once their preface and SETTINGS have arrived in time.
+//!
+//! Pipelined requests (RFC 9112 §9.3.2) are served in order: Pingora hands
+//! the bytes it read past the end of a request to the next session on the
+//! connection, and the lean wait is skipped when there are such bytes
+//! (they would never arrive on the socket again).
 
-use std::cell::RefCell;
-use std::future::poll_fn;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use pingora_core::apps::{HttpServerApp, ServerApp};
+use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::l4::stream::Stream as PlainStream;
-use pingora_core::protocols::Stream;
+use pingora_core::protocols::{Stream, ALPN, IO};
 use pingora_core::server::ShutdownWatch;
 use pingora_proxy::HttpProxy;
-use tokio::io::{AsyncRead, ReadBuf};
+use prometheus::IntCounter;
+use tokio::io::AsyncWriteExt;
 
+use super::request_head::{next_request, too_slow_response, Next, Patience, PutBack};
+use super::rewound::Rewound;
 use super::Gateway;
 use crate::config::Runtime;
 
-/// What an HTTP/2 client with prior knowledge sends first (RFC 9113 §3.4).
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-/// Bytes read while waiting for a request: Pingora's first head read is
-/// this size, so it takes them all back in one read.
-const FIRST_READ: usize = 4096;
-
-thread_local! {
-    /// The buffer the first bytes of a request land in before they are
-    /// handed back to the stream; one per worker thread, not per connection.
-    static FIRST_BYTES: RefCell<[u8; FIRST_READ]> = const { RefCell::new([0; FIRST_READ]) };
-}
-
 /// The proxy service's application: Pingora's [`HttpProxy`] around
-/// [`Gateway`], with a lean wait between HTTP/1 requests.
+/// [`Gateway`], with a lean, deadline-bounded wait for each HTTP/1 request.
 pub struct ProxyApp {
     proxy: Arc<HttpProxy<Gateway>>,
     live: Arc<ArcSwap<Runtime>>,
+    /// `gatehouse_client_timeouts_total{phase="header"}`.
+    header_timeouts: IntCounter,
 }
 
 impl ProxyApp {
-    /// Serves connections with `proxy`; the idle limit between requests is
-    /// `keepalive_timeout_seconds` of whatever config `live` holds.
-    pub fn new(proxy: HttpProxy<Gateway>, live: Arc<ArcSwap<Runtime>>) -> ProxyApp {
+    /// Serves connections with `proxy`; the waits for requests come from
+    /// whatever config `live` holds; `header_timeouts` counts heads that
+    /// came too slowly.
+    pub fn new(
+        proxy: HttpProxy<Gateway>,
+        live: Arc<ArcSwap<Runtime>>,
+        header_timeouts: IntCounter,
+    ) -> ProxyApp {
         ProxyApp {
             proxy: Arc::new(proxy),
             live,
+            header_timeouts,
         }
     }
 
-    /// The idle limit between requests, from the live config.
-    fn idle_timeout(&self) -> Duration {
-        Duration::from_secs(self.live.load().settings.keepalive_timeout_seconds)
+    /// How long the next request may take, from the live config.
+    fn patience(&self, h2: bool) -> Patience {
+        let settings = &self.live.load().settings;
+        Patience {
+            idle: Duration::from_secs(settings.keepalive_timeout_seconds),
+            head: settings.client_header_timeout,
+            h2,
+        }
     }
 
-    /// HTTP/1 requests on one plain connection whose first bytes have
+    /// Answers a head that came too slowly: 408 for HTTP/1, then close.
+    async fn too_slow<S: IO>(&self, stream: &mut S, http1: bool) {
+        self.header_timeouts.inc();
+        if http1 {
+            let response = too_slow_response(&crate::trace::request_id(None));
+            let _ = stream.write_all(&response).await;
+            let _ = stream.flush().await;
+        }
+        pingora_core::protocols::Shutdown::shutdown(stream).await;
+    }
+
+    /// HTTP/1 requests on one connection whose first request head has
     /// arrived, one after another, until the client closes, goes idle too
-    /// long, a response ends keep-alive, or the service shuts down.
-    async fn serve_http1(&self, mut stream: Box<PlainStream>, mut shutdown: ShutdownWatch) {
+    /// long, sends a head too slowly, a response ends keep-alive, or the
+    /// service shuts down.
+    async fn serve_http1<S: PutBack + IO + 'static>(
+        &self,
+        mut stream: Box<S>,
+        mut shutdown: ShutdownWatch,
+    ) {
         let mut session = ServerSession::new_http1(stream);
-        session.set_keepalive(Some(self.idle_timeout().as_secs()));
+        session.set_keepalive(Some(self.patience(false).idle.as_secs()));
         session.set_keepalive_reuses_remaining(
             self.proxy
                 .server_options
@@ -85,20 +108,50 @@ impl ProxyApp {
             let Some(reused) = self.proxy.process_new_http(session, &shutdown).await else {
                 return;
             };
-            // We never turn HTTP/1 pipelining on, so `settings` holds back
-            // no bytes of the next request: they are all still in the
-            // socket, where `next_request` waits for them.
             let (next, settings) = reused.consume();
-            let Some(plain) = as_plain(next) else {
+            let Ok(same) = next.into_any().downcast::<S>() else {
                 return;
             };
-            stream = plain;
-            if next_request(&mut stream, self.idle_timeout(), &mut shutdown).await == Next::Closed {
-                return;
+            stream = same;
+            // Bytes of a pipelined next request, already read, are in
+            // `settings`: the next session parses them first. Otherwise
+            // the next request is all still in the socket.
+            let pipelined = settings.as_ref().is_some_and(carries_pipelined_bytes);
+            if !pipelined {
+                match next_request(&mut *stream, self.patience(false), &mut shutdown).await {
+                    Next::Http1 => {}
+                    Next::TooSlow => return self.too_slow(&mut *stream, true).await,
+                    Next::Closed | Next::H2 => return,
+                }
             }
             session = ServerSession::new_http1(stream);
             if let Some(settings) = settings {
                 settings.apply_to_session(&mut session);
+            }
+        }
+    }
+
+    /// The first request of a connection that Pingora would otherwise
+    /// serve whole: waited for under the head deadline, then HTTP/1 here
+    /// and HTTP/2 by Pingora's loop.
+    async fn serve<S: PutBack + IO + 'static>(
+        self: &Arc<Self>,
+        mut stream: Box<S>,
+        h2: bool,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let mut watch = shutdown.clone();
+        match next_request(&mut *stream, self.patience(h2), &mut watch).await {
+            Next::Closed => None,
+            Next::TooSlow => {
+                self.too_slow(&mut *stream, true).await;
+                None
+            }
+            // Pingora's loop reads the preface again (it was put back).
+            Next::H2 => ServerApp::process_new(&self.proxy, stream, shutdown).await,
+            Next::Http1 => {
+                self.serve_http1(stream, watch).await;
+                None
             }
         }
     }
@@ -113,22 +166,21 @@ impl ServerApp for ProxyApp {
     ) -> Option<Stream> {
         let options = self.proxy.server_options.as_ref();
         let h2c = options.is_some_and(|o| o.h2c);
-        // `Stream` is itself an `IO`: deref to ask the connection inside.
-        if options.is_some_and(|o| o.force_custom) || !(*stream).as_any().is::<PlainStream>() {
+        if options.is_some_and(|o| o.force_custom) {
             return ServerApp::process_new(&self.proxy, stream, shutdown).await;
         }
-        let mut plain = as_plain(stream)?;
-        let mut watch = shutdown.clone();
-        match next_request(&mut plain, self.idle_timeout(), &mut watch).await {
-            Next::Closed => None,
-            // Pingora's loop reads the preface again (the bytes were put
-            // back) and runs the HTTP/2 connection.
-            Next::MaybeH2 if h2c => ServerApp::process_new(&self.proxy, plain, shutdown).await,
-            Next::Http1 | Next::MaybeH2 => {
-                self.serve_http1(plain, watch).await;
-                None
-            }
+        // `Stream` is itself an `IO`: deref to ask the connection inside.
+        if (*stream).as_any().is::<PlainStream>() {
+            let plain: Box<PlainStream> = stream.into_any().downcast().ok()?;
+            return self.serve(plain, h2c, shutdown).await;
         }
+        if stream.get_ssl().is_some() {
+            let h2 = stream.selected_alpn_proto() == Some(ALPN::H2);
+            return self
+                .serve(Box::new(Rewound::new(stream)), h2, shutdown)
+                .await;
+        }
+        ServerApp::process_new(&self.proxy, stream, shutdown).await
     }
 
     async fn cleanup(&self) {
@@ -136,54 +188,35 @@ impl ServerApp for ProxyApp {
     }
 }
 
-/// What the wait for a request saw.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Next {
-    /// The client closed or failed, stayed idle too long, or the service is
-    /// shutting down: close the connection.
-    Closed,
-    /// Bytes that cannot start the HTTP/2 preface.
-    Http1,
-    /// Bytes that start (or may yet start) the HTTP/2 prior-knowledge preface.
-    MaybeH2,
-}
-
-/// The concrete plain TCP (or Unix) stream behind `stream`, if it is one.
-fn as_plain(stream: Stream) -> Option<Box<PlainStream>> {
-    stream.into_any().downcast().ok()
-}
-
-/// Waits for the client's next bytes and puts them back in front of
-/// `stream`, at most `idle`, and no longer than the service runs.
-async fn next_request(
-    stream: &mut PlainStream,
-    idle: Duration,
-    shutdown: &mut ShutdownWatch,
-) -> Next {
-    if *shutdown.borrow() {
-        return Next::Closed;
+/// Whether `settings` carries bytes of a pipelined next request. Pingora
+/// keeps them private (it applies them to the next session itself) and has
+/// no getter, but its derived `Debug` writes each field by name: the probe
+/// reads up to `pipelined_prefix` and stops there, without formatting the
+/// bytes or allocating. `tests/integration/pipelining.rs` fails if a
+/// Pingora upgrade changes this.
+fn carries_pipelined_bytes(settings: &HttpPersistentSettings) -> bool {
+    /// Watches the field names go by; stops the formatting at the answer.
+    #[derive(Default)]
+    struct Probe {
+        at_field: bool,
+        found: bool,
     }
-    let first_bytes = poll_fn(|cx| poll_first_bytes(stream, cx));
-    tokio::select! {
-        biased;
-        read = pingora_timeout::timeout(idle, first_bytes) => read.ok().and_then(Result::ok).unwrap_or(Next::Closed),
-        _ = shutdown.changed() => Next::Closed,
+    impl std::fmt::Write for Probe {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            match (self.at_field, s) {
+                (true, ": ") => Ok(()),
+                (true, value) => {
+                    self.found = value == "Some";
+                    Err(std::fmt::Error)
+                }
+                (false, name) => {
+                    self.at_field = name == "pipelined_prefix";
+                    Ok(())
+                }
+            }
+        }
     }
-}
-
-/// Reads what the client has sent into the thread's buffer and rewinds it
-/// into `stream`, so Pingora's next read returns it without a syscall.
-fn poll_first_bytes(stream: &mut PlainStream, cx: &mut Context<'_>) -> Poll<std::io::Result<Next>> {
-    FIRST_BYTES.with_borrow_mut(|bytes| {
-        let mut buf = ReadBuf::new(bytes);
-        ready!(Pin::new(&mut *stream).poll_read(cx, &mut buf))?;
-        let read = buf.filled();
-        stream.rewind(read);
-        let n = read.len().min(H2_PREFACE.len());
-        Poll::Ready(Ok(match read {
-            [] => Next::Closed,
-            _ if read[..n] == H2_PREFACE[..n] => Next::MaybeH2,
-            _ => Next::Http1,
-        }))
-    })
+    let mut probe = Probe::default();
+    let _ = std::fmt::Write::write_fmt(&mut probe, format_args!("{settings:?}"));
+    probe.found
 }

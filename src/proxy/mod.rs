@@ -16,8 +16,10 @@ pub mod connection;
 pub mod ctx;
 pub mod log_line;
 pub mod request_filters;
+pub mod request_head;
 pub mod request_modifiers;
 pub mod response_modifiers;
+pub mod rewound;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -169,9 +171,11 @@ impl ProxyHttp for Gateway {
             // and then also waits forever for the next request's head.
             session.set_keepalive(Some(runtime.settings.keepalive_timeout_seconds));
         }
-        session
-            .as_downstream_mut()
-            .set_read_timeout(Some(runtime.settings.client_body_timeout));
+        let downstream = session.as_downstream_mut();
+        downstream.set_read_timeout(Some(runtime.settings.client_body_timeout));
+        // Pipelined requests are served in order (the setting carries over
+        // to the connection's next requests).
+        downstream.set_pipelining_enabled(true);
         ctx.runtime = Some(runtime);
         match request_filters::admit(session, ctx).await {
             Ok(()) => Ok(false),
@@ -381,6 +385,12 @@ impl ProxyHttp for Gateway {
             );
         let rejection = Rejection::from_proxy_error(e);
         let status = rejection.status();
+        if rejection == Rejection::ClientTimeout {
+            self.metrics
+                .client_timeouts
+                .with_label_values(&["body"])
+                .inc();
+        }
         if client_gone {
             return FailToProxy {
                 error_code: 0,

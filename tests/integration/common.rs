@@ -339,6 +339,34 @@ pub fn raw_get(addr: SocketAddr, path: &str, headers: &[&str]) -> RawResponse {
     raw(addr, &req).unwrap()
 }
 
+/// Reads one response with a `content-length` body off `s`: its status
+/// and its body.
+pub fn read_response(s: &mut impl Read) -> (u16, String) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16384];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map_or(0, |v| v.trim().parse().unwrap());
+            if buf.len() >= end + 4 + len {
+                let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+                let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned();
+                return (status, body);
+            }
+        }
+        let n = s.read(&mut chunk).expect("a response in time");
+        assert!(
+            n > 0,
+            "closed mid-response: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
 /// Polls `cond` every 50 ms for up to `secs` seconds.
 pub async fn eventually(secs: u64, mut cond: impl AsyncFnMut() -> bool) -> bool {
     let deadline = Instant::now() + Duration::from_secs(secs);

@@ -7,35 +7,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use crate::common::{route_file, Gateway, Upstream};
-
-/// Reads one response with a `content-length` body off `s`: its status
-/// and its body.
-fn read_response(s: &mut TcpStream) -> (u16, String) {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 16384];
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .map_or(0, |v| v.trim().parse().unwrap());
-            if buf.len() >= end + 4 + len {
-                let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-                let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned();
-                return (status, body);
-            }
-        }
-        let n = s.read(&mut chunk).expect("response");
-        assert!(
-            n > 0,
-            "closed mid-response: {:?}",
-            String::from_utf8_lossy(&buf)
-        );
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
+use crate::common::{read_response, route_file, Gateway, Upstream};
 
 /// A keep-alive connection that has been served one request.
 fn served_connection(gw: &Gateway) -> TcpStream {

@@ -10,8 +10,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::common::{
-    bin, client, conf_yaml, eventually, free_port, get_json, metrics_text, route_file,
-    small_backlog_upstream, spawn_gateway, write_config, wrk, Gateway, Killed, Upstream,
+    bin, client, conf_yaml, eventually, free_port, get_json, metrics_text, read_response,
+    route_file, small_backlog_upstream, spawn_gateway, write_config, wrk, Gateway, Killed,
+    Upstream,
 };
 
 fn pool_gateway(backends: &[SocketAddr], pool_extra: &str) -> Gateway {
@@ -199,36 +200,7 @@ fn open_fds(pid: u32) -> usize {
 fn get_on(s: &mut TcpStream, path: &str) -> (u16, String) {
     s.write_all(format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes())
         .unwrap();
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let n = s.read(&mut chunk).unwrap_or(0);
-        buf.extend_from_slice(&chunk[..n]);
-        let text = String::from_utf8_lossy(&buf);
-        if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            let len = head
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-length:")
-                        .map(|v| v.trim().to_string())
-                })
-                .and_then(|v| v.parse::<usize>().ok())
-                .unwrap_or(0);
-            if body.len() >= len {
-                let status = head
-                    .split_whitespace()
-                    .nth(1)
-                    .unwrap_or("0")
-                    .parse()
-                    .unwrap_or(0);
-                return (status, body[..len].to_string());
-            }
-        }
-        if n == 0 {
-            return (0, text.into_owned());
-        }
-    }
+    read_response(s)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -254,6 +226,8 @@ async fn out_of_file_descriptors_is_the_gateways_fault_not_the_backends() {
     // A connection the gateway has accepted (its descriptor shows), with
     // no request yet, so no upstream connection is pooled for it.
     let pid = gw.0.id();
+    // The start-up health probe's socket is gone by now.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let before = open_fds(pid);
     let mut probe = TcpStream::connect(addr).unwrap();
     probe
