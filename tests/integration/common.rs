@@ -340,31 +340,29 @@ pub fn raw_get(addr: SocketAddr, path: &str, headers: &[&str]) -> RawResponse {
 }
 
 /// Reads one response with a `content-length` body off `s`: its status
-/// and its body.
+/// and its body. It reads no byte past that response, so pipelined
+/// responses can be read one after another.
 pub fn read_response(s: &mut impl Read) -> (u16, String) {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 16384];
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .map_or(0, |v| v.trim().parse().unwrap());
-            if buf.len() >= end + 4 + len {
-                let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-                let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned();
-                return (status, body);
-            }
-        }
-        let n = s.read(&mut chunk).expect("a response in time");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = s.read(&mut byte).expect("a response in time");
         assert!(
             n > 0,
             "closed mid-response: {:?}",
-            String::from_utf8_lossy(&buf)
+            String::from_utf8_lossy(&head)
         );
-        buf.extend_from_slice(&chunk[..n]);
+        head.push(byte[0]);
     }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map_or(0, |v| v.trim().parse().unwrap());
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).expect("the whole body in time");
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, String::from_utf8_lossy(&body).into_owned())
 }
 
 /// Polls `cond` every 50 ms for up to `secs` seconds.
@@ -499,8 +497,13 @@ impl Drop for Killed {
 
 /// The admin service's `/metrics` text.
 pub async fn metrics_text(gw: &Gateway) -> String {
+    metrics_at(gw.admin).await
+}
+
+/// The `/metrics` text of the admin service at `admin`.
+pub async fn metrics_at(admin: SocketAddr) -> String {
     client()
-        .get(gw.admin_url("/metrics"))
+        .get(format!("http://{admin}/metrics"))
         .send()
         .await
         .unwrap()

@@ -23,6 +23,18 @@ fn wait_exit(child: &mut std::process::Child, secs: u64) -> Option<std::process:
     None
 }
 
+/// Waits (at most 20 s) for a gateway that was told to go to exit; it is
+/// given back for its log.
+async fn exits(mut gw: Gateway) -> Gateway {
+    tokio::task::spawn_blocking(move || {
+        let status = wait_exit(&mut gw.child, 20);
+        assert!(status.is_some(), "gateway did not exit:\n{}", gw.log());
+        gw
+    })
+    .await
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_drains_in_flight_requests() {
     let up = Upstream::start("app").await;
@@ -55,7 +67,7 @@ async fn sigterm_drains_in_flight_requests() {
 async fn graceful_upgrade_loses_no_request_under_load() {
     let up = Upstream::start("app").await;
     let routes = route_file(&[up.addr], "", &[("web", "/", "")]);
-    let mut old = Gateway::start("", &[("r.yaml", &routes)]);
+    let old = Gateway::start("", &[("r.yaml", &routes)]);
     let url = old.url("/x");
     let stop = Arc::new(AtomicBool::new(false));
     let ok = Arc::new(AtomicUsize::new(0));
@@ -87,22 +99,11 @@ async fn graceful_upgrade_loses_no_request_under_load() {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let conf = old.dir.path().join("conf.yaml");
-    let new_child = spawn_gateway(&conf, &["-u"], old.dir.path());
-    let mut new = Guard(new_child);
+    let mut new = Killed(spawn_gateway(&conf, &["-u"], old.dir.path()));
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = ok.load(Relaxed);
     old.signal(libc::SIGQUIT);
-    let exited = tokio::task::spawn_blocking(move || {
-        let s = wait_exit(&mut old.child, 20);
-        (s, old)
-    })
-    .await
-    .unwrap();
-    assert!(
-        exited.0.is_some(),
-        "old gateway did not exit:\n{}",
-        exited.1.log()
-    );
+    let old = exits(old).await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     stop.store(true, Relaxed);
     let mut errors = Vec::new();
@@ -118,20 +119,10 @@ async fn graceful_upgrade_loses_no_request_under_load() {
         failed.load(Relaxed),
         0,
         "failed requests: {errors:?}\n{}",
-        exited.1.log()
+        old.log()
     );
     assert!(new.0.try_wait().unwrap().is_none(), "new gateway died");
     let _ = new.0.kill();
-}
-
-/// Kills the child when dropped, so a failing test leaves nothing behind.
-struct Guard(std::process::Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -272,27 +263,16 @@ async fn the_pid_file_is_written_in_the_foreground_and_the_upgrade_recipe_works(
         "the new process wrote its pid before taking over"
     );
     unsafe { libc::kill(read_pid() as i32, libc::SIGQUIT) };
-    let mut old = old;
-    let exited = tokio::task::spawn_blocking(move || {
-        let s = wait_exit(&mut old.child, 20);
-        (s, old)
-    })
-    .await
-    .unwrap();
-    assert!(
-        exited.0.is_some(),
-        "old gateway did not exit:\n{}",
-        exited.1.log()
-    );
+    let old = exits(old).await;
     let taken_over = crate::common::eventually(5, async || read_pid() == new.0.id()).await;
-    assert!(taken_over, "pid file not updated:\n{}", exited.1.log());
+    assert!(taken_over, "pid file not updated:\n{}", old.log());
     let seen = probes.await.unwrap();
     assert!(
         seen.iter().all(|&s| s == 200),
         "readiness flapped: {seen:?}\n{}",
-        exited.1.log()
+        old.log()
     );
-    let (status, _) = crate::common::get_json(&format!("http://{}/x", exited.1.addr)).await;
+    let (status, _) = crate::common::get_json(&format!("http://{}/x", old.addr)).await;
     assert_eq!(status, 200);
 }
 

@@ -10,9 +10,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::common::{
-    bin, client, conf_yaml, eventually, free_port, get_json, metrics_text, read_response,
-    route_file, small_backlog_upstream, spawn_gateway, write_config, wrk, Gateway, Killed,
-    Upstream,
+    bin, client, conf_yaml, eventually, free_port, get_json, metrics_at, metrics_text,
+    read_response, route_file, small_backlog_upstream, spawn_gateway, write_config, wrk, Gateway,
+    Killed, Upstream,
 };
 
 fn pool_gateway(backends: &[SocketAddr], pool_extra: &str) -> Gateway {
@@ -270,14 +270,7 @@ async fn out_of_file_descriptors_is_the_gateways_fault_not_the_backends() {
     })
     .await;
     assert!(recovered, "{}", log());
-    let text = client()
-        .get(format!("http://{admin}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_at(admin).await;
     assert!(
         metric(&text, "gatehouse_local_errors_total{kind=\"fd_limit\"}") >= 1.0,
         "{text}"
