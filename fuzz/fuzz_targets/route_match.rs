@@ -1,11 +1,12 @@
 //! `routing::RouteTable` built from fuzzed hosts and prefixes, looked up with
-//! a fuzzed host and path. Never panics; and for a normalised path the
+//! a fuzzed host (canonicalised by `routing::parse_authority`, whose
+//! canonical form must read back as itself) and path. Never panics; and for a normalised path the
 //! answer equals a brute-force model: exact host, then the most specific
 //! `*.suffix`, then host-less routes, each by the longest prefix that ends
 //! on a segment boundary of the path.
 #![no_main]
 
-use gatehouse::routing::{canonical_prefix, host_key, normalize, RouteTable};
+use gatehouse::routing::{canonical_prefix, normalize, parse_authority, RouteTable};
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 
@@ -34,7 +35,18 @@ fuzz_target!(|input: Input| {
         table.insert(host.as_deref(), &prefix, routes.len());
         routes.push(Route { host, prefix });
     }
-    let host = host_key(&input.host);
+    // A Host that does not parse is refused before routing.
+    let Ok(authority) = parse_authority(&input.host) else {
+        return;
+    };
+    // The canonical form reads back as itself.
+    assert_eq!(
+        parse_authority(&authority.to_header()).as_ref(),
+        Ok(&authority),
+        "canonical host {:?} is not stable",
+        authority.to_header()
+    );
+    let host = authority.host;
     // Whatever the path, no panic.
     let _ = table.lookup(&host, &input.path);
     let Ok(path) = normalize(&input.path) else {

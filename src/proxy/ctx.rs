@@ -29,6 +29,9 @@ pub struct RequestCtx {
     pub client_ip: Option<IpAddr>,
     /// Normalised path, when it differs from what the client sent.
     pub normalized_path: Option<String>,
+    /// Canonical Host for the upstream, when it differs from what the
+    /// client sent.
+    pub canonical_host: Option<http::HeaderValue>,
     /// Whether the client connection is TLS.
     pub tls: bool,
     /// The backend now serving the request; dropping it ends its in-flight count.
@@ -68,6 +71,7 @@ impl RequestCtx {
             trace: None,
             client_ip: None,
             normalized_path: None,
+            canonical_host: None,
             tls: false,
             lease: None,
             tried: Tried::default(),

@@ -174,8 +174,12 @@ impl ProxyHttp for Gateway {
         let downstream = session.as_downstream_mut();
         downstream.set_read_timeout(Some(runtime.settings.client_body_timeout));
         // Pipelined requests are served in order (the setting carries over
-        // to the connection's next requests).
-        downstream.set_pipelining_enabled(true);
+        // to the connection's next requests). Not behind an upgrade: the
+        // bytes after it belong to the new protocol, and Pingora would
+        // take a WebSocket frame that races the 101 for the next request.
+        // An upgraded connection is closed after it anyway.
+        let upgrade = downstream.is_upgrade_req();
+        downstream.set_pipelining_enabled(!upgrade);
         ctx.runtime = Some(runtime);
         match request_filters::admit(session, ctx).await {
             Ok(()) => Ok(false),
@@ -461,13 +465,15 @@ impl ProxyHttp for Gateway {
             )
     }
 
-    /// What Pingora's own error lines say about a request: method, host and
-    /// path, never the query (it may carry tokens) or a header.
-    fn request_summary(&self, session: &Session, _ctx: &RequestCtx) -> String {
+    /// What Pingora's own error lines say about a request: method, host
+    /// (canonical once known) and path, never the query (it may carry
+    /// tokens) or a header.
+    fn request_summary(&self, session: &Session, ctx: &RequestCtx) -> String {
         let req = session.req_header();
-        let host = req
-            .headers
-            .get(http::header::HOST)
+        let host = ctx
+            .canonical_host
+            .as_ref()
+            .or_else(|| req.headers.get(http::header::HOST))
             .and_then(|h| h.to_str().ok())
             .unwrap_or("");
         format!("{} {}{}", req.method, host, req.uri.path())

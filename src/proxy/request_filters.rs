@@ -14,7 +14,7 @@ use crate::client_ip::client_ip;
 use crate::config::{Route, Runtime};
 use crate::limit::{Refusal, RequestKeys};
 use crate::reject::Rejection;
-use crate::routing::{host_key, normalize};
+use crate::routing::{normalize, parse_authority, Authority};
 use crate::trace::{request_id, TraceContext};
 
 /// Runs the checks in order:
@@ -57,8 +57,9 @@ pub async fn admit(session: &Session, ctx: &mut RequestCtx) -> Result<(), Reject
         return Err(Rejection::HeadersTooLarge);
     }
     let path = normalize(req.uri.path()).map_err(Rejection::BadPath)?;
-    let host = request_host(req)?;
-    let id = match_route(&runtime, &host_key(host), &path, &req.method)?;
+    let authority = request_authority(req)?;
+    let id = match_route(&runtime, &authority.host, &path, &req.method)?;
+    ctx.canonical_host = canonical_host_header(req, &authority);
     if let std::borrow::Cow::Owned(p) = path {
         ctx.normalized_path = Some(p);
     }
@@ -151,28 +152,60 @@ fn percent_encode(s: &str) -> String {
     out
 }
 
-/// The host a request is for. HTTP/1.1 requires a Host header (RFC 9112
-/// §3.2); an absolute-form target must name the same host, so routing and
+/// The host a request is for, canonical (see [`crate::routing::host`]).
+/// HTTP/1.1 requires one Host header (RFC 9112 §3.2); an absolute-form
+/// target or HTTP/2 `:authority` must name the same host, so routing and
 /// the upstream can never disagree about it.
-fn request_host(req: &RequestHeader) -> Result<&str, Rejection> {
-    let header = match req.headers.get(http::header::HOST) {
-        Some(h) => Some(
+fn request_authority(req: &RequestHeader) -> Result<Authority<'_>, Rejection> {
+    let mut hosts = req.headers.get_all(http::header::HOST).iter();
+    let header = match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => {
+            return Err(Rejection::BadHost("the request has several Host headers"))
+        }
+        (Some(h), None) => Some(
             h.to_str()
                 .map_err(|_| Rejection::BadHost("the Host header is not text"))?,
         ),
-        None => None,
+        (None, _) => None,
     };
-    match (header, req.uri.authority()) {
-        (Some(h), Some(a)) if !h.eq_ignore_ascii_case(a.as_str()) => Err(Rejection::BadHost(
+    let header = header
+        .map(parse_authority)
+        .transpose()
+        .map_err(Rejection::BadHost)?;
+    let target = req
+        .uri
+        .authority()
+        .map(|a| parse_authority(a.as_str()))
+        .transpose()
+        .map_err(Rejection::BadHost)?;
+    match (header, target) {
+        (Some(h), Some(t)) if h != t => Err(Rejection::BadHost(
             "the request target and the Host header name different hosts",
         )),
         (Some(h), _) => Ok(h),
-        (None, Some(a)) => Ok(a.host()),
+        (None, Some(t)) => Ok(t),
         (None, None) if req.version == http::Version::HTTP_11 => {
             Err(Rejection::BadHost("HTTP/1.1 requests need a Host header"))
         }
-        (None, None) => Ok(""),
+        (None, None) => Ok(Authority {
+            host: "".into(),
+            port: None,
+        }),
     }
+}
+
+/// The Host header the upstream must get instead of the client's, when the
+/// client's is not already canonical (or missing, with the host in the
+/// target); `None` in the common case, which allocates nothing.
+fn canonical_host_header(req: &RequestHeader, authority: &Authority) -> Option<http::HeaderValue> {
+    if authority.host.is_empty() {
+        return None;
+    }
+    let sent = req.headers.get(http::header::HOST).map(|h| h.as_bytes());
+    let canonical = authority.to_header();
+    (sent != Some(canonical.as_bytes()))
+        .then(|| http::HeaderValue::from_str(&canonical).ok())
+        .flatten()
 }
 
 fn match_route(

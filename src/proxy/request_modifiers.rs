@@ -34,6 +34,9 @@ pub fn prepare(
     peer: Option<IpAddr>,
 ) -> Result<()> {
     rewrite_path(req, ctx, route)?;
+    if let Some(host) = &ctx.canonical_host {
+        req.insert_header(header::HOST, host.clone())?;
+    }
     strip_hop_by_hop(req);
     strip_identity_headers(req, identity_headers);
     strip_underscore_spellings(req, route);
@@ -58,7 +61,8 @@ pub fn prepare(
 
 /// The backend sees the normalised path (minus the prefix with
 /// `strip_prefix`), always in origin form (an absolute-form target is
-/// rewritten; its host was checked against Host already).
+/// rewritten; its host was checked against Host already, and Host is
+/// replaced by the canonical host when the client spelled it otherwise).
 fn rewrite_path(req: &mut RequestHeader, ctx: &RequestCtx, route: &Route) -> Result<()> {
     let original = req.uri.path();
     let mut path = ctx.normalized_path.as_deref().unwrap_or(original);
@@ -200,13 +204,9 @@ fn forwarded_headers(
         req.insert_header("x-forwarded-proto", proto)?;
     }
     if !(trusted && req.headers.contains_key("x-forwarded-host")) {
-        // The Host value is shared, not copied; an absolute-form target's
-        // authority (checked equal to Host already) is the rare copy.
-        let host = match req.uri.authority() {
-            Some(a) => HeaderValue::from_str(a.as_str()).ok(),
-            None => req.headers.get(header::HOST).cloned(),
-        };
-        match host {
+        // Host is canonical by now (set from the target's authority when
+        // the client sent none); the value is shared, not copied.
+        match req.headers.get(header::HOST).cloned() {
             Some(h) => req.insert_header("x-forwarded-host", h)?,
             None => {
                 req.remove_header("x-forwarded-host");

@@ -1,7 +1,9 @@
-//! Path normalisation and the route table.
+//! Host canonicalisation, path normalisation and the route table.
 
+pub mod host;
 pub mod path;
 pub mod table;
 
+pub use host::{parse_authority, Authority};
 pub use path::{normalize, PathError};
-pub use table::{canonical_prefix, host_key, RouteTable};
+pub use table::{canonical_prefix, RouteTable};

@@ -96,22 +96,6 @@ impl RouteTable {
     }
 }
 
-/// Host of a request, lower-cased, port removed. Returns `None` when there
-/// is nothing to lower-case, so the common case does not allocate.
-pub fn host_key(host: &str) -> std::borrow::Cow<'_, str> {
-    let without_port = match host.rfind(':') {
-        Some(i) if !host.ends_with(']') && host[i + 1..].bytes().all(|b| b.is_ascii_digit()) => {
-            &host[..i]
-        }
-        _ => host,
-    };
-    if without_port.bytes().any(|b| b.is_ascii_uppercase()) {
-        std::borrow::Cow::Owned(without_port.to_ascii_lowercase())
-    } else {
-        std::borrow::Cow::Borrowed(without_port)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,11 +143,7 @@ mod tests {
     }
 
     #[test]
-    fn host_keys() {
-        assert_eq!(host_key("Example.COM:8080"), "example.com");
-        assert_eq!(host_key("gw"), "gw");
-        assert_eq!(host_key("[::1]"), "[::1]");
-        assert_eq!(host_key("[::1]:80"), "[::1]");
+    fn canonical_prefixes() {
         assert_eq!(canonical_prefix("/admin/"), "/admin");
         assert_eq!(canonical_prefix("/"), "/");
     }

@@ -23,7 +23,7 @@ use gatehouse::auth::jwt::{Issuer, IssuerKeys, Verifier};
 use gatehouse::auth::{Failure, Reason};
 use gatehouse::config::compile::load_with_env;
 use gatehouse::metrics::Metrics;
-use gatehouse::routing::{canonical_prefix, host_key, normalize, PathError, RouteTable};
+use gatehouse::routing::{canonical_prefix, normalize, parse_authority, PathError, RouteTable};
 use http::HeaderName;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
 use pingora_http::RequestHeader;
@@ -168,14 +168,19 @@ fn route_matches_end_on_segment_boundaries() {
         ("api.EXAMPLE.com:8443", "/admin/x", Some(&[5])),
         ("api.example.com", "/x", Some(&[6])),
         ("example.com", "/x", Some(&[0])),
-        (".example.com", "/x", Some(&[6])),
+        // Not a host name: refused before routing (None here).
+        (".example.com", "/x", None),
+        ("api.example.com.", "/x", Some(&[6])),
         ("a.b", "/star", Some(&[0])),
         ("", "/empty-host/x", Some(&[8])),
         ("[::1]:80", "/", Some(&[0])),
     ];
     for (host, raw, want) in cases {
         let path = normalize(raw).unwrap();
-        let got = table.lookup(&host_key(host), &path);
+        let got = match parse_authority(host) {
+            Ok(a) => table.lookup(&a.host, &path),
+            Err(_) => None,
+        };
         assert_eq!(got, *want, "{host} {raw}");
         for &id in got.unwrap_or(&[]) {
             assert!(

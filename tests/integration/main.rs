@@ -11,6 +11,7 @@ mod deploy;
 mod edge;
 mod fuzz_regressions;
 mod headers;
+mod host;
 mod http2;
 mod keepalive;
 mod lifecycle;
