@@ -219,6 +219,19 @@ async function waitFor(what, fn, { timeoutMs = 30000, intervalMs = 200, proc } =
   return fail(`${what}: not reached within ${secs(timeoutMs)} (last: ${last})${proc ? `; log ${proc.logFile}:\n${logTail(proc)}` : ''}`);
 }
 
+// The gateway's JSON access log, one object a line (a line still being written is skipped).
+const accessLogLines = () =>
+  fs
+    .readFileSync(path.join(LOGS, 'gatehouse-access.log'), 'utf8')
+    .split('\n')
+    .flatMap((l) => {
+      try {
+        return l ? [JSON.parse(l)] : [];
+      } catch {
+        return [];
+      }
+    });
+
 const jwtClaims = (jwt) => JSON.parse(Buffer.from(jwt.split('.')[1], 'base64url').toString('utf8'));
 
 // ---------------------------------------------------------------- steps
@@ -829,8 +842,11 @@ async function stepRevocation() {
 }
 
 async function stepHmr() {
+  const waitFrom = Date.now();
   const warm = await devWarmup;
   if (warm.error) throw warm.error;
+  const stepT0 = Date.now();
+  const warmWaitMs = stepT0 - waitFrom;
   const ctx = await browser.newContext();
   try {
     const page = await ctx.newPage();
@@ -860,7 +876,7 @@ async function stepHmr() {
     });
     const sockets = [];
     page.on('websocket', (ws) => {
-      const s = { url: ws.url(), received: 0, sent: 0, closed: false, lastFrames: [] };
+      const s = { url: ws.url(), openedAtMs: Date.now() - stepT0, received: 0, sent: 0, closed: false, lastFrames: [] };
       ws.on('framereceived', (f) => {
         s.received++;
         s.lastFrames.push(String(f.payload).slice(0, 120));
@@ -869,6 +885,7 @@ async function stepHmr() {
       ws.on('framesent', () => s.sent++);
       ws.on('close', () => {
         s.closed = true;
+        s.closedAtMs = Date.now() - stepT0;
       });
       ws.on('socketerror', (e) => {
         s.error = String(e);
@@ -903,18 +920,39 @@ async function stepHmr() {
     // while any of them is in flight the page cannot hydrate, so the deadline
     // is 30 s after the last one arrived (or after the load event), within a
     // hard 120 s.
+    // Next.js 16 streams the page's React debug channel over the *first* HMR
+    // socket of the document (the socket's ?id= is the HTML request's id) and
+    // only that one: if that socket dies, a reconnect gets nothing for the
+    // page and React never finishes decoding it, so the page cannot hydrate.
+    // A dead HMR socket is therefore reported as such, at once, with the
+    // gateway's record of it, instead of as a hydration timeout.
+    const droppedHmr = async (when) => {
+      const dead = sockets.filter((w) => hmrUrl.test(w.url) && w.closed);
+      if (!dead.length) return;
+      await sleep(1000); // the gateway logs an upgraded connection when it closes
+      const ids = new Set(dead.map((w) => new URL(w.url).search));
+      const lines = accessLogLines().filter((l) => l.path.startsWith(`${new URL(hmr.url).pathname}?`) && ids.has(new URL(l.path, GW).search));
+      fail(
+        `an HMR WebSocket through the gateway was closed ${when} (Next.js only reconnects, and the page's React debug channel is lost with the first socket): ` +
+          `${JSON.stringify(sockets.map((w) => ({ ...w, lastFrames: w.lastFrames.slice(-3) })))} (ms since the step began); ` +
+          `gateway access log of these sockets: ${JSON.stringify(lines.map((l) => ({ time: l.time, path: l.path, status: l.status, duration_ms: l.duration_ms, bytes_sent: l.bytes_sent, bytes_received: l.bytes_received, error: l.error })))}; ` +
+          `page errors: ${JSON.stringify(pageErrors.slice(-5))}; dev log:\n${logTail(started.klineDev)}`,
+      );
+    };
     const button = page.locator('#hmr-clicks');
     const hydrated = page.locator('#hmr-clicks[data-hydrated="true"]');
     for (;;) {
       if (started.klineDev.exit !== undefined) fail(`next dev exited (${started.klineDev.exit}) before the page hydrated:\n${logTail(started.klineDev)}`);
       if ((await hydrated.count().catch(() => 0)) === 1) break; // (0 while a reload replaces the document)
+      await droppedHmr('before the page hydrated');
       const now = Date.now();
       const quietFor = now - Math.max(loadedAt, lastStaticAt);
       if ((inflight.size === 0 && quietFor > 30000) || now - loadedAt > 120000) {
         fail(
           `the dev page did not hydrate (#hmr-clicks data-hydrated=${await button.getAttribute('data-hydrated').catch((e) => e.message)}) ` +
             `within ${secs(now - loadedAt)} of its load event (${secs(quietFor)} after its last /_next/static response); still loading: ${JSON.stringify([...inflight.values()])}; ` +
-            `not 200: ${JSON.stringify(badResponses)}; page errors: ${JSON.stringify(pageErrors.slice(-5))}; warm-up: ${warm.summary}; dev log:\n${logTail(started.klineDev)}`,
+            `not 200: ${JSON.stringify(badResponses)}; page errors: ${JSON.stringify(pageErrors.slice(-5))}; ` +
+            `WebSockets (ms since the step began): ${JSON.stringify(sockets.map((w) => ({ ...w, lastFrames: w.lastFrames.slice(-3) })))}; warm-up: ${warm.summary}; dev log:\n${logTail(started.klineDev)}`,
         );
       }
       await sleep(100);
@@ -949,23 +987,19 @@ async function stepHmr() {
     check(kept === 'still here' && navigations === navBefore, `the page reloaded instead of hot-updating (window marker ${kept}, navigations ${navBefore} -> ${navigations})`);
     check(clicks === 'clicked 2', `React state lost on hot update: ${clicks}`);
     check(hmr.received > framesBefore, 'no HMR frame arrived over the WebSocket after the edit');
+    await droppedHmr('while the page was open');
+    const hmrSockets = sockets.filter((w) => hmrUrl.test(w.url));
+    check(hmrSockets.length === 1, `the page opened ${hmrSockets.length} HMR WebSockets (one expected, reconnects mean one died): ${JSON.stringify(hmrSockets.map((w) => ({ ...w, lastFrames: w.lastFrames.slice(-3) })))}`);
     await shot(page, 'hmr-after-edit');
     await ctx.close();
     // the gateway's own record of the upgrade (written when the socket closes)
-    const accessLog = path.join(LOGS, 'gatehouse-access.log');
     const line = await waitFor(
       'the gateway access log line of the HMR WebSocket',
-      async () =>
-        fs
-          .readFileSync(accessLog, 'utf8')
-          .split('\n')
-          .filter(Boolean)
-          .map((l) => JSON.parse(l))
-          .find((l) => l.path === new URL(hmr.url).pathname + new URL(hmr.url).search && l.status !== 401),
+      async () => accessLogLines().find((l) => l.path === new URL(hmr.url).pathname + new URL(hmr.url).search && l.status !== 401),
       { timeoutMs: 10000 },
     );
     check(line.status === 101 && line.route === 'kline-dev' && line.auth === 'ok' && line.user === 'bob', `access log of the HMR socket: ${JSON.stringify(line)}`);
-    return `access log: ${line.method} ${line.path.split('?')[0]} ${line.status} route=${line.route} user=${line.user} (${line.bytes_sent} B out); same upgrade without cookie 401; HMR socket ${new URL(hmr.url).pathname} via the gateway: ${hmr.received} frames in, ${hmr.sent} out; edit shown after ${updateMs} ms without reload (state kept); hydrated by ${hydrateMs} ms after the load event; dev warm-up: ${warm.summary}`;
+    return `access log: ${line.method} ${line.path.split('?')[0]} ${line.status} route=${line.route} user=${line.user} (${line.bytes_sent} B out); same upgrade without cookie 401; HMR socket ${new URL(hmr.url).pathname} via the gateway: ${hmr.received} frames in, ${hmr.sent} out; edit shown after ${updateMs} ms without reload (state kept); hydrated by ${hydrateMs} ms after the load event; dev warm-up: ${warm.summary}, waited ${warmWaitMs} ms for it`;
   } finally {
     await ctx.close().catch(() => {});
   }
