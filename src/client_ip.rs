@@ -68,6 +68,7 @@ mod tests {
             max_header_bytes: 32768,
             client_body_timeout: std::time::Duration::from_secs(1),
             client_header_timeout: std::time::Duration::from_secs(1),
+            allow_path_params: false,
             keepalive_timeout_seconds: 60,
         }
     }

@@ -18,7 +18,9 @@ use pingora_core::server::configuration::ServerConf;
 use serde::de::DeserializeOwned;
 
 use super::error::{ConfigError, ConfigErrors};
-use super::file::{BackendFile, Balance, LogFormat, MainFile, RouteEntry, RouteFile, UpstreamFile};
+use super::file::{
+    BackendFile, Balance, LogFormat, MainFile, PathParams, RouteEntry, RouteFile, UpstreamFile,
+};
 use super::yaml::MarkedDoc;
 use crate::access_log::{AccessLog, Destination};
 use crate::auth::{Auth, RoutePolicy};
@@ -74,6 +76,8 @@ pub struct Settings {
     pub client_body_timeout: Duration,
     /// Whole wait for a request head, from its first byte.
     pub client_header_timeout: Duration,
+    /// `;` path parameters pass (`path_params: allow`).
+    pub allow_path_params: bool,
     /// Idle limit of a kept-alive client connection, in seconds.
     pub keepalive_timeout_seconds: u64,
 }
@@ -613,6 +617,7 @@ impl Compiler<'_> {
             max_header_bytes: m.max_header_bytes,
             client_body_timeout: Duration::from_millis(m.client_body_timeout_ms),
             client_header_timeout: Duration::from_millis(m.client_header_timeout_ms),
+            allow_path_params: m.path_params == PathParams::Allow,
             keepalive_timeout_seconds: m.keepalive_timeout_seconds,
         }
     }

@@ -83,6 +83,9 @@ pub struct MainFile {
     /// Longest request target (path and query) accepted; longer gets 414.
     #[serde(default = "default_max_uri")]
     pub max_uri_bytes: usize,
+    /// Whether `;` path parameters (`/a;x=1/b`) are forwarded or refused.
+    #[serde(default)]
+    pub path_params: PathParams,
     /// Largest total of request header names and values; larger gets 431.
     #[serde(default = "default_max_headers")]
     pub max_header_bytes: usize,
@@ -138,6 +141,17 @@ fn default_keepalive_timeout() -> u64 {
 }
 fn default_max_body() -> u64 {
     10 * 1024 * 1024
+}
+
+/// What to do with `;` path parameters.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PathParams {
+    /// 400: Java servers strip them per segment and see another path.
+    #[default]
+    Refuse,
+    /// Forwarded as they are (a dot-segment with one is still refused).
+    Allow,
 }
 
 /// Access-log format.

@@ -14,13 +14,13 @@ use crate::client_ip::client_ip;
 use crate::config::{Route, Runtime};
 use crate::limit::{Refusal, RequestKeys};
 use crate::reject::Rejection;
-use crate::routing::{normalize, parse_authority, Authority};
+use crate::routing::{check_parameters, normalize, parse_authority, Authority};
 use crate::trace::{request_id, TraceContext};
 
 /// Runs the checks in order:
 /// 1. request id and trace context (so every answer, even a 400, carries them);
 /// 2. target length (414), header size (431), path normalisation (400
-///    when ambiguous);
+///    when ambiguous, or for `;` path parameters unless allowed);
 /// 3. route match on host and normalised path (404), then method (405);
 /// 4. client IP rules of the route (403);
 /// 5. declared body size (413);
@@ -57,6 +57,7 @@ pub async fn admit(session: &Session, ctx: &mut RequestCtx) -> Result<(), Reject
         return Err(Rejection::HeadersTooLarge);
     }
     let path = normalize(req.uri.path()).map_err(Rejection::BadPath)?;
+    check_parameters(&path, runtime.settings.allow_path_params).map_err(Rejection::BadPath)?;
     let authority = request_authority(req)?;
     let id = match_route(&runtime, &authority.host, &path, &req.method)?;
     ctx.canonical_host = canonical_host_header(req, &authority);

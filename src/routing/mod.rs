@@ -5,5 +5,5 @@ pub mod path;
 pub mod table;
 
 pub use host::{parse_authority, Authority};
-pub use path::{normalize, PathError};
+pub use path::{check_parameters, normalize, PathError};
 pub use table::{canonical_prefix, RouteTable};

@@ -2,11 +2,14 @@
 //!
 //! Routing and the upstream both see the same normalised path, so a route's
 //! policy cannot be bypassed by spelling: `//admin`, `/x/../admin` and
-//! `/%61dmin` all become `/admin`, and raw non-ASCII bytes are
-//! percent-encoded, so `/café` and `/caf%C3%A9` are one path. What cannot
-//! be normalised without
-//! guessing is refused: an encoded `/` (`%2F`), a dot-segment spelled with
-//! escapes (`%2e%2e`), NUL, and malformed escapes.
+//! `/%61dmin` all become `/admin`, and raw non-ASCII bytes and raw `\`
+//! are percent-encoded, so `/café` and `/caf%C3%A9` are one path and no
+//! WHATWG parser (Node, browsers) reads `/admin\x` as `/admin/x`. What
+//! cannot be normalised without guessing is refused: an encoded `/`
+//! (`%2F`), a dot-segment spelled with escapes (`%2e%2e`), NUL, and
+//! malformed escapes. [`check_parameters`] refuses the `;` path parameters
+//! that Java servers strip per segment (`/admin;x/y` is `/admin/y` to
+//! Tomcat), unless the operator allows them; `..;` never passes.
 
 use std::borrow::Cow;
 
@@ -23,6 +26,11 @@ pub enum PathError {
     EncodedDotSegment,
     /// A NUL byte, raw or escaped.
     Nul,
+    /// A `;` path parameter, not allowed by `path_params`.
+    Parameter,
+    /// A dot-segment with a `;` parameter (`..;`): a traversal for servers
+    /// that strip parameters.
+    DotSegmentParameter,
 }
 
 impl PathError {
@@ -34,6 +42,8 @@ impl PathError {
             PathError::EncodedSlash => "request path has an encoded slash (%2F)",
             PathError::EncodedDotSegment => "request path has an encoded dot-segment",
             PathError::Nul => "request path contains NUL",
+            PathError::Parameter => "request path has a `;` parameter",
+            PathError::DotSegmentParameter => "request path has a dot-segment with a `;` parameter",
         }
     }
 }
@@ -77,13 +87,34 @@ pub fn normalize(path: &str) -> Result<Cow<'_, str>, PathError> {
     Ok(Cow::Owned(out))
 }
 
+/// Refuses `;` path parameters in a normalised path: every one unless
+/// `allow`, and always one that makes a dot-segment (`..;x`, `.;`), which
+/// servers that strip parameters read as `..`.
+pub fn check_parameters(path: &str, allow: bool) -> Result<(), PathError> {
+    if !path.contains(';') {
+        return Ok(());
+    }
+    for segment in path.split('/') {
+        let Some((name, _)) = segment.split_once(';') else {
+            continue;
+        };
+        if matches!(name, "." | "..") {
+            return Err(PathError::DotSegmentParameter);
+        }
+        if !allow {
+            return Err(PathError::Parameter);
+        }
+    }
+    Ok(())
+}
+
 /// True when nothing in the path needs work: no escapes, no empty or dot
-/// segments, no NUL, no raw non-ASCII.
+/// segments, no NUL, no raw non-ASCII or backslash.
 fn is_plain(bytes: &[u8]) -> bool {
     let mut prev = b'/';
     for (i, &b) in bytes.iter().enumerate().skip(1) {
         match b {
-            b'%' | 0 | 0x80.. => return false,
+            b'%' | b'\\' | 0 | 0x80.. => return false,
             b'/' if prev == b'/' => return false,
             b'.' if prev == b'/' => {
                 let rest = &bytes[i..];
@@ -112,7 +143,7 @@ fn decode_segment(raw: &str) -> Result<(String, bool), PathError> {
         if b == 0 {
             return Err(PathError::Nul);
         }
-        if b >= 0x80 {
+        if b >= 0x80 || b == b'\\' {
             push_escape(&mut out, b);
             i += 1;
             continue;
@@ -187,6 +218,9 @@ mod tests {
             ("/caf%c3%a9/x", Ok("/caf%C3%A9/x")),
             ("/\u{ff41}dmin", Ok("/%EF%BD%81dmin")),
             ("/..;/admin", Ok("/..;/admin")),
+            ("/admin\\x", Ok("/admin%5Cx")),
+            ("/admin%5cx", Ok("/admin%5Cx")),
+            ("/\\\\evil", Ok("/%5C%5Cevil")),
             ("/.well-known/jwks", Ok("/.well-known/jwks")),
             ("/admin%2Fsecret", Err(PathError::EncodedSlash)),
             ("/admin%2fsecret", Err(PathError::EncodedSlash)),
@@ -204,6 +238,27 @@ mod tests {
             let got = normalize(input).map(|c| c.into_owned());
             assert_eq!(got.as_deref().map_err(|e| *e), *want, "input {input:?}");
         }
+    }
+
+    #[test]
+    fn path_parameters_are_refused_unless_allowed_and_dot_ones_always() {
+        for path in ["/admin;x=1/y", "/admin;/y", "/a/b;jsessionid=1"] {
+            assert_eq!(
+                check_parameters(path, false),
+                Err(PathError::Parameter),
+                "{path}"
+            );
+            assert_eq!(check_parameters(path, true), Ok(()), "{path}");
+        }
+        for path in ["/x/..;/admin", "/..;/admin", "/x/.;/y", "/x/..;x=1/admin"] {
+            assert_eq!(
+                check_parameters(path, true),
+                Err(PathError::DotSegmentParameter),
+                "{path}"
+            );
+        }
+        assert_eq!(check_parameters("/a%3Bb/c", false), Ok(()));
+        assert_eq!(check_parameters("/plain/path", false), Ok(()));
     }
 
     #[test]
