@@ -4,7 +4,9 @@
 //! With a trusted peer, `client_ip_header` (if set) names the client;
 //! otherwise X-Forwarded-For is read right to left, skipping trusted hops,
 //! and the first untrusted address is the client. An untrusted peer is the
-//! client, whatever its headers say.
+//! client, whatever its headers say. Addresses may carry a port
+//! (`203.0.113.5:4711`, `[2001:db8::1]:4711`, as Azure Application Gateway
+//! writes them).
 
 use std::net::IpAddr;
 
@@ -28,7 +30,7 @@ pub fn client_ip(settings: &Settings, peer: IpAddr, req: &RequestHeader) -> IpAd
             .headers
             .get(name)
             .and_then(|v| v.to_str().ok())
-            .and_then(|s| s.trim().parse().ok())
+            .and_then(parse_hop)
             .unwrap_or(peer);
     }
     let mut leftmost = peer;
@@ -37,7 +39,7 @@ pub fn client_ip(settings: &Settings, peer: IpAddr, req: &RequestHeader) -> IpAd
             return peer;
         };
         for hop in text.rsplit(',') {
-            let Ok(ip) = hop.trim().parse::<IpAddr>() else {
+            let Some(ip) = parse_hop(hop) else {
                 return leftmost;
             };
             if !settings
@@ -51,6 +53,28 @@ pub fn client_ip(settings: &Settings, peer: IpAddr, req: &RequestHeader) -> IpAd
         }
     }
     leftmost
+}
+
+/// An address as forwarding headers write it: bare, `v4:port` or
+/// `[v6]:port` (`[v6]` too).
+fn parse_hop(text: &str) -> Option<IpAddr> {
+    let text = text.trim();
+    if let Ok(ip) = text.parse() {
+        return Some(ip);
+    }
+    let is_port =
+        |p: &str| p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok_and(|n| n > 0);
+    if let Some(rest) = text.strip_prefix('[') {
+        let (v6, after) = rest.split_once(']')?;
+        let port_ok = after.is_empty() || after.strip_prefix(':').is_some_and(is_port);
+        return port_ok
+            .then(|| v6.parse::<std::net::Ipv6Addr>().ok().map(IpAddr::V6))
+            .flatten();
+    }
+    let (v4, port) = text.rsplit_once(':')?;
+    is_port(port)
+        .then(|| v4.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4))
+        .flatten()
 }
 
 #[cfg(test)]
@@ -69,6 +93,7 @@ mod tests {
             client_body_timeout: std::time::Duration::from_secs(1),
             client_header_timeout: std::time::Duration::from_secs(1),
             allow_path_params: false,
+            forwarded_header: true,
             keepalive_timeout_seconds: 60,
         }
     }
@@ -97,6 +122,14 @@ mod tests {
             ("10.0.0.2", &[], "10.0.0.2"),
             ("10.0.0.2", &["garbage, 1.2.3.4"], "1.2.3.4"),
             ("10.0.0.2", &["1.2.3.4, garbage"], "10.0.0.2"),
+            ("10.0.0.2", &["203.0.113.5:4711"], "203.0.113.5"),
+            (
+                "10.0.0.2",
+                &["[2001:db8::1]:4711, 10.0.0.7:80"],
+                "2001:db8::1",
+            ),
+            ("10.0.0.2", &["[2001:db8::2]"], "2001:db8::2"),
+            ("10.0.0.2", &["1.2.3.4, 203.0.113.5:99999"], "10.0.0.2"),
         ];
         for (peer, xff, want) in cases {
             assert_eq!(

@@ -78,6 +78,8 @@ pub struct Settings {
     pub client_header_timeout: Duration,
     /// `;` path parameters pass (`path_params: allow`).
     pub allow_path_params: bool,
+    /// Set `Forwarded` beside X-Forwarded-*.
+    pub forwarded_header: bool,
     /// Idle limit of a kept-alive client connection, in seconds.
     pub keepalive_timeout_seconds: u64,
 }
@@ -618,6 +620,7 @@ impl Compiler<'_> {
             client_body_timeout: Duration::from_millis(m.client_body_timeout_ms),
             client_header_timeout: Duration::from_millis(m.client_header_timeout_ms),
             allow_path_params: m.path_params == PathParams::Allow,
+            forwarded_header: m.forwarded_header,
             keepalive_timeout_seconds: m.keepalive_timeout_seconds,
         }
     }

@@ -68,6 +68,9 @@ pub struct MainFile {
     /// CIDRs whose X-Forwarded-For is believed.
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    /// Set `Forwarded` (RFC 7239) beside X-Forwarded-*.
+    #[serde(default = "yes")]
+    pub forwarded_header: bool,
     /// Header that carries the client IP, believed only from trusted proxies.
     #[serde(default)]
     pub client_ip_header: Option<String>,

@@ -39,13 +39,19 @@ pub fn prepare(
     }
     strip_hop_by_hop(req);
     strip_identity_headers(req, identity_headers);
-    strip_underscore_spellings(req, route);
+    let trusted = peer.is_some_and(|p| is_trusted(settings, p));
+    if !trusted {
+        for name in CLIENT_CLAIMS {
+            req.remove_header(name);
+        }
+    }
+    strip_underscore_spellings(req, route, trusted);
     if let Some(identity) = &ctx.identity {
         for (name, value) in &identity.headers {
             req.insert_header(name.clone(), value.clone())?;
         }
     }
-    forwarded_headers(req, ctx, settings, peer)?;
+    forwarded_headers(req, ctx, settings, peer, trusted)?;
     req.insert_header("x-request-id", ctx.request_id.as_str())?;
     if let Some(t) = &ctx.trace {
         req.insert_header("traceparent", t.header())?;
@@ -92,6 +98,25 @@ fn rewrite_path(req: &mut RequestHeader, ctx: &RequestCtx, route: &Route) -> Res
     Ok(())
 }
 
+/// This hop's `Forwarded` element: `for=` the peer (IPv6 quoted in
+/// brackets), `host=` the canonical Host, `proto=`.
+fn forwarded_element(peer: Option<IpAddr>, host: Option<&HeaderValue>, tls: bool) -> String {
+    let proto = if tls { "https" } else { "http" };
+    let mut out = match peer {
+        Some(IpAddr::V6(v6)) => format!("for=\"[{v6}]\""),
+        Some(ip) => format!("for={ip}"),
+        None => "for=unknown".to_string(),
+    };
+    if let Some(host) = host.and_then(|h| h.to_str().ok()) {
+        out.push_str(";host=\"");
+        out.push_str(host);
+        out.push('"');
+    }
+    out.push_str(";proto=");
+    out.push_str(proto);
+    out
+}
+
 fn strip_hop_by_hop(req: &mut RequestHeader) {
     let upgrade = req.headers.get(header::UPGRADE).is_some()
         && connection_tokens(&req.headers).any(|t| t.eq_ignore_ascii_case("upgrade"));
@@ -119,18 +144,35 @@ fn strip_hop_by_hop(req: &mut RequestHeader) {
 }
 
 /// Headers the gateway sets on every upstream request.
-const GATEWAY_SET: [&str; 5] = [
+const GATEWAY_SET: [&str; 6] = [
     "x-forwarded-for",
     "x-forwarded-proto",
     "x-forwarded-host",
+    "forwarded",
     "x-request-id",
     "traceparent",
 ];
 
+/// What only a trusted proxy may tell the upstream about the client or
+/// the original request: frameworks believe these (Spring prefers
+/// `Forwarded`, IIS and Symfony honour `X-Original-URL`), so an untrusted
+/// peer's copies are removed, in every spelling.
+const CLIENT_CLAIMS: [&str; 8] = [
+    "forwarded",
+    "x-real-ip",
+    "true-client-ip",
+    "x-client-ip",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-original-url",
+    "x-rewrite-url",
+];
+
 /// Removes client headers spelled with `_` that some upstreams read as the
 /// `-` header the gateway sets (`X_Forwarded_For`, `X_Request_Id`, a
-/// route's `request_set` names): SPEC §6, every injected header.
-fn strip_underscore_spellings(req: &mut RequestHeader, route: &Route) {
+/// route's `request_set` names): SPEC §6, every injected header; and, from
+/// an untrusted peer, the `_` spellings of [`CLIENT_CLAIMS`].
+fn strip_underscore_spellings(req: &mut RequestHeader, route: &Route, trusted: bool) {
     let spoofed: Vec<HeaderName> = req
         .headers
         .keys()
@@ -138,6 +180,7 @@ fn strip_underscore_spellings(req: &mut RequestHeader, route: &Route) {
         .filter(|k| {
             let dashed = k.as_str().replace('_', "-");
             GATEWAY_SET.contains(&dashed.as_str())
+                || (!trusted && CLIENT_CLAIMS.contains(&dashed.as_str()))
                 || route
                     .headers
                     .request_set
@@ -177,15 +220,26 @@ pub(super) fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &st
         .filter(|t| !t.is_empty())
 }
 
-/// X-Forwarded-For/-Proto/-Host. A trusted peer's chain is extended; an
-/// untrusted peer's claims are replaced by what the gateway saw.
+/// X-Forwarded-For/-Proto/-Host and `Forwarded` (RFC 7239). A trusted
+/// peer's chain is extended; an untrusted peer's claims are replaced by
+/// what the gateway saw.
 fn forwarded_headers(
     req: &mut RequestHeader,
     ctx: &RequestCtx,
     settings: &Settings,
     peer: Option<IpAddr>,
+    trusted: bool,
 ) -> Result<()> {
-    let trusted = peer.is_some_and(|p| is_trusted(settings, p));
+    if settings.forwarded_header {
+        let value = forwarded_element(peer, req.headers.get(header::HOST), ctx.tls);
+        let chained = match req.headers.get("forwarded").and_then(|v| v.to_str().ok()) {
+            Some(earlier) if trusted => format!("{earlier}, {value}"),
+            _ => value,
+        };
+        req.insert_header("forwarded", chained)?;
+    } else if !trusted {
+        req.remove_header("forwarded");
+    }
     let peer_text = peer.map(|p| p.to_string()).unwrap_or_default();
     let existing: Vec<String> = req
         .headers

@@ -45,6 +45,77 @@ async fn untrusted_peer_gets_its_own_forwarding_headers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn client_claims_from_untrusted_peers_never_reach_the_upstream() {
+    let (_up, gw) = gateway("").await;
+    let claims = [
+        "Forwarded: for=1.2.3.4;host=evil.com",
+        "X-Real-IP: 1.2.3.4",
+        "True-Client-IP: 1.2.3.4",
+        "X-Client-IP: 1.2.3.4",
+        "X-Forwarded-Port: 443",
+        "X-Forwarded-Prefix: /admin",
+        "X-Original-URL: /admin",
+        "X-Rewrite-URL: /admin",
+        "X_Real_IP: 1.2.3.4",
+        "x_original_url: /admin",
+        "X_Forwarded_Prefix: /admin",
+        "TRUE_CLIENT_IP: 1.2.3.4",
+    ];
+    let r = raw_get(gw.addr, "/x", &claims);
+    let h = &r.json()["headers"];
+    for name in [
+        "x-real-ip",
+        "true-client-ip",
+        "x-client-ip",
+        "x-forwarded-port",
+        "x-forwarded-prefix",
+        "x-original-url",
+        "x-rewrite-url",
+        "x_real_ip",
+        "x_original_url",
+        "x_forwarded_prefix",
+        "true_client_ip",
+    ] {
+        assert!(h.get(name).is_none(), "{name} reached the upstream: {h}");
+    }
+    // Forwarded is the gateway's own, matching X-Forwarded-*.
+    assert_eq!(
+        h["forwarded"],
+        serde_json::json!(["for=127.0.0.1;host=\"gw.test\";proto=http"]),
+        "{h}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_trusted_proxys_forwarded_chain_is_extended_and_ports_are_read() {
+    let (_up, gw) = gateway("trusted_proxies: [127.0.0.1/32]").await;
+    let r = raw_get(
+        gw.addr,
+        "/x",
+        &[
+            "Forwarded: for=203.0.113.5",
+            "X-Forwarded-For: 203.0.113.5:4711",
+            "X-Real-IP: 203.0.113.5",
+        ],
+    );
+    let h = &r.json()["headers"];
+    assert_eq!(
+        h["forwarded"],
+        serde_json::json!(["for=203.0.113.5, for=127.0.0.1;host=\"gw.test\";proto=http"]),
+        "{h}"
+    );
+    assert_eq!(h["x-real-ip"], serde_json::json!(["203.0.113.5"]), "{h}");
+    // Off: not set, an untrusted peer's still removed.
+    let (_up, gw) = gateway("forwarded_header: false").await;
+    let r = raw_get(gw.addr, "/x", &["Forwarded: for=1.2.3.4"]);
+    assert!(
+        r.json()["headers"].get("forwarded").is_none(),
+        "{:?}",
+        r.json()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn trusted_peer_chain_is_extended() {
     let (_up, gw) = gateway("trusted_proxies: [127.0.0.1/32]").await;
     let r = raw_get(
