@@ -211,7 +211,10 @@ fn escape(out: &mut String, s: &str) {
     out.push('"');
 }
 
-/// `path?query` with the values of `secret` parameters replaced.
+/// `path?query` with the values of `secret` parameters replaced. A name
+/// is read the way applications read it: percent-decoded (`access%5Ftoken`),
+/// without a `[…]` suffix (`access_token[]`), and `;` separates pairs as
+/// `&` does (`;access_token=…`).
 pub fn redacted_target(path: &str, query: Option<&str>, secret: &[String]) -> String {
     let Some(q) = query else {
         return path.to_string();
@@ -219,19 +222,62 @@ pub fn redacted_target(path: &str, query: Option<&str>, secret: &[String]) -> St
     let mut out = String::with_capacity(path.len() + q.len() + 1);
     out.push_str(path);
     out.push('?');
-    for (i, pair) in q.split('&').enumerate() {
-        if i > 0 {
-            out.push('&');
+    let mut rest = q;
+    loop {
+        let end = rest.find(['&', ';']).unwrap_or(rest.len());
+        let pair = &rest[..end];
+        match pair.split_once('=') {
+            Some((name, _)) if is_secret(name, secret) => {
+                out.push_str(name);
+                out.push_str("=REDACTED");
+            }
+            _ => out.push_str(pair),
         }
-        let name = pair.split('=').next().unwrap_or("");
-        if secret.iter().any(|s| s.eq_ignore_ascii_case(name)) && pair.contains('=') {
-            out.push_str(name);
-            out.push_str("=REDACTED");
-        } else {
-            out.push_str(pair);
-        }
+        let Some(sep) = rest[end..].chars().next() else {
+            break;
+        };
+        out.push(sep);
+        rest = &rest[end + 1..];
     }
     out
+}
+
+/// Whether the raw parameter name `name` is one of `secret`.
+fn is_secret(name: &str, secret: &[String]) -> bool {
+    let decoded = percent_decoded(name);
+    let base = decoded.split('[').next().unwrap_or("").trim();
+    secret.iter().any(|s| s.eq_ignore_ascii_case(base))
+}
+
+/// `text` with `%XX` escapes decoded and `+` read as a space (lossy: only
+/// compared, never written).
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let hex = |i: usize| {
+        bytes
+            .get(i)
+            .and_then(|&b| (b as char).to_digit(16))
+            .map(|d| d as u8)
+    };
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match (bytes[i], hex(i + 1), hex(i + 2)) {
+            (b'%', Some(h), Some(l)) => {
+                out.push(h << 4 | l);
+                i += 3;
+            }
+            (b'+', _, _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Now as RFC 3339 UTC with milliseconds (`2026-11-22T01:02:03.456Z`).
@@ -282,6 +328,18 @@ mod tests {
             "/a?x=1&token=REDACTED&Code=REDACTED&y"
         );
         assert_eq!(redacted_target("/a", None, &secret), "/a");
+        assert_eq!(
+            redacted_target(
+                "/a",
+                Some("tok%65n=1&token[]=2&x=1;token=3&code[0]=4&%74oken=5&token"),
+                &secret
+            ),
+            "/a?tok%65n=REDACTED&token[]=REDACTED&x=1;token=REDACTED&code[0]=REDACTED&%74oken=REDACTED&token"
+        );
+        assert_eq!(
+            redacted_target("/a", Some("x=%zz&y=%"), &secret),
+            "/a?x=%zz&y=%"
+        );
     }
 
     #[test]

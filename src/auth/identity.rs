@@ -63,13 +63,28 @@ fn strings(a: &[Value]) -> Vec<String> {
 /// `forward_identity` whose claim has a value. `sub`, `scope` and `roles`
 /// come from the identity (so opaque tokens forward them too); other claims
 /// are read from the claim set as text.
+///
+/// `None` when the identity cannot be forwarded with one unambiguous
+/// reading, and so must be refused rather than forwarded half-empty: an
+/// empty subject, a control character (CR, LF, NUL, …) in any forwarded
+/// value, or a role with a `,` (roles go upstream comma-separated).
 pub fn forward_headers(
     forward: &[(String, HeaderName)],
     subject: &str,
     scopes: &[String],
     roles: &[String],
     claims: &Value,
-) -> Vec<(HeaderName, HeaderValue)> {
+) -> Option<Vec<(HeaderName, HeaderValue)>> {
+    let clean = |s: &str| !s.bytes().any(|b| b < 0x20 || b == 0x7f);
+    if subject.is_empty()
+        || !clean(subject)
+        || !scopes.iter().all(|s| clean(s))
+        || !roles
+            .iter()
+            .all(|r| clean(r) && !r.is_empty() && !r.contains(','))
+    {
+        return None;
+    }
     forward
         .iter()
         .filter_map(|(claim, header)| {
@@ -84,9 +99,11 @@ pub fn forward_headers(
                     _ => None,
                 },
             }?;
-            HeaderValue::try_from(text)
-                .ok()
-                .map(|v| (header.clone(), v))
+            Some(
+                HeaderValue::try_from(text)
+                    .ok()
+                    .map(|v| (header.clone(), v)),
+            )
         })
         .collect()
 }
@@ -111,7 +128,7 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_headers_skip_missing_and_unsafe_values() {
+    fn forwarded_headers_skip_missing_values_and_refuse_unsafe_ones() {
         let forward = vec![
             ("sub".to_string(), HeaderName::from_static("x-user-id")),
             (
@@ -122,10 +139,20 @@ mod tests {
             ("email".to_string(), HeaderName::from_static("x-user-email")),
             ("tenant".to_string(), HeaderName::from_static("x-tenant")),
         ];
-        let claims = json!({"email": "a@b.c", "tenant": "evil\r\nx: y"});
-        let h = forward_headers(&forward, "u1", &["read".into()], &[], &claims);
+        let claims = json!({"email": "a@b.c"});
+        let h = forward_headers(&forward, "u1", &["read".into()], &[], &claims).unwrap();
         let names: Vec<&str> = h.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["x-user-id", "x-user-scopes", "x-user-email"]);
+        let evil = json!({"tenant": "evil\r\nx: y"});
+        assert!(forward_headers(&forward, "u1", &[], &[], &evil).is_none());
+        for sub in ["", "u1\r\nX-Admin: 1", "u\0"] {
+            assert!(
+                forward_headers(&forward, sub, &[], &[], &claims).is_none(),
+                "{sub:?}"
+            );
+        }
+        let comma = ["ops,admin".to_string()];
+        assert!(forward_headers(&forward, "u1", &[], &comma, &claims).is_none());
     }
 
     #[test]

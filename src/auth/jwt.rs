@@ -138,8 +138,10 @@ impl Verifier {
             .to_string();
         let scopes = scopes_of(&claims);
         let roles = roles_at(&claims, &issuer.roles_claim);
+        let headers = forward_headers(&self.forward, &subject, &scopes, &roles, &claims)
+            .ok_or(Failure::Unauthenticated(Reason::Malformed))?;
         Ok(Identity {
-            headers: forward_headers(&self.forward, &subject, &scopes, &roles, &claims),
+            headers,
             session_key: self
                 .session_key
                 .as_ref()

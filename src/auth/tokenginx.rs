@@ -199,7 +199,7 @@ impl Tokenginx {
         let scopes = scopes_of(record);
         let roles = super::identity::roles_at(record, "roles");
         Some(Identity {
-            headers: forward_headers(&self.settings.forward, &subject, &scopes, &roles, record),
+            headers: forward_headers(&self.settings.forward, &subject, &scopes, &roles, record)?,
             subject,
             scopes,
             roles,

@@ -605,3 +605,37 @@ async fn tokenginx_over_mutual_tls() {
         assert!(settled && status == want, "tls {tls}: {status} {body}\n{}", gw.log());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn identities_that_cannot_be_forwarded_whole_are_refused() {
+    let s = setup("deny").await;
+    let dev = |sub: &str, extra: Value| {
+        let mut c = claims(sub, json!({"iss": "dev"}));
+        for (k, v) in extra.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        sign_hs(Algorithm::HS256, SECRET.as_bytes(), &c)
+    };
+    for (what, token) in [
+        ("CRLF in sub", dev("u1\r\nX-Admin: 1", json!({}))),
+        ("NUL in sub", dev("u\u{0}1", json!({}))),
+        ("empty sub", dev("", json!({}))),
+        (
+            "CR in a forwarded claim",
+            dev("u1", json!({"email": "a@b.c\r"})),
+        ),
+        (
+            "a comma in a role",
+            dev("u1", json!({"roles": ["ops,admin"]})),
+        ),
+    ] {
+        let (status, _, body) = call(&s.gw, "/api/x", &token, &[]).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (401, Some("invalid_token")),
+            "{what}: {body}"
+        );
+    }
+    let (status, _, _) = call(&s.gw, "/api/x", &dev("u1", json!({})), &[]).await;
+    assert_eq!(status, 200);
+}
