@@ -41,10 +41,14 @@ use crate::metrics::{method_index, Metrics};
 use crate::reject::{Rejection, LOCAL_ERROR};
 use crate::upstream::connect_failure::{ConnectFailure, LOCAL_KINDS};
 use crate::upstream::pool::HashKey;
+use crate::upstream::upgrade_gate::GatedConnect;
 use crate::upstream::Pick;
 
 /// Concurrent streams multiplexed on one HTTP/2 upstream connection.
 const H2_STREAMS_PER_CONNECTION: usize = 100;
+
+/// The pool group of upgrade connections, apart from all others.
+const UPGRADE_POOL_GROUP: u64 = 0x7570_6772_6164_6521;
 
 /// How long an idle upstream connection is kept for reuse.
 const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -254,6 +258,17 @@ impl ProxyHttp for Gateway {
             // Over TLS, ALPN offers h2 first; in plain text, h2c with prior knowledge.
             peer.options.set_http_version(2, if s.tls { 1 } else { 2 });
             peer.options.max_h2_streams = H2_STREAMS_PER_CONNECTION;
+        }
+        // A WebSocket handshake (an upgrade with an empty body) over plain
+        // HTTP/1: its response is read only after Pingora has sent the
+        // request's own end, or Pingora may take that end for the end of the
+        // tunnel (see `upgrade_gate`). Such connections are never reused:
+        // they get a pool group of their own and no idle time in it.
+        let downstream = session.as_downstream_mut();
+        if !s.tls && !s.http2 && downstream.is_upgrade_req() && downstream.is_body_empty() {
+            peer.options.custom_l4 = Some(GatedConnect::new(s.connect_timeout));
+            peer.group_key = UPGRADE_POOL_GROUP;
+            peer.options.idle_timeout = Some(Duration::ZERO);
         }
         ctx.tried.add(lease.index());
         ctx.attempts += 1;

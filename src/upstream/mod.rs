@@ -3,6 +3,7 @@
 pub mod connect_failure;
 pub mod health;
 pub mod pool;
+pub mod upgrade_gate;
 
 pub use health::HealthSpec;
 pub use pool::{EjectionPolicy, Lease, Pick, Pool, PoolSettings, Tried};

@@ -63,6 +63,71 @@ async fn websocket_echo_through_the_gateway() {
     ws.close(None).await.unwrap();
 }
 
+/// A WebSocket that sends its first frame the moment the 101 arrives, 500
+/// times: every one must get its echo. Pingora 0.9.1 may read the 101
+/// before it has handled the request's own empty body, then take that end
+/// for the end of the tunnel (cloudflare/pingora#946; about one in a
+/// hundred connections): `upstream::upgrade_gate` holds the read back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn websockets_that_talk_at_once_after_the_101_stay_open() {
+    use std::io::{Read, Write};
+    let (_up, gw) = gateway().await;
+    let addr = gw.addr;
+    let outcomes = tokio::task::spawn_blocking(move || {
+        let mut failed = Vec::new();
+        for i in 0..500 {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            s.write_all(
+                b"GET /flow/ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+                  Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+            )
+            .unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            let mut sent = false;
+            // A masked text frame "ping" (mask 1 2 3 4).
+            let frame = [
+                0x81,
+                0x84,
+                1,
+                2,
+                3,
+                4,
+                b'p' ^ 1,
+                b'i' ^ 2,
+                b'n' ^ 3,
+                b'g' ^ 4,
+            ];
+            let echoed = loop {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break false,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+                if !sent && got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    sent = true;
+                    s.write_all(&frame).unwrap();
+                }
+                if got.windows(4).any(|w| w == b"ping") {
+                    break true;
+                }
+            };
+            if !echoed {
+                failed.push((i, String::from_utf8_lossy(&got).into_owned()));
+            }
+        }
+        failed
+    })
+    .await
+    .unwrap();
+    assert!(
+        outcomes.is_empty(),
+        "{} of 500 closed without an echo: {:?}",
+        outcomes.len(),
+        outcomes.first()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn keep_alive_both_sides_and_upstream_reuse() {
     let (_up, gw) = gateway().await;
