@@ -40,12 +40,7 @@ pub fn prepare(
     strip_hop_by_hop(req);
     strip_identity_headers(req, identity_headers);
     let trusted = peer.is_some_and(|p| is_trusted(settings, p));
-    if !trusted {
-        for name in CLIENT_CLAIMS {
-            req.remove_header(name);
-        }
-    }
-    strip_underscore_spellings(req, route, trusted);
+    strip_spoofed_names(req, route, trusted);
     if let Some(identity) = &ctx.identity {
         for (name, value) in &identity.headers {
             req.insert_header(name.clone(), value.clone())?;
@@ -98,22 +93,35 @@ fn rewrite_path(req: &mut RequestHeader, ctx: &RequestCtx, route: &Route) -> Res
     Ok(())
 }
 
-/// This hop's `Forwarded` element: `for=` the peer (IPv6 quoted in
-/// brackets), `host=` the canonical Host, `proto=`.
-fn forwarded_element(peer: Option<IpAddr>, host: Option<&HeaderValue>, tls: bool) -> String {
-    let proto = if tls { "https" } else { "http" };
-    let mut out = match peer {
-        Some(IpAddr::V6(v6)) => format!("for=\"[{v6}]\""),
-        Some(ip) => format!("for={ip}"),
-        None => "for=unknown".to_string(),
+/// `Forwarded`: the `earlier` elements (a trusted peer's), then this hop's:
+/// `for=` the peer (IPv6 quoted in brackets), `host=` the canonical Host,
+/// `proto=`. One allocation.
+fn forwarded_element(
+    earlier: Option<&str>,
+    peer: Option<IpAddr>,
+    host: Option<&HeaderValue>,
+    tls: bool,
+) -> String {
+    use std::fmt::Write;
+    let host = host.and_then(|h| h.to_str().ok());
+    let mut out =
+        String::with_capacity(earlier.map_or(0, |e| e.len() + 2) + 64 + host.map_or(0, str::len));
+    if let Some(e) = earlier {
+        out.push_str(e);
+        out.push_str(", ");
+    }
+    // Writing into a String cannot fail.
+    let _ = match peer {
+        Some(IpAddr::V6(v6)) => write!(out, "for=\"[{v6}]\""),
+        Some(ip) => write!(out, "for={ip}"),
+        None => write!(out, "for=unknown"),
     };
-    if let Some(host) = host.and_then(|h| h.to_str().ok()) {
+    if let Some(host) = host {
         out.push_str(";host=\"");
         out.push_str(host);
         out.push('"');
     }
-    out.push_str(";proto=");
-    out.push_str(proto);
+    out.push_str(if tls { ";proto=https" } else { ";proto=http" });
     out
 }
 
@@ -143,6 +151,9 @@ fn strip_hop_by_hop(req: &mut RequestHeader) {
     }
 }
 
+/// `Forwarded` (RFC 7239), named once.
+const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+
 /// Headers the gateway sets on every upstream request.
 const GATEWAY_SET: [&str; 6] = [
     "x-forwarded-for",
@@ -168,17 +179,22 @@ const CLIENT_CLAIMS: [&str; 8] = [
     "x-rewrite-url",
 ];
 
-/// Removes client headers spelled with `_` that some upstreams read as the
-/// `-` header the gateway sets (`X_Forwarded_For`, `X_Request_Id`, a
-/// route's `request_set` names): SPEC §6, every injected header; and, from
-/// an untrusted peer, the `_` spellings of [`CLIENT_CLAIMS`].
-fn strip_underscore_spellings(req: &mut RequestHeader, route: &Route, trusted: bool) {
+/// Removes, in one pass over the request's header names (removing only
+/// what is there: most requests carry none of these), the client headers
+/// spelled with `_` that some upstreams read as the `-` header the gateway
+/// sets (`X_Forwarded_For`, `X_Request_Id`, a route's `request_set`
+/// names): SPEC §6, every injected header; and, from an untrusted peer,
+/// [`CLIENT_CLAIMS`] in either spelling.
+fn strip_spoofed_names(req: &mut RequestHeader, route: &Route, trusted: bool) {
     let spoofed: Vec<HeaderName> = req
         .headers
         .keys()
-        .filter(|k| k.as_str().contains('_'))
         .filter(|k| {
-            let dashed = k.as_str().replace('_', "-");
+            let name = k.as_str();
+            if !name.contains('_') {
+                return !trusted && CLIENT_CLAIMS.contains(&name);
+            }
+            let dashed = name.replace('_', "-");
             GATEWAY_SET.contains(&dashed.as_str())
                 || (!trusted && CLIENT_CLAIMS.contains(&dashed.as_str()))
                 || route
@@ -231,14 +247,13 @@ fn forwarded_headers(
     trusted: bool,
 ) -> Result<()> {
     if settings.forwarded_header {
-        let value = forwarded_element(peer, req.headers.get(header::HOST), ctx.tls);
-        let chained = match req.headers.get("forwarded").and_then(|v| v.to_str().ok()) {
-            Some(earlier) if trusted => format!("{earlier}, {value}"),
-            _ => value,
-        };
-        req.insert_header("forwarded", chained)?;
-    } else if !trusted {
-        req.remove_header("forwarded");
+        let earlier = req
+            .headers
+            .get(FORWARDED)
+            .filter(|_| trusted)
+            .and_then(|v| v.to_str().ok());
+        let value = forwarded_element(earlier, peer, req.headers.get(header::HOST), ctx.tls);
+        req.insert_header(FORWARDED, value)?;
     }
     let peer_text = peer.map(|p| p.to_string()).unwrap_or_default();
     let existing: Vec<String> = req
