@@ -69,6 +69,10 @@ pub struct Gateway {
     pub dir: tempfile::TempDir,
 }
 
+/// A `jwt:` block with one HS256 issuer, `dev`, for routes that only need
+/// authentication to be on.
+pub const DEV_JWT: &str = "jwt:\n  issuers:\n    - issuer: dev\n      secret: a-test-secret-that-is-long-enough-for-hs256\n      algorithms: [HS256]";
+
 /// Minimal conf.yaml for tests; `extra` is appended verbatim (a grace
 /// period in `extra` replaces the default one second; a first line
 /// `tls: {...}` turns the listener into a TLS one).

@@ -24,7 +24,7 @@ async fn gateway() -> (Upstream, Gateway) {
             ("public", "/", ""),
         ],
     );
-    let jwt = "jwt:\n  issuers:\n    - issuer: dev\n      secret: a-test-secret-that-is-long-enough-for-hs256\n      algorithms: [HS256]";
+    let jwt = crate::common::DEV_JWT;
     let gw = Gateway::start(jwt, &[("r.yaml", &routes)]);
     (up, gw)
 }

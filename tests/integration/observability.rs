@@ -202,10 +202,7 @@ async fn every_family_is_present_from_start_with_known_label_sets_at_zero() {
 
     // Routes with auth and limits: their reasons and limits at 0; a route
     // added by a reload gets its own.
-    let secret = "a-test-secret-that-is-long-enough-for-hs256";
-    let extra = format!(
-        "jwt:\n  issuers:\n    - issuer: dev\n      secret: {secret}\n      algorithms: [HS256]\n"
-    );
+    let extra = crate::common::DEV_JWT;
     let routes = route_file(
         &[up.addr],
         "",
@@ -215,7 +212,7 @@ async fn every_family_is_present_from_start_with_known_label_sets_at_zero() {
             "auth: jwt\nrate_limit: {key: ip, rate: 10/s, burst: 5}\nip_deny: [10.0.0.0/8]",
         )],
     );
-    let gw = Gateway::start(&extra, &[("r.yaml", &routes)]);
+    let gw = Gateway::start(extra, &[("r.yaml", &routes)]);
     let text = crate::common::metrics_text(&gw).await;
     for series in [
         "gatehouse_auth_failures_total{reason=\"missing\",route=\"api\"} 0",

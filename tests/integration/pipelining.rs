@@ -48,7 +48,7 @@ async fn gateway(tls: bool) -> (Upstream, Gateway) {
             ),
         ],
     );
-    let jwt = "jwt:\n  issuers:\n    - issuer: dev\n      secret: a-test-secret-that-is-long-enough-for-hs256\n      algorithms: [HS256]";
+    let jwt = crate::common::DEV_JWT;
     let dir = tempfile::tempdir().unwrap();
     let extra = if tls {
         self_signed(dir.path(), "gw", "gw.test");
