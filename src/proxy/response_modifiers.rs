@@ -21,6 +21,7 @@ pub fn prepare(
     route: Option<&Route>,
     settings: &Settings,
 ) -> Result<()> {
+    normalize_framing(resp)?;
     strip_hop_by_hop(resp);
     resp.remove_header("server");
     resp.remove_header("x-powered-by");
@@ -37,6 +38,52 @@ pub fn prepare(
         }
     }
     Ok(())
+}
+
+/// The upstream's framing headers as the client may receive them: a 1xx
+/// or 204 has no body, so no `Transfer-Encoding` (and a 204 no
+/// `Content-Length`, RFC 9110 §8.6); repeated identical `Content-Length`
+/// values (`5` twice, or `5, 5`) become one, which Node's parser and HTTP/2
+/// clients insist on; differing ones are a 502, never forwarded.
+fn normalize_framing(resp: &mut ResponseHeader) -> Result<()> {
+    if resp.status == StatusCode::NO_CONTENT || resp.status.is_informational() {
+        resp.remove_header(&header::TRANSFER_ENCODING);
+        if resp.status == StatusCode::NO_CONTENT {
+            resp.remove_header(&header::CONTENT_LENGTH);
+        }
+        return Ok(());
+    }
+    let mut values = resp.headers.get_all(header::CONTENT_LENGTH).iter();
+    let (Some(first), second) = (values.next(), values.next()) else {
+        return Ok(());
+    };
+    if second.is_none() && !first.as_bytes().contains(&b',') {
+        return Ok(());
+    }
+    let mut lengths = resp
+        .headers
+        .get_all(header::CONTENT_LENGTH)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii);
+    let one = lengths.next().unwrap_or_default().to_vec();
+    let agree = !one.is_empty() && one.iter().all(u8::is_ascii_digit) && lengths.all(|l| l == one);
+    if !agree {
+        let mut e = pingora_core::Error::explain(
+            pingora_core::ErrorType::InvalidHTTPHeader,
+            "the upstream sent conflicting Content-Length values",
+        );
+        e.as_up();
+        return Err(e);
+    }
+    let value = HeaderValue::from_bytes(&one).map_err(|e| {
+        pingora_core::Error::because(
+            pingora_core::ErrorType::InvalidHTTPHeader,
+            "Content-Length",
+            e,
+        )
+    })?;
+    resp.insert_header(header::CONTENT_LENGTH, value)
 }
 
 /// `Keep-Alive: timeout=5` and the like describe the gateway's connection

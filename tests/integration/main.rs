@@ -6,6 +6,7 @@ mod auth;
 mod auth_support;
 mod common;
 mod config;
+mod conformance;
 mod demo;
 mod deploy;
 mod edge;
