@@ -120,7 +120,7 @@ impl ProxyApp {
             if !pipelined {
                 match next_request(&mut *stream, self.patience(false), &mut shutdown).await {
                     Next::Http1 => {}
-                    Next::TooSlow => return self.too_slow(&mut *stream, true).await,
+                    Next::TooSlow { http1 } => return self.too_slow(&mut *stream, http1).await,
                     Next::Closed | Next::H2 => return,
                 }
             }
@@ -143,8 +143,8 @@ impl ProxyApp {
         let mut watch = shutdown.clone();
         match next_request(&mut *stream, self.patience(h2), &mut watch).await {
             Next::Closed => None,
-            Next::TooSlow => {
-                self.too_slow(&mut *stream, true).await;
+            Next::TooSlow { http1 } => {
+                self.too_slow(&mut *stream, http1).await;
                 None
             }
             // Pingora's loop reads the preface again (it was put back).

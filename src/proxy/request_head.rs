@@ -73,8 +73,12 @@ pub enum Next {
     Http1,
     /// A whole HTTP/2 client preface and SETTINGS frame are ready.
     H2,
-    /// The head did not arrive within the deadline: answer 408, close.
-    TooSlow,
+    /// The head did not arrive within the deadline: answer 408 (when it
+    /// was an HTTP/1 head) and close.
+    TooSlow {
+        /// The bytes so far began an HTTP/1 request, not the HTTP/2 preface.
+        http1: bool,
+    },
 }
 
 /// What the request bytes so far are.
@@ -171,7 +175,9 @@ pub async fn next_request<S: PutBack>(
         biased;
         rest = tokio::time::timeout_at(deadline, gather(stream, patience)) => match rest {
             Ok(next) => next,
-            Err(_) => Next::TooSlow,
+            Err(_) => Next::TooSlow {
+                http1: seen.next() == Next::Http1,
+            },
         },
         _ = shutdown.changed() => Next::Closed,
     }
