@@ -67,10 +67,9 @@ pub struct Metrics {
     /// `gatehouse_upstream_panic_total{upstream}`: requests sent to a pool
     /// none of whose backends was healthy.
     pub upstream_panic: IntCounterVec,
-    /// `gatehouse_local_errors_total{kind}`: connects that failed on the
-    /// gateway's side (descriptors, buffers, ports), never held against a backend.
-    pub local_errors: IntCounterVec,
-    /// `gatehouse_local_errors_total` by [`LOCAL_KINDS`] index.
+    /// `gatehouse_local_errors_total{kind}` by [`LOCAL_KINDS`] index:
+    /// connects that failed on the gateway's side (descriptors, buffers,
+    /// ports), never held against a backend.
     pub local_errors_by_kind: [IntCounter; LOCAL_KINDS.len()],
     /// `gatehouse_client_timeouts_total{phase}`: clients too slow to send a request.
     pub client_timeouts: IntCounterVec,
@@ -309,7 +308,6 @@ impl Metrics {
             backend_healthy,
             upstream_retries,
             upstream_panic,
-            local_errors,
             local_errors_by_kind,
             client_timeouts,
             config_reloads,

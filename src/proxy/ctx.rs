@@ -34,6 +34,8 @@ pub struct RequestCtx {
     pub canonical_host: Option<http::HeaderValue>,
     /// Whether the client connection is TLS.
     pub tls: bool,
+    /// Whether the request asks for a protocol upgrade (WebSocket).
+    pub upgrade: bool,
     /// The backend now serving the request; dropping it ends its in-flight count.
     pub lease: Option<Lease>,
     /// Backends already tried, so retries go elsewhere.
@@ -73,6 +75,7 @@ impl RequestCtx {
             normalized_path: None,
             canonical_host: None,
             tls: false,
+            upgrade: false,
             lease: None,
             tried: Tried::default(),
             attempts: 0,

@@ -182,8 +182,8 @@ impl ProxyHttp for Gateway {
         // bytes after it belong to the new protocol, and Pingora would
         // take a WebSocket frame that races the 101 for the next request.
         // An upgraded connection is closed after it anyway.
-        let upgrade = downstream.is_upgrade_req();
-        downstream.set_pipelining_enabled(!upgrade);
+        ctx.upgrade = downstream.is_upgrade_req();
+        downstream.set_pipelining_enabled(!ctx.upgrade);
         ctx.runtime = Some(runtime);
         match request_filters::admit(session, ctx).await {
             Ok(()) => Ok(false),
@@ -264,8 +264,7 @@ impl ProxyHttp for Gateway {
         // request's own end, or Pingora may take that end for the end of the
         // tunnel (see `upgrade_gate`). Such connections are never reused:
         // they get a pool group of their own and no idle time in it.
-        let downstream = session.as_downstream_mut();
-        if !s.tls && !s.http2 && downstream.is_upgrade_req() && downstream.is_body_empty() {
+        if ctx.upgrade && !s.tls && !s.http2 && session.as_downstream_mut().is_body_empty() {
             peer.options.custom_l4 = Some(GatedConnect::new(s.connect_timeout));
             peer.group_key = UPGRADE_POOL_GROUP;
             peer.options.idle_timeout = Some(Duration::ZERO);

@@ -202,11 +202,11 @@ fn canonical_host_header(req: &RequestHeader, authority: &Authority) -> Option<h
     if authority.host.is_empty() {
         return None;
     }
-    let sent = req.headers.get(http::header::HOST).map(|h| h.as_bytes());
-    let canonical = authority.to_header();
-    (sent != Some(canonical.as_bytes()))
-        .then(|| http::HeaderValue::from_str(&canonical).ok())
-        .flatten()
+    let sent = req.headers.get(http::header::HOST);
+    if sent.is_some_and(|h| authority.is_spelled(h.as_bytes())) {
+        return None;
+    }
+    http::HeaderValue::from_str(&authority.to_header()).ok()
 }
 
 fn match_route(

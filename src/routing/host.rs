@@ -25,6 +25,19 @@ pub struct Authority<'a> {
 }
 
 impl Authority<'_> {
+    /// Whether `header` is already exactly [`Authority::to_header`]
+    /// (checked without building it).
+    pub fn is_spelled(&self, header: &[u8]) -> bool {
+        let Some(rest) = header.strip_prefix(self.host.as_bytes()) else {
+            return false;
+        };
+        match (self.port, rest) {
+            (None, []) => true,
+            (Some(p), [b':', digits @ ..]) => digits == itoa::Buffer::new().format(p).as_bytes(),
+            _ => false,
+        }
+    }
+
     /// `host[:port]` as the upstream receives it.
     pub fn to_header(&self) -> String {
         match self.port {
