@@ -594,7 +594,7 @@ fn bench_upstream_request(c: &mut Criterion) {
         ctx.trace = Some(TraceContext::continue_or_start(Some(
             b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
         )));
-        ctx.client_ip = peer;
+        ctx.client_ip = peer.map(gatehouse::client_ip::ClientIp::Known);
         ctx.identity = identity.map(Arc::new);
         ctx
     };

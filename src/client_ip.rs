@@ -7,52 +7,84 @@
 //! client, whatever its headers say. Addresses may carry a port
 //! (`203.0.113.5:4711`, `[2001:db8::1]:4711`, as Azure Application Gateway
 //! writes them).
+//!
+//! An entry a trusted hop wrote that still cannot be parsed (`unknown`,
+//! an obfuscated RFC 7239 name, a typo) leaves the client unknown: it is
+//! never taken to be the proxy that wrote it, so a proxy's address cannot
+//! stand in for its clients in IP rules or per-IP limits.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
-use ipnet::IpNet;
 use pingora_http::RequestHeader;
 
 use crate::config::Settings;
+
+/// The client as far as the forwarding chain shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientIp {
+    /// The chain names the client.
+    Known(IpAddr),
+    /// A trusted hop wrote an address that cannot be parsed; carries the
+    /// nearest parseable entry written before it (to its left), if any.
+    Unparseable(Option<IpAddr>),
+}
+
+impl ClientIp {
+    /// The address the gateway can name: the client's, else the one the
+    /// request claims beyond the unparseable entry.
+    pub fn address(self) -> Option<IpAddr> {
+        match self {
+            ClientIp::Known(ip) => Some(ip),
+            ClientIp::Unparseable(claimed) => claimed,
+        }
+    }
+
+    /// The address that keys per-IP limits and hashing: [`Self::address`],
+    /// or `0.0.0.0`, one bucket shared by every client no hop could name.
+    pub fn key(self) -> IpAddr {
+        self.address().unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+    }
+}
 
 /// Whether `ip` is one of the trusted proxies.
 pub fn is_trusted(settings: &Settings, ip: IpAddr) -> bool {
     settings.trusted_proxies.iter().any(|n| n.contains(&ip))
 }
 
-/// The client IP of a request arriving from `peer`.
-pub fn client_ip(settings: &Settings, peer: IpAddr, req: &RequestHeader) -> IpAddr {
+/// The client of a request arriving from `peer`.
+pub fn client_ip(settings: &Settings, peer: IpAddr, req: &RequestHeader) -> ClientIp {
     if !is_trusted(settings, peer) {
-        return peer;
+        return ClientIp::Known(peer);
     }
     if let Some(name) = &settings.client_ip_header {
-        return req
-            .headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_hop)
-            .unwrap_or(peer);
+        return match req.headers.get(name) {
+            None => ClientIp::Known(peer),
+            Some(v) => v
+                .to_str()
+                .ok()
+                .and_then(parse_hop)
+                .map_or(ClientIp::Unparseable(None), ClientIp::Known),
+        };
+    }
+    let mut hops = Vec::new();
+    for value in req.headers.get_all("x-forwarded-for") {
+        let Ok(text) = value.to_str() else {
+            return ClientIp::Unparseable(None);
+        };
+        // RFC 9110 §5.6.1: empty list elements are ignored.
+        hops.extend(text.split(',').filter(|h| !h.trim().is_empty()));
     }
     let mut leftmost = peer;
-    for value in req.headers.get_all("x-forwarded-for").iter().rev() {
-        let Ok(text) = value.to_str() else {
-            return peer;
+    for (i, hop) in hops.iter().enumerate().rev() {
+        let Some(ip) = parse_hop(hop) else {
+            return ClientIp::Unparseable(hops[..i].iter().rev().find_map(|h| parse_hop(h)));
         };
-        for hop in text.rsplit(',') {
-            let Some(ip) = parse_hop(hop) else {
-                return leftmost;
-            };
-            if !settings
-                .trusted_proxies
-                .iter()
-                .any(|n: &IpNet| n.contains(&ip))
-            {
-                return ip;
-            }
-            leftmost = ip;
+        if !is_trusted(settings, ip) {
+            return ClientIp::Known(ip);
         }
+        leftmost = ip;
     }
-    leftmost
+    ClientIp::Known(leftmost)
 }
 
 /// An address as forwarding headers write it: bare, `v4:port` or
@@ -121,7 +153,6 @@ mod tests {
             ("10.0.0.2", &["10.1.1.1, 10.0.0.7"], "10.1.1.1"),
             ("10.0.0.2", &[], "10.0.0.2"),
             ("10.0.0.2", &["garbage, 1.2.3.4"], "1.2.3.4"),
-            ("10.0.0.2", &["1.2.3.4, garbage"], "10.0.0.2"),
             ("10.0.0.2", &["203.0.113.5:4711"], "203.0.113.5"),
             (
                 "10.0.0.2",
@@ -129,28 +160,57 @@ mod tests {
                 "2001:db8::1",
             ),
             ("10.0.0.2", &["[2001:db8::2]"], "2001:db8::2"),
-            ("10.0.0.2", &["1.2.3.4, 203.0.113.5:99999"], "10.0.0.2"),
+            ("10.0.0.2", &["1.2.3.4, , 10.0.0.7,"], "1.2.3.4"),
         ];
         for (peer, xff, want) in cases {
             assert_eq!(
                 client_ip(&s, ip(peer), &req(xff, None)),
-                ip(want),
+                ClientIp::Known(ip(want)),
                 "{peer} {xff:?}"
             );
         }
     }
 
     #[test]
+    fn an_unparseable_hop_is_never_the_proxy_that_wrote_it() {
+        let s = settings(&["10.0.0.0/8"], None);
+        let ip = |t: &str| t.parse::<IpAddr>().unwrap();
+        let cases: &[(&[&str], Option<&str>)] = &[
+            (&["1.2.3.4, garbage"], Some("1.2.3.4")),
+            (&["1.2.3.4, unknown, 10.0.0.7"], Some("1.2.3.4")),
+            (&["1.2.3.4", "_hidden"], Some("1.2.3.4")),
+            (&["junk, 1.2.3.4, 203.0.113.5:99999"], Some("1.2.3.4")),
+            (&["unknown"], None),
+            (&["10.0.0.9:0"], None),
+        ];
+        for (xff, want) in cases {
+            let got = client_ip(&s, ip("10.0.0.2"), &req(xff, None));
+            assert_eq!(got, ClientIp::Unparseable(want.map(ip)), "{xff:?}");
+            assert_ne!(got.key(), ip("10.0.0.2"));
+        }
+        let mut r = req(&[], None);
+        r.append_header("x-forwarded-for", &b"1.2.3.4, \xff"[..])
+            .unwrap();
+        assert_eq!(
+            client_ip(&s, ip("10.0.0.2"), &r),
+            ClientIp::Unparseable(None)
+        );
+    }
+
+    #[test]
     fn client_ip_header_only_from_trusted_peers() {
         let s = settings(&["10.0.0.0/8"], Some("x-real-ip"));
         let ip = |t: &str| t.parse::<IpAddr>().unwrap();
+        let at = |peer: &str, real: Option<&str>| client_ip(&s, ip(peer), &req(&[], real));
         assert_eq!(
-            client_ip(&s, ip("10.0.0.2"), &req(&[], Some("1.2.3.4"))),
-            ip("1.2.3.4")
+            at("10.0.0.2", Some("1.2.3.4")),
+            ClientIp::Known(ip("1.2.3.4"))
         );
         assert_eq!(
-            client_ip(&s, ip("8.8.8.8"), &req(&[], Some("1.2.3.4"))),
-            ip("8.8.8.8")
+            at("8.8.8.8", Some("1.2.3.4")),
+            ClientIp::Known(ip("8.8.8.8"))
         );
+        assert_eq!(at("10.0.0.2", None), ClientIp::Known(ip("10.0.0.2")));
+        assert_eq!(at("10.0.0.2", Some("nope")), ClientIp::Unparseable(None));
     }
 }

@@ -52,6 +52,11 @@ pub enum Rejection {
     ClientTimeout,
     /// The client sent its request head too slowly.
     HeaderTimeout,
+    /// `Expect` asks for something other than `100-continue` (417).
+    ExpectationFailed,
+    /// `Transfer-Encoding` names a coding the gateway does not apply,
+    /// or more than the one `chunked` (501, RFC 9112 §6.1).
+    UnsupportedTransferCoding,
     /// The backend refused or reset the connection, or sent garbage.
     BadGateway,
     /// No backend of the pool is healthy.
@@ -87,8 +92,10 @@ impl Rejection {
             Rejection::UriTooLong => 414,
             Rejection::HeadersTooLarge => 431,
             Rejection::ClientTimeout | Rejection::HeaderTimeout => 408,
+            Rejection::ExpectationFailed => 417,
             Rejection::RateLimited(_) => 429,
             Rejection::Internal => 500,
+            Rejection::UnsupportedTransferCoding => 501,
             Rejection::BadGateway => 502,
             Rejection::NoHealthyBackend
             | Rejection::LocalResources
@@ -119,6 +126,8 @@ impl Rejection {
             Rejection::UriTooLong => "uri_too_long",
             Rejection::HeadersTooLarge => "headers_too_large",
             Rejection::ClientTimeout | Rejection::HeaderTimeout => "request_timeout",
+            Rejection::ExpectationFailed => "expectation_failed",
+            Rejection::UnsupportedTransferCoding => "unsupported_transfer_coding",
             Rejection::BadGateway => "bad_gateway",
             Rejection::NoHealthyBackend => "no_healthy_backend",
             Rejection::LocalResources => "gateway_overloaded",
@@ -150,6 +159,10 @@ impl Rejection {
             Rejection::HeadersTooLarge => "the request headers are too large",
             Rejection::ClientTimeout => "the request body arrived too slowly",
             Rejection::HeaderTimeout => "the request head arrived too slowly",
+            Rejection::ExpectationFailed => "the only expectation served is 100-continue",
+            Rejection::UnsupportedTransferCoding => {
+                "the only transfer coding accepted is a single chunked"
+            }
             Rejection::BadGateway => "the upstream server refused or dropped the connection",
             Rejection::NoHealthyBackend => "no healthy upstream server is available",
             Rejection::LocalResources => {

@@ -1,10 +1,10 @@
 //! What one request learned, carried from `request_filter` to `logging`.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use crate::auth::Identity;
+use crate::client_ip::ClientIp;
 use crate::config::{Route, Runtime};
 use crate::lifecycle::InFlight;
 use crate::limit::LimitHeaders;
@@ -26,7 +26,7 @@ pub struct RequestCtx {
     /// Trace context forwarded upstream.
     pub trace: Option<TraceContext>,
     /// Client IP after the trusted-proxy walk.
-    pub client_ip: Option<IpAddr>,
+    pub client_ip: Option<ClientIp>,
     /// Normalised path, when it differs from what the client sent.
     pub normalized_path: Option<String>,
     /// Canonical Host for the upstream, when it differs from what the
@@ -36,6 +36,12 @@ pub struct RequestCtx {
     pub tls: bool,
     /// Whether the request asks for a protocol upgrade (WebSocket).
     pub upgrade: bool,
+    /// Whether the client speaks HTTP/1.0: no chunked body and no 1xx
+    /// reach it (RFC 9112 §6.1, RFC 9110 §15.2).
+    pub http10: bool,
+    /// Whether an HTTP/1.1 client waits for `100 Continue` before sending
+    /// its body; the gateway answers it once the request is admitted.
+    pub expect_continue: bool,
     /// The backend now serving the request; dropping it ends its in-flight count.
     pub lease: Option<Lease>,
     /// Backends already tried, so retries go elsewhere.
@@ -76,6 +82,8 @@ impl RequestCtx {
             canonical_host: None,
             tls: false,
             upgrade: false,
+            http10: false,
+            expect_continue: false,
             lease: None,
             tried: Tried::default(),
             attempts: 0,

@@ -5,6 +5,7 @@ use pingora_proxy::Session;
 use super::ctx::RequestCtx;
 use crate::access_log::{redacted_target, rfc3339_now, Line};
 use crate::auth::AuthMode;
+use crate::client_ip::ClientIp;
 use crate::reject::Rejection;
 
 /// One JSON line: who asked what, where it went, how it ended, how long
@@ -19,7 +20,10 @@ pub fn line(session: &Session, ctx: &RequestCtx, status: u16, redact: &[String])
         .opt("trace_id", ctx.trace.as_ref().map(|t| t.trace_id()))
         .opt(
             "client_ip",
-            ctx.client_ip.map(|ip| ip.to_string()).as_deref(),
+            ctx.client_ip
+                .and_then(ClientIp::address)
+                .map(|ip| ip.to_string())
+                .as_deref(),
         )
         .str("method", req.method.as_str())
         .str("path", &redacted_target(path, req.uri.query(), redact))

@@ -35,6 +35,7 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 pub use ctx::RequestCtx;
 
+use crate::client_ip::ClientIp;
 use crate::config::Runtime;
 use crate::lifecycle::{InFlight, Lifecycle};
 use crate::metrics::{method_index, Metrics};
@@ -90,6 +91,11 @@ impl Gateway {
         ctx: &mut RequestCtx,
         r: Rejection,
     ) -> Result<()> {
+        if ctx.expect_continue || r == Rejection::UnsupportedTransferCoding {
+            // The client holds its body back, or sent one the gateway
+            // cannot read: the connection cannot carry a next request.
+            session.set_keepalive(None);
+        }
         let (mut header, body) = r.response(&ctx.request_id);
         if let Some(rt) = &ctx.runtime {
             if rt.settings.security_headers {
@@ -110,7 +116,7 @@ impl Gateway {
         buf: &'a mut [u8; 16],
     ) -> &'a [u8] {
         let ip_bytes = |buf: &'a mut [u8; 16]| -> &'a [u8] {
-            match ctx.client_ip {
+            match ctx.client_ip.map(ClientIp::key) {
                 Some(std::net::IpAddr::V4(v4)) => {
                     buf[..4].copy_from_slice(&v4.octets());
                     &buf[..4]
@@ -184,9 +190,24 @@ impl ProxyHttp for Gateway {
         // An upgraded connection is closed after it anyway.
         ctx.upgrade = downstream.is_upgrade_req();
         downstream.set_pipelining_enabled(!ctx.upgrade);
+        ctx.http10 =
+            !downstream.is_http2() && downstream.req_header().version == http::Version::HTTP_10;
+        if ctx.http10 {
+            downstream.set_ignore_info_resp(true);
+        }
         ctx.runtime = Some(runtime);
         match request_filters::admit(session, ctx).await {
-            Ok(()) => Ok(false),
+            Ok(()) => {
+                if ctx.expect_continue {
+                    // Pingora gives up keep-alive for any response written
+                    // before the body is read; a 100 is not one of those.
+                    let downstream = session.as_downstream_mut();
+                    downstream.set_close_on_response_before_downstream_finish(false);
+                    downstream.write_continue_response().await?;
+                    downstream.set_close_on_response_before_downstream_finish(true);
+                }
+                Ok(false)
+            }
             Err(r) => {
                 self.reject(session, ctx, r).await?;
                 Ok(true)
@@ -361,13 +382,34 @@ impl ProxyHttp for Gateway {
     /// The client's response: security headers, request id, route edits.
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let Some(rt) = ctx.runtime.clone() else {
             return Ok(());
         };
+        if upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS && !ctx.upgrade {
+            let mut e = Error::explain(
+                ErrorType::InvalidHTTPHeader,
+                "the upstream switched protocols without being asked to",
+            );
+            e.as_up();
+            return Err(e);
+        }
+        if !session.is_http2() {
+            // The gateway speaks its own version (RFC 9110 §2.5), whatever
+            // an HTTP/1.0 upstream wrote.
+            upstream_response.set_version(http::Version::HTTP_11);
+        }
+        if ctx.http10
+            && response_modifiers::unframe_for_http10(
+                upstream_response,
+                &session.req_header().method,
+            )
+        {
+            session.set_keepalive(None);
+        }
         if let Some(lease) = &ctx.lease {
             lease.backend().reached();
         }
@@ -415,7 +457,10 @@ impl ProxyHttp for Gateway {
                 can_reuse_downstream: false,
             };
         }
-        if session.response_written().is_none() {
+        if session
+            .response_written()
+            .is_none_or(|r| r.status.is_informational())
+        {
             if ctx.request_id.is_empty() {
                 ctx.request_id = crate::trace::request_id(None);
             }
@@ -434,6 +479,7 @@ impl ProxyHttp for Gateway {
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
         let status = session
             .response_written()
+            .filter(|r| !r.status.is_informational() || r.status == 101)
             .map(|r| r.status.as_u16())
             .or_else(|| ctx.rejection.as_ref().map(Rejection::status))
             .unwrap_or(0);

@@ -10,7 +10,7 @@ use pingora_proxy::Session;
 
 use super::ctx::RequestCtx;
 use crate::auth::{Failure, Identity, Reason};
-use crate::client_ip::client_ip;
+use crate::client_ip::{client_ip, ClientIp};
 use crate::config::{Route, Runtime};
 use crate::limit::{Refusal, RequestKeys};
 use crate::reject::Rejection;
@@ -19,8 +19,9 @@ use crate::trace::{request_id, TraceContext};
 
 /// Runs the checks in order:
 /// 1. request id and trace context (so every answer, even a 400, carries them);
-/// 2. target length (414), header size (431), path normalisation (400
-///    when ambiguous, or for `;` path parameters unless allowed);
+/// 2. target length (414), header size (431), transfer codings (501),
+///    expectations (417), path normalisation (400 when ambiguous, or for
+///    `;` path parameters unless allowed);
 /// 3. route match on host and normalised path (404), then method (405);
 /// 4. client IP rules of the route (403);
 /// 5. declared body size (413);
@@ -56,6 +57,8 @@ pub async fn admit(session: &Session, ctx: &mut RequestCtx) -> Result<(), Reject
     if header_bytes > runtime.settings.max_header_bytes {
         return Err(Rejection::HeadersTooLarge);
     }
+    check_transfer_coding(req)?;
+    ctx.expect_continue = expects_continue(req)?;
     let path = normalize(req.uri.path()).map_err(Rejection::BadPath)?;
     check_parameters(&path, runtime.settings.allow_path_params).map_err(Rejection::BadPath)?;
     let authority = request_authority(req)?;
@@ -85,7 +88,9 @@ async fn limit(
         return Ok(());
     };
     let keys = RequestKeys {
-        ip: ctx.client_ip.unwrap_or(IpAddr::from([0, 0, 0, 0])),
+        ip: ctx
+            .client_ip
+            .map_or(IpAddr::from([0, 0, 0, 0]), ClientIp::key),
         user: ctx.identity.as_deref().map(|i| i.subject.as_str()),
         req,
     };
@@ -234,7 +239,53 @@ fn match_route(
     Err(Rejection::MethodNotAllowed(allow.join(", ")))
 }
 
-fn check_ip(route: &Route, client: IpAddr) -> Result<(), Rejection> {
+/// Pingora de-chunks a request whose final coding is `chunked` and would
+/// forward it without the codings before it (`gzip, chunked` losing its
+/// gzip), so anything but one `chunked` is refused.
+fn check_transfer_coding(req: &RequestHeader) -> Result<(), Rejection> {
+    let mut codings = req
+        .headers
+        .get_all(http::header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|c| !c.is_empty());
+    match (codings.next(), codings.next()) {
+        (None, _) => Ok(()),
+        (Some(c), None) if c.eq_ignore_ascii_case(b"chunked") => Ok(()),
+        _ => Err(Rejection::UnsupportedTransferCoding),
+    }
+}
+
+/// Whether the client waits for `100 Continue` (RFC 9110 §10.1.1). An
+/// HTTP/1.0 client's expectation is ignored, as the RFC requires; any
+/// expectation other than `100-continue` is a 417.
+fn expects_continue(req: &RequestHeader) -> Result<bool, Rejection> {
+    if req.version == http::Version::HTTP_10 {
+        return Ok(false);
+    }
+    let mut expects = false;
+    for value in req.headers.get_all(http::header::EXPECT) {
+        for member in value.as_bytes().split(|&b| b == b',') {
+            match member.trim_ascii() {
+                b"" => {}
+                m if m.eq_ignore_ascii_case(b"100-continue") => expects = true,
+                _ => return Err(Rejection::ExpectationFailed),
+            }
+        }
+    }
+    Ok(expects)
+}
+
+/// The route's `ip_deny` and `ip_allow`; a client no hop could name is
+/// refused by either, since no rule can be checked against it.
+fn check_ip(route: &Route, client: ClientIp) -> Result<(), Rejection> {
+    if route.ip_deny.is_empty() && route.ip_allow.is_empty() {
+        return Ok(());
+    }
+    let ClientIp::Known(client) = client else {
+        return Err(Rejection::IpDenied);
+    };
     if route.ip_deny.iter().any(|n| n.contains(&client)) {
         return Err(Rejection::IpDenied);
     }

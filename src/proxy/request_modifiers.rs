@@ -38,6 +38,10 @@ pub fn prepare(
         req.insert_header(header::HOST, host.clone())?;
     }
     strip_hop_by_hop(req);
+    // The gateway answered the expectation itself (or ignored it, for
+    // HTTP/1.0): the body is on its way.
+    req.remove_header(&header::EXPECT);
+    join_cookies(req)?;
     strip_identity_headers(req, identity_headers);
     let trusted = peer.is_some_and(|p| is_trusted(settings, p));
     strip_spoofed_names(req, route, trusted);
@@ -149,6 +153,27 @@ fn strip_hop_by_hop(req: &mut RequestHeader) {
         req.remove_header(&header::CONNECTION);
         req.remove_header(&header::UPGRADE);
     }
+}
+
+/// Several `cookie` fields (how browsers send cookies over HTTP/2) become
+/// one, joined with `; ` (RFC 9113 §8.2.3): an HTTP/1.1 app reads only one
+/// `Cookie` header (RFC 6265 §5.4).
+fn join_cookies(req: &mut RequestHeader) -> Result<()> {
+    let mut values = req.headers.get_all(header::COOKIE).iter();
+    if values.next().is_none() || values.next().is_none() {
+        return Ok(());
+    }
+    let mut joined = Vec::new();
+    for value in req.headers.get_all(header::COOKIE) {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(value.as_bytes());
+    }
+    let joined = HeaderValue::from_bytes(&joined).map_err(|e| {
+        pingora_core::Error::because(pingora_core::ErrorType::InvalidHTTPHeader, "cookie", e)
+    })?;
+    req.insert_header(header::COOKIE, joined)
 }
 
 /// `Forwarded` (RFC 7239), named once.

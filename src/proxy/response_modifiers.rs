@@ -40,6 +40,22 @@ pub fn prepare(
     Ok(())
 }
 
+/// An HTTP/1.0 client cannot read a chunked body (RFC 9112 §6.1): the
+/// body goes out as it is and ends when the connection closes. Returns
+/// whether the response needs that close (a body without a length).
+pub fn unframe_for_http10(resp: &mut ResponseHeader, method: &http::Method) -> bool {
+    if resp.status.is_informational() {
+        return false;
+    }
+    resp.remove_header(&header::TRANSFER_ENCODING);
+    let bodyless = method == http::Method::HEAD
+        || matches!(
+            resp.status,
+            StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED
+        );
+    !bodyless && !resp.headers.contains_key(header::CONTENT_LENGTH)
+}
+
 /// The upstream's framing headers as the client may receive them: a 1xx
 /// or 204 has no body, so no `Transfer-Encoding` (and a 204 no
 /// `Content-Length`, RFC 9110 §8.6); repeated identical `Content-Length`

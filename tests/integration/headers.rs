@@ -275,3 +275,77 @@ async fn tls_listener_adds_hsts_and_forwards_https() {
         "{response}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_forwarded_for_entry_that_cannot_be_read_never_makes_the_proxy_the_client() {
+    let up = Upstream::start("app").await;
+    let routes = route_file(
+        &[up.addr],
+        "",
+        &[
+            ("deny", "/deny", "ip_deny: [203.0.113.0/24]"),
+            (
+                "allow",
+                "/allow",
+                "ip_allow: [127.0.0.0/8, 198.51.100.0/24]",
+            ),
+            ("open", "/", ""),
+        ],
+    );
+    let gw = Gateway::start(
+        "trusted_proxies: [127.0.0.1/32]\naccess_log: {path: access.log}",
+        &[("r.yaml", &routes)],
+    );
+    let status = |path: &str, xff: &str| {
+        raw_get(gw.addr, path, &[&format!("X-Forwarded-For: {xff}")]).status
+    };
+    // Ports are read, so the denied network stays denied in every form.
+    for xff in [
+        "203.0.113.5",
+        "203.0.113.5:4711",
+        "203.0.113.5, 127.0.0.1:80",
+    ] {
+        assert_eq!(status("/deny/x", xff), 403, "{xff}");
+    }
+    assert_eq!(status("/allow/x", "198.51.100.7:4711"), 200);
+    // An unreadable hop next to the trusted proxy: the client is unknown,
+    // refused wherever an IP rule applies; the proxy (127.0.0.1, allowed
+    // on /allow) never stands in for it.
+    for xff in [
+        "unknown",
+        "203.0.113.5, _hidden",
+        "203.0.113.5, 10.0.0.1:99999",
+        "[::1",
+    ] {
+        assert_eq!(status("/deny/x", xff), 403, "{xff}");
+        assert_eq!(status("/allow/x", xff), 403, "{xff}");
+        assert_eq!(status("/open/x", xff), 200, "{xff}");
+    }
+    let log_path = gw.dir.path().join("access.log");
+    let logged = crate::common::eventually(5, async || {
+        std::fs::read_to_string(&log_path)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("\"route\":\"open\""))
+            .count()
+            >= 4
+    })
+    .await;
+    assert!(logged, "no access log lines for the open route");
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    let clients: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|l| l["route"] == "open")
+        .map(|l| l["client_ip"].clone())
+        .collect();
+    assert_eq!(
+        clients,
+        [
+            serde_json::Value::Null,
+            "203.0.113.5".into(),
+            "203.0.113.5".into(),
+            serde_json::Value::Null
+        ]
+    );
+}
