@@ -621,6 +621,7 @@ fn bench_upstream_request(c: &mut Criterion) {
             route,
             &rt.settings,
             &rt.auth.identity_headers,
+            rt.auth.oauth.as_deref(),
             peer,
         )
         .unwrap();
@@ -636,6 +637,7 @@ fn bench_upstream_request(c: &mut Criterion) {
                         route,
                         &rt.settings,
                         &rt.auth.identity_headers,
+                        rt.auth.oauth.as_deref(),
                         peer,
                     )
                     .unwrap()

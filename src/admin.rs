@@ -68,6 +68,7 @@ impl Admin {
                     Some(_) => "error",
                 },
                 "rate_limit_store": rt.limiter.store_health(),
+                "oauth": rt.auth.oauth.as_ref().map_or("off", |o| o.discovery_state().as_str()),
                 "jwks": jwks,
                 "upstreams": upstreams,
             },
@@ -140,9 +141,21 @@ impl Admin {
                 })
             })
             .collect();
+        let oauth = rt.auth.oauth.as_ref().map(|o| {
+            let state = o.discovery_state();
+            json!({
+                "issuer": o.settings.issuer,
+                "discovery": state.as_str(),
+                "last_error": match &state {
+                    crate::oauth::discovery::DiscoveryState::Error(e) => Some(e.clone()),
+                    _ => None,
+                },
+            })
+        });
         json!({
             "version": env!("CARGO_PKG_VERSION"),
             "jwks": jwks,
+            "oauth": oauth,
             "config": {
                 "version": rt.version,
                 "files": rt.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
@@ -161,6 +174,7 @@ fn auth_summary(p: &RoutePolicy) -> String {
         AuthMode::Jwt => "jwt".to_string(),
         AuthMode::Opaque => "opaque".to_string(),
         AuthMode::Any => "jwt|opaque".to_string(),
+        AuthMode::Oauth => "oauth".to_string(),
     };
     if p.session == SessionMode::Required {
         s.push_str(" session");

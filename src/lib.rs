@@ -9,6 +9,7 @@
 //! | [`routing`] | path normalisation and the host + longest-prefix route table |
 //! | [`upstream`] | pools, balancing (round robin, weighted, least connections, consistent hash), health checks |
 //! | [`proxy`] | [`proxy::Gateway`], the `ProxyHttp` implementation: thin phases calling the modules |
+//! | [`oauth`] | the gateway as OAuth 2.1 client: login, sessions in TokenginX, refresh, logout |
 //! | [`auth`] | tokens: extraction, JWT + JWKS, verified-token cache, TokenginX sessions and opaque tokens, scopes, roles |
 //! | [`limit`] | rate limits: token buckets, local lock-free store, shared Redis store |
 //! | [`client_ip`] | client address through trusted proxies |
@@ -37,6 +38,7 @@ pub mod lifecycle;
 pub mod limit;
 pub mod listeners;
 pub mod metrics;
+pub mod oauth;
 pub mod proxy;
 pub mod reason;
 pub mod reject;

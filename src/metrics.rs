@@ -36,6 +36,12 @@ pub const NO_ROUTE: &str = "none";
 /// Results of `gatehouse_tokenginx_lookups_total`.
 pub const TOKENGINX_RESULTS: [&str; 4] = ["found", "missing", "error", "cached"];
 
+/// Results of `gatehouse_oauth_logins_total`.
+pub const OAUTH_LOGIN_RESULTS: [&str; 4] = ["ok", "denied", "invalid_state", "error"];
+
+/// Results of `gatehouse_oauth_refreshes_total`.
+pub const OAUTH_REFRESH_RESULTS: [&str; 4] = ["ok", "joined", "invalid_grant", "error"];
+
 /// Results of `gatehouse_rate_limit_store_total`.
 pub const RATE_LIMIT_STORE_RESULTS: [&str; 5] = [
     "ok",
@@ -91,6 +97,12 @@ pub struct Metrics {
     pub tokenginx_lookup_duration: Histogram,
     /// `gatehouse_jwks_refreshes_total{issuer, result}`.
     pub jwks_refreshes: IntCounterVec,
+    /// `gatehouse_oauth_logins_total{result}`: login callbacks.
+    pub oauth_logins: IntCounterVec,
+    /// `gatehouse_oauth_refreshes_total{result}`: access-token refreshes.
+    pub oauth_refreshes: IntCounterVec,
+    /// `gatehouse_oauth_logouts_total`.
+    pub oauth_logouts: IntCounter,
     /// `gatehouse_rate_limited_total{route}`.
     pub rate_limited: IntCounterVec,
     /// `gatehouse_rate_limit_store_total{result}`: shared-store answers and fallbacks.
@@ -238,6 +250,24 @@ impl Metrics {
             &["issuer", "result"],
         )
         .expect("valid metric");
+        let oauth_logins = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_oauth_logins_total",
+                "Login callbacks: ok, denied (by the user or server), invalid_state, error.",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        let oauth_refreshes = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_oauth_refreshes_total",
+                "Access-token refreshes: ok, joined (another request or instance refreshed), invalid_grant (the session ended), error.",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        let oauth_logouts =
+            IntCounter::new("gatehouse_oauth_logouts_total", "Logouts.").expect("valid metric");
         let rate_limited = IntCounterVec::new(
             Opts::new(
                 "gatehouse_rate_limited_total",
@@ -276,6 +306,9 @@ impl Metrics {
             Box::new(tokenginx_lookups.clone()),
             Box::new(tokenginx_lookup_duration.clone()),
             Box::new(jwks_refreshes.clone()),
+            Box::new(oauth_logins.clone()),
+            Box::new(oauth_refreshes.clone()),
+            Box::new(oauth_logouts.clone()),
             Box::new(rate_limited.clone()),
             Box::new(rate_limit_store.clone()),
             Box::new(access_log_dropped.clone()),
@@ -286,6 +319,8 @@ impl Metrics {
             (&tokenginx_lookups, &TOKENGINX_RESULTS[..]),
             (&rate_limit_store, &RATE_LIMIT_STORE_RESULTS[..]),
             (&client_timeouts, &CLIENT_TIMEOUT_PHASES[..]),
+            (&oauth_logins, &OAUTH_LOGIN_RESULTS[..]),
+            (&oauth_refreshes, &OAUTH_REFRESH_RESULTS[..]),
         ] {
             for v in values {
                 family.with_label_values(&[v]);
@@ -318,6 +353,9 @@ impl Metrics {
             tokenginx_lookups,
             tokenginx_lookup_duration,
             jwks_refreshes,
+            oauth_logins,
+            oauth_refreshes,
+            oauth_logouts,
             rate_limited,
             rate_limit_store,
             access_log_dropped,

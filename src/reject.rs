@@ -11,6 +11,7 @@ use pingora_http::ResponseHeader;
 
 use crate::auth::Reason;
 use crate::limit::LimitHeaders;
+use crate::oauth::{OauthError, Redirect};
 use crate::routing::PathError;
 
 /// Why the gateway answered a request itself.
@@ -32,6 +33,20 @@ pub enum Rejection {
     Unauthenticated(Reason),
     /// A browser navigation without a valid token: 302 to the login page.
     LoginRedirect(String),
+    /// The gateway's OAuth flow moves the browser on (302 to the
+    /// authorization server, 303 after the callback or logout), setting
+    /// its cookies. Not a refusal, but an answer the gateway writes itself.
+    Redirect(Box<Redirect>),
+    /// A login callback whose state, code or id_token does not hold up.
+    InvalidOauthState,
+    /// The user or the authorization server refused the login.
+    OauthDenied,
+    /// The authorization server (or the session store) cannot answer.
+    OauthUnavailable,
+    /// A login's return URL that is not a local path.
+    InvalidReturnUrl,
+    /// A cookie-authenticated unsafe request from another origin.
+    CsrfRejected,
     /// The token lacks a scope; carries the required scopes (403).
     InsufficientScope(String),
     /// The caller lacks every accepted role (403).
@@ -80,12 +95,19 @@ impl Rejection {
     /// The HTTP status.
     pub fn status(&self) -> u16 {
         match self {
-            Rejection::BadPath(_) | Rejection::BadRequest | Rejection::BadHost(_) => 400,
+            Rejection::BadPath(_)
+            | Rejection::BadRequest
+            | Rejection::BadHost(_)
+            | Rejection::InvalidOauthState
+            | Rejection::InvalidReturnUrl => 400,
             Rejection::LoginRedirect(_) => 302,
+            Rejection::Redirect(r) => r.status,
             Rejection::Unauthenticated(_) => 401,
-            Rejection::IpDenied | Rejection::InsufficientScope(_) | Rejection::InsufficientRole => {
-                403
-            }
+            Rejection::IpDenied
+            | Rejection::InsufficientScope(_)
+            | Rejection::InsufficientRole
+            | Rejection::OauthDenied
+            | Rejection::CsrfRejected => 403,
             Rejection::NoRoute => 404,
             Rejection::MethodNotAllowed(_) => 405,
             Rejection::BodyTooLarge => 413,
@@ -100,6 +122,7 @@ impl Rejection {
             Rejection::NoHealthyBackend
             | Rejection::LocalResources
             | Rejection::AuthUnavailable(_)
+            | Rejection::OauthUnavailable
             | Rejection::RateLimitUnavailable => 503,
             Rejection::GatewayTimeout => 504,
         }
@@ -117,6 +140,12 @@ impl Rejection {
             Rejection::Unauthenticated(Reason::Missing) => "missing_token",
             Rejection::Unauthenticated(_) => "invalid_token",
             Rejection::LoginRedirect(_) => "login_required",
+            Rejection::Redirect(_) => "redirect",
+            Rejection::InvalidOauthState => "invalid_oauth_state",
+            Rejection::OauthDenied => "oauth_denied",
+            Rejection::OauthUnavailable => "oauth_unavailable",
+            Rejection::InvalidReturnUrl => "invalid_return_url",
+            Rejection::CsrfRejected => "csrf_rejected",
             Rejection::InsufficientScope(_) => "insufficient_scope",
             Rejection::InsufficientRole => "insufficient_role",
             Rejection::AuthUnavailable(_) => "auth_unavailable",
@@ -146,7 +175,14 @@ impl Rejection {
             Rejection::MethodNotAllowed(_) => "this route does not accept the method",
             Rejection::IpDenied => "your address is not allowed on this route",
             Rejection::Unauthenticated(r) => r.message(),
-            Rejection::LoginRedirect(_) => "sign in first",
+            Rejection::LoginRedirect(_) | Rejection::Redirect(_) => "sign in first",
+            Rejection::InvalidOauthState => {
+                "the login could not be completed: start again from the page you wanted"
+            }
+            Rejection::OauthDenied => "the login was refused",
+            Rejection::OauthUnavailable => "the authorization server is unavailable; retry shortly",
+            Rejection::InvalidReturnUrl => "the return address must be a path on this site",
+            Rejection::CsrfRejected => "this request must come from the site itself",
             Rejection::InsufficientScope(_) => Reason::Scope.message(),
             Rejection::InsufficientRole => Reason::Role.message(),
             Rejection::AuthUnavailable(what) => what,
@@ -180,10 +216,18 @@ impl Rejection {
             "message": self.message(),
             "request_id": request_id,
         });
-        let body = Bytes::from(body.to_string());
+        // A redirect of the login flow carries no error, so no body.
+        let redirect = matches!(self, Rejection::Redirect(_));
+        let body = if redirect {
+            Bytes::new()
+        } else {
+            Bytes::from(body.to_string())
+        };
         // Building a header from a valid status and static names cannot fail.
         let mut h = ResponseHeader::build(self.status(), Some(6)).expect("valid status");
-        let _ = h.insert_header(http::header::CONTENT_TYPE, "application/json");
+        if !redirect {
+            let _ = h.insert_header(http::header::CONTENT_TYPE, "application/json");
+        }
         let _ = h.insert_header(http::header::CONTENT_LENGTH, body.len());
         let _ = h.insert_header(http::header::CACHE_CONTROL, "no-store");
         let _ = h.insert_header("x-request-id", request_id);
@@ -194,8 +238,15 @@ impl Rejection {
             Rejection::NoHealthyBackend
             | Rejection::LocalResources
             | Rejection::AuthUnavailable(_)
+            | Rejection::OauthUnavailable
             | Rejection::RateLimitUnavailable => {
                 let _ = h.insert_header(http::header::RETRY_AFTER, RETRY_AFTER_SECONDS);
+            }
+            Rejection::Redirect(r) => {
+                let _ = h.insert_header(http::header::LOCATION, r.location.as_str());
+                for cookie in &r.cookies {
+                    let _ = h.append_header(http::header::SET_COOKIE, cookie.as_str());
+                }
             }
             Rejection::RateLimited(limits) => {
                 let _ = h.insert_header(http::header::RETRY_AFTER, limits.retry_after);
@@ -236,6 +287,18 @@ impl Rejection {
                 ErrorSource::Downstream => Rejection::BadRequest,
                 ErrorSource::Internal | ErrorSource::Unset => Rejection::Internal,
             },
+        }
+    }
+}
+
+impl From<OauthError> for Rejection {
+    fn from(e: OauthError) -> Rejection {
+        match e {
+            OauthError::InvalidState => Rejection::InvalidOauthState,
+            OauthError::Denied => Rejection::OauthDenied,
+            OauthError::Unavailable => Rejection::OauthUnavailable,
+            OauthError::NotLocal => Rejection::InvalidReturnUrl,
+            OauthError::Csrf => Rejection::CsrfRejected,
         }
     }
 }

@@ -78,6 +78,17 @@ pub fn render(status: &Value) -> String {
             esc(&j["last_error"]),
         ));
     }
-    html.push_str("</table></body></html>");
+    html.push_str("</table>");
+    if let Some(o) = status["oauth"].as_object() {
+        let ok = o["discovery"] == "ok";
+        html.push_str(&format!(
+            "<h2>Authorization server</h2><table id=\"oauth\"><tr><th>issuer</th><th>discovery</th><th>last error</th></tr><tr><td>{}</td><td class=\"{}\">{}</td><td>{}</td></tr></table>",
+            esc(&o["issuer"]),
+            if ok { "up" } else { "down" },
+            esc(&o["discovery"]),
+            esc(&o["last_error"]),
+        ));
+    }
+    html.push_str("</body></html>");
     html
 }

@@ -66,6 +66,14 @@ fn b64(part: &str) -> Result<Vec<u8>, Failure> {
 impl Verifier {
     /// Verifies `token` at time `now` (Unix seconds).
     pub async fn verify(&self, token: &str, now: u64) -> Result<Identity, Failure> {
+        self.verify_claims(token, now)
+            .await
+            .map(|(identity, _)| identity)
+    }
+
+    /// [`Verifier::verify`], also giving the verified claim set (an
+    /// id_token's `nonce` is checked by its caller).
+    pub async fn verify_claims(&self, token: &str, now: u64) -> Result<(Identity, Value), Failure> {
         let mut parts = token.split('.');
         let (Some(h), Some(p), Some(_sig), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -140,7 +148,7 @@ impl Verifier {
         let roles = roles_at(&claims, &issuer.roles_claim);
         let headers = forward_headers(&self.forward, &subject, &scopes, &roles, &claims)
             .ok_or(Failure::Unauthenticated(Reason::Malformed))?;
-        Ok(Identity {
+        let identity = Identity {
             headers,
             session_key: self
                 .session_key
@@ -150,7 +158,8 @@ impl Verifier {
             scopes,
             roles,
             expires_at: exp.saturating_add(self.leeway_seconds),
-        })
+        };
+        Ok((identity, claims))
     }
 }
 

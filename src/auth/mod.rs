@@ -50,6 +50,9 @@ pub enum Failure {
     InsufficientRole,
     /// 503: a dependency (JWKS, TokenginX) could not answer.
     Unavailable(&'static str),
+    /// 503: the authorization server could not refresh an expired access
+    /// token.
+    OauthUnavailable,
 }
 
 impl Failure {
@@ -59,7 +62,7 @@ impl Failure {
             Failure::Unauthenticated(r) => Some(*r),
             Failure::InsufficientScope(_) => Some(Reason::Scope),
             Failure::InsufficientRole => Some(Reason::Role),
-            Failure::Unavailable(_) => None,
+            Failure::Unavailable(_) | Failure::OauthUnavailable => None,
         }
     }
 }
@@ -78,6 +81,9 @@ pub struct RoutePolicy {
     /// Where unauthenticated browser navigations go instead of a 401
     /// (`{uri}` is replaced by the URL-encoded original URI).
     pub login_redirect: Option<String>,
+    /// Whether unauthenticated browser navigations start the gateway's
+    /// own login (`on_unauthenticated: login`).
+    pub login: bool,
 }
 
 /// Authentication machinery shared by every route of a config.
@@ -96,6 +102,8 @@ pub struct Auth {
     pub identity_headers: Vec<HeaderName>,
     /// Counter of requests let through because TokenginX failed under `on_error: allow`.
     pub allowed_on_error: prometheus::IntCounter,
+    /// The gateway's own OAuth client, if `oauth` is configured.
+    pub oauth: Option<Arc<crate::oauth::OauthClient>>,
 }
 
 /// Seconds since the Unix epoch.
@@ -124,7 +132,7 @@ impl Auth {
         }
         let now = now();
         let as_jwt = match policy.mode {
-            AuthMode::Jwt => true,
+            AuthMode::Jwt | AuthMode::Oauth => true,
             AuthMode::Opaque => false,
             _ => looks_like_jwt(token),
         };
@@ -137,16 +145,13 @@ impl Auth {
         } else {
             self.opaque(token, now).await?
         };
-        if !identity.has_scopes(&policy.scopes) {
-            return Err(Failure::InsufficientScope(policy.scopes.join(" ")));
-        }
-        if !identity.has_any_role(&policy.roles) {
-            return Err(Failure::InsufficientRole);
-        }
+        authorize(&identity, policy)?;
         Ok(Some(identity))
     }
 
-    async fn jwt(&self, token: &str, now: u64) -> Result<Arc<Identity>, Failure> {
+    /// The identity of a JWT of a configured issuer, from the
+    /// verified-token cache or verified now.
+    pub async fn jwt(&self, token: &str, now: u64) -> Result<Arc<Identity>, Failure> {
         if let Some(hit) = self.cache.get(token, now) {
             return Ok(hit);
         }
@@ -225,11 +230,25 @@ impl Auth {
         if let Some(t) = &self.tokenginx {
             t.start();
         }
+        if let Some(o) = &self.oauth {
+            o.start();
+        }
     }
 }
 
+/// The route's scope and role requirements, checked against `identity`.
+pub fn authorize(identity: &Identity, policy: &RoutePolicy) -> Result<(), Failure> {
+    if !identity.has_scopes(&policy.scopes) {
+        return Err(Failure::InsufficientScope(policy.scopes.join(" ")));
+    }
+    if !identity.has_any_role(&policy.roles) {
+        return Err(Failure::InsufficientRole);
+    }
+    Ok(())
+}
+
 /// Three base64url segments: a JWS compact serialization.
-fn looks_like_jwt(token: &str) -> bool {
+pub fn looks_like_jwt(token: &str) -> bool {
     token.bytes().filter(|&b| b == b'.').count() == 2 && token.starts_with("ey")
 }
 

@@ -140,6 +140,12 @@ impl Tokenginx {
         tokio::spawn(ping_loop(Arc::downgrade(self)));
     }
 
+    /// The shared connection, once [`Tokenginx::start`] has run: the OAuth
+    /// client keeps its sessions on it.
+    pub fn connection(&self) -> Option<ConnectionManager> {
+        self.conn.get().cloned()
+    }
+
     /// Last known health.
     pub fn health(&self) -> Health {
         match self.health.load(Relaxed) {

@@ -155,6 +155,9 @@ pub enum AuthMode {
     Opaque,
     /// Either: a JWT if it looks like one, else opaque.
     Any,
+    /// The gateway's own login session (cookie), or a bearer JWT of a
+    /// configured issuer.
+    Oauth,
 }
 
 /// Whether a JWT's session must be alive in TokenginX.

@@ -391,7 +391,7 @@ impl Compiler<'_> {
         let base = conf_path.parent().unwrap_or(Path::new(".")).to_path_buf();
         let server = self.server_settings(&main, &base);
         let settings = self.settings(&main);
-        let auth_print = main.fingerprint(&["jwt", "tokenginx", "forward_identity"], "");
+        let auth_print = main.fingerprint(&["jwt", "tokenginx", "oauth", "forward_identity"], "");
         let auth = match self.previous.filter(|p| p.fingerprints.auth == auth_print) {
             Some(p) => Arc::clone(&p.auth),
             None => Arc::new(self.auth(&main, metrics)),
@@ -758,10 +758,15 @@ impl Compiler<'_> {
             Some(p) => Destination::File(resolve(base, p)),
             None => Destination::Stdout,
         };
-        Some(AccessLogSpec {
-            dest,
-            redact_query: f.redact_query.clone(),
-        })
+        let mut redact_query = f.redact_query.clone();
+        // The login callback's code and state are secrets whatever the
+        // operator's list says (SPEC §6).
+        for always in ["code", "state"] {
+            if !redact_query.iter().any(|r| r == always) {
+                redact_query.push(always.to_string());
+            }
+        }
+        Some(AccessLogSpec { dest, redact_query })
     }
 
     fn pool(

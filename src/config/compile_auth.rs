@@ -71,12 +71,19 @@ impl Compiler<'_> {
         let cache_bytes = jwt
             .map_or(1 << 20, |j| j.cache_max_bytes)
             .clamp(MIN_CACHE_BYTES, MAX_CACHE_BYTES);
+        let tokenginx = tokenginx.map(Arc::new);
+        let oauth = m
+            .oauth
+            .as_ref()
+            .and_then(|o| self.oauth(main, o, tokenginx.as_ref(), &forward, metrics))
+            .map(Arc::new);
         Auth {
             sources,
             max_token_bytes: jwt.map_or(8192, |j| j.max_token_bytes),
             cache: TokenCache::new(cache_bytes),
             verifier,
-            tokenginx: tokenginx.map(Arc::new),
+            tokenginx,
+            oauth,
             identity_headers: forward.iter().map(|(_, h)| h.clone()).collect(),
             allowed_on_error: metrics.auth_allowed_on_error.clone(),
         }
@@ -334,6 +341,12 @@ impl Compiler<'_> {
         e: &RouteEntry,
         main: &MainFile,
     ) -> RoutePolicy {
+        if e.auth == AuthMode::Oauth && main.oauth.is_none() {
+            self.errors.push(f.err(
+                &format!("{key}.auth"),
+                "needs the `oauth` section in conf.yaml",
+            ));
+        }
         let needs_jwt = matches!(e.auth, AuthMode::Jwt | AuthMode::Any);
         let needs_store = matches!(e.auth, AuthMode::Opaque | AuthMode::Any);
         if needs_jwt && main.jwt.is_none() {
@@ -382,8 +395,15 @@ impl Compiler<'_> {
                     .push(f.err(&format!("{key}.{k}[{i}]"), "must be one word"));
             }
         }
+        let login = e.on_unauthenticated.as_deref() == Some("login");
+        if login && e.auth != AuthMode::Oauth {
+            self.errors.push(f.err(
+                &format!("{key}.on_unauthenticated"),
+                "`login` starts the gateway's own login: use `auth: oauth`",
+            ));
+        }
         let login_redirect = match e.on_unauthenticated.as_deref() {
-            None | Some("401") => None,
+            None | Some("401") | Some("login") => None,
             Some(other) => match other.strip_prefix("redirect:") {
                 Some(target)
                     if target.starts_with('/')
@@ -395,7 +415,7 @@ impl Compiler<'_> {
                 _ => {
                     self.errors.push(f.err(
                         &format!("{key}.on_unauthenticated"),
-                        format!("`{other}` is not `401` or `redirect:/path?next={{uri}}`"),
+                        format!("`{other}` is not `401`, `login` or `redirect:/path?next={{uri}}`"),
                     ));
                     None
                 }
@@ -407,6 +427,7 @@ impl Compiler<'_> {
             scopes: e.scopes.clone(),
             roles: e.roles.clone(),
             login_redirect,
+            login,
         }
     }
 }

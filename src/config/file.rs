@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use super::auth_file::{AuthMode, JwtFile, SessionMode, TokenginxFile};
 use super::limit_file::{RateLimitFile, RouteLimitsFile};
+use super::oauth_file::OauthFile;
 
 /// `conf.yaml`: Pingora's server keys and the gateway's own.
 #[derive(Debug, Deserialize)]
@@ -109,6 +110,9 @@ pub struct MainFile {
     /// Session store.
     #[serde(default)]
     pub tokenginx: Option<TokenginxFile>,
+    /// The gateway as the OAuth 2.1 client of every app.
+    #[serde(default)]
+    pub oauth: Option<OauthFile>,
     /// Rate-limit store.
     #[serde(default)]
     pub rate_limit: Option<RateLimitFile>,
@@ -200,6 +204,7 @@ fn default_redact() -> Vec<String> {
         "refresh_token",
         "token",
         "code",
+        "state",
         "password",
         "secret",
         "api_key",

@@ -39,6 +39,9 @@ pub struct RequestCtx {
     /// Whether the client speaks HTTP/1.0: no chunked body and no 1xx
     /// reach it (RFC 9112 §6.1, RFC 9110 §15.2).
     pub http10: bool,
+    /// `Bearer <access token>` of the request's OAuth session, for the
+    /// upstream (`forward_access_token`).
+    pub oauth_authorization: Option<http::HeaderValue>,
     /// Whether an HTTP/1.1 client waits for `100 Continue` before sending
     /// its body; the gateway answers it once the request is admitted.
     pub expect_continue: bool,
@@ -84,6 +87,7 @@ impl RequestCtx {
             upgrade: false,
             http10: false,
             expect_continue: false,
+            oauth_authorization: None,
             lease: None,
             tried: Tried::default(),
             attempts: 0,

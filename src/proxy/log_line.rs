@@ -56,7 +56,9 @@ fn ms(d: std::time::Duration) -> f64 {
 fn auth_decision(ctx: &RequestCtx) -> &'static str {
     match &ctx.rejection {
         Some(Rejection::Unauthenticated(r)) => r.as_str(),
-        Some(Rejection::LoginRedirect(_)) => "login_redirect",
+        Some(Rejection::LoginRedirect(_) | Rejection::Redirect(_)) => "login_redirect",
+        Some(Rejection::CsrfRejected) => "csrf",
+        Some(Rejection::OauthUnavailable) => "unavailable",
         Some(Rejection::InsufficientScope(_)) => "scope",
         Some(Rejection::InsufficientRole) => "role",
         Some(Rejection::AuthUnavailable(_)) => "unavailable",

@@ -15,6 +15,7 @@
 pub mod connection;
 pub mod ctx;
 pub mod log_line;
+pub mod oauth_filters;
 pub mod request_filters;
 pub mod request_head;
 pub mod request_modifiers;
@@ -375,6 +376,7 @@ impl ProxyHttp for Gateway {
             route,
             &rt.settings,
             &rt.auth.identity_headers,
+            rt.auth.oauth.as_deref(),
             peer,
         )
     }

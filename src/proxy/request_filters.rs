@@ -9,8 +9,9 @@ use pingora_http::RequestHeader;
 use pingora_proxy::Session;
 
 use super::ctx::RequestCtx;
-use crate::auth::{Failure, Identity, Reason};
-use crate::client_ip::{client_ip, ClientIp};
+use super::oauth_filters::{self, Origin};
+use crate::auth::{AuthMode, Failure, Identity, Reason};
+use crate::client_ip::{client_ip, is_trusted, ClientIp};
 use crate::config::{Route, Runtime};
 use crate::limit::{Refusal, RequestKeys};
 use crate::reject::Rejection;
@@ -62,6 +63,17 @@ pub async fn admit(session: &Session, ctx: &mut RequestCtx) -> Result<(), Reject
     let path = normalize(req.uri.path()).map_err(Rejection::BadPath)?;
     check_parameters(&path, runtime.settings.allow_path_params).map_err(Rejection::BadPath)?;
     let authority = request_authority(req)?;
+    let from = Origin {
+        req,
+        authority: &authority,
+        trusted: is_trusted(&runtime.settings, peer),
+        tls: ctx.tls,
+    };
+    if let Some(oauth) = runtime.auth.oauth.as_deref() {
+        if let Some(answer) = oauth_filters::endpoint(oauth, &from, &path).await {
+            return Err(answer);
+        }
+    }
     let id = match_route(&runtime, &authority.host, &path, &req.method)?;
     ctx.canonical_host = canonical_host_header(req, &authority);
     if let std::borrow::Cow::Owned(p) = path {
@@ -73,7 +85,15 @@ pub async fn admit(session: &Session, ctx: &mut RequestCtx) -> Result<(), Reject
     check_ip(route, client).inspect_err(|_| route.metrics.auth_failures.inc(Reason::Ip))?;
     check_declared_body(&runtime, session)?;
     limit(&runtime, route, ctx, req, false).await?;
-    ctx.identity = authenticate(req, &runtime, route).await?;
+    ctx.identity = match runtime.auth.oauth.as_deref() {
+        Some(oauth) if route.policy.mode == AuthMode::Oauth => {
+            match oauth_filters::session_auth(&runtime.auth, oauth, &from, route, ctx).await {
+                Some(result) => Some(result?),
+                None => authenticate(req, &runtime, route).await?,
+            }
+        }
+        _ => authenticate(req, &runtime, route).await?,
+    };
     limit(&runtime, route, ctx, req, true).await
 }
 
@@ -125,12 +145,13 @@ async fn authenticate(
         Failure::InsufficientScope(scopes) => Rejection::InsufficientScope(scopes),
         Failure::InsufficientRole => Rejection::InsufficientRole,
         Failure::Unavailable(what) => Rejection::AuthUnavailable(what),
+        Failure::OauthUnavailable => Rejection::OauthUnavailable,
     })
 }
 
 /// A browser loading a page: GET or HEAD that accepts HTML. API calls
 /// (fetch, curl) get the 401 instead of a redirect.
-fn is_navigation(req: &RequestHeader) -> bool {
+pub(super) fn is_navigation(req: &RequestHeader) -> bool {
     matches!(req.method, http::Method::GET | http::Method::HEAD)
         && req
             .headers

@@ -11,6 +11,7 @@ use super::ctx::RequestCtx;
 use crate::auth::strip_identity_headers;
 use crate::client_ip::is_trusted;
 use crate::config::{Route, Settings};
+use crate::oauth::OauthClient;
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) that never go upstream as the
 /// client sent them. `TE: trailers` survives: gRPC needs it.
@@ -31,6 +32,7 @@ pub fn prepare(
     route: &Route,
     settings: &Settings,
     identity_headers: &[HeaderName],
+    oauth: Option<&OauthClient>,
     peer: Option<IpAddr>,
 ) -> Result<()> {
     rewrite_path(req, ctx, route)?;
@@ -49,6 +51,12 @@ pub fn prepare(
         for (name, value) in &identity.headers {
             req.insert_header(name.clone(), value.clone())?;
         }
+    }
+    if let Some(oauth) = oauth {
+        crate::oauth::cookies::strip(req, oauth.gateway_cookies());
+    }
+    if let Some(bearer) = &ctx.oauth_authorization {
+        req.insert_header(header::AUTHORIZATION, bearer.clone())?;
     }
     forwarded_headers(req, ctx, settings, peer, trusted)?;
     req.insert_header("x-request-id", ctx.request_id.as_str())?;

@@ -141,7 +141,7 @@ fn main_file_errors_are_all_reported() {
     );
     assert_eq!(
         errors("listeners: []\nroutes_dir: missing\ncolour: blue\n", &[]),
-        ["conf.yaml:3:1: `colour`: unknown field `colour`, expected one of `version`, `daemon`, `error_log`, `pid_file`, `upgrade_sock`, `user`, `group`, `threads`, `work_stealing`, `grace_period_seconds`, `graceful_shutdown_timeout_seconds`, `upstream_keepalive_pool_size`, `ca_file`, `listeners`, `admin`, `routes_dir`, `allow_empty_routes`, `trusted_proxies`, `forwarded_header`, `client_ip_header`, `security_headers`, `max_request_body_bytes`, `h2c`, `max_uri_bytes`, `path_params`, `max_header_bytes`, `client_body_timeout_ms`, `client_header_timeout_ms`, `keepalive_timeout_seconds`, `jwt`, `tokenginx`, `rate_limit`, `access_log`, `forward_identity`"]
+        ["conf.yaml:3:1: `colour`: unknown field `colour`, expected one of `version`, `daemon`, `error_log`, `pid_file`, `upgrade_sock`, `user`, `group`, `threads`, `work_stealing`, `grace_period_seconds`, `graceful_shutdown_timeout_seconds`, `upstream_keepalive_pool_size`, `ca_file`, `listeners`, `admin`, `routes_dir`, `allow_empty_routes`, `trusted_proxies`, `forwarded_header`, `client_ip_header`, `security_headers`, `max_request_body_bytes`, `h2c`, `max_uri_bytes`, `path_params`, `max_header_bytes`, `client_body_timeout_ms`, `client_header_timeout_ms`, `keepalive_timeout_seconds`, `jwt`, `tokenginx`, `oauth`, `rate_limit`, `access_log`, `forward_identity`"]
     );
 }
 
@@ -282,6 +282,7 @@ fn readme_documents_every_config_key() {
         keys_at("listeners: []\njwt:\n  issuers:\n    - {issuer: a, algorithms: [RS256], zz_unknown: 1}\n", ""),
         keys_at("listeners: []\ntokenginx: {url: \"redis://x\", zz_unknown: 1}\n", ""),
         keys_at("listeners: []\nrate_limit: {zz_unknown: 1}\n", ""),
+        keys_at("listeners: []\noauth: {issuer: a, client_id: b, zz_unknown: 1}\n", ""),
         keys_at("listeners: []\naccess_log: {zz_unknown: 1}\n", ""),
         keys_at("listeners:\n  - {addr: 127.0.0.1:1, tls: {cert: a, key: b, certificates: [{cert: c, key: d, zz_unknown: 1}]}}\n", ""),
         vec!["key".to_string(), "rate".to_string(), "burst".to_string()],

@@ -17,6 +17,8 @@ mod http2;
 mod keepalive;
 mod lifecycle;
 mod limits;
+mod oauth;
+mod oauth_support;
 mod observability;
 mod pipelining;
 mod protocols;
