@@ -8,7 +8,13 @@
 #   gatehouse             wrk -> gatehouse -> upstream        (one route `prefix: /`, no auth)
 #   gatehouse-auth        wrk -> gatehouse -> upstream        (route `auth: jwt` (HS256) + a
 #                         per-user rate limit that is never hit, local store)
-#   gatehouse-auth-redis  the same with `rate_limit: {store: redis}` against a
+#   gatehouse-session     the gateway's own login session: route `auth: oauth`,
+#                         the same never-hit per-user limit, a `Cookie:
+#                         gatehouse_session=<id>` on every request whose record
+#                         was written to the redis-server started here
+#                         (`tokenginx.cache_ms: 1000`, so caches are warm): the
+#                         cookie session beside the bearer-JWT route
+#   gatehouse-auth-redis  the same as gatehouse-auth with `rate_limit: {store: redis}` against a
 #                         redis-server started here (one round trip per request)
 #   gatehouse-full        the full policy of SPEC §7: ES256 JWT verified against
 #                         a JWKS (served by a python3 http.server started here),
@@ -42,7 +48,7 @@
 # a copy named by date and commit is kept next to it).
 #
 # Knobs (environment):
-#   TARGETS="direct nginx-proxy gatehouse gatehouse-auth gatehouse-auth-redis gatehouse-full"
+#   TARGETS="direct nginx-proxy gatehouse gatehouse-auth gatehouse-session gatehouse-auth-redis gatehouse-full"
 #                      targets to run (space- or comma-separated; always run
 #                      in that order); the ratio column needs nginx-proxy
 #   THREADS=2          gatehouse `threads:` and nginx-proxy worker_processes
@@ -96,7 +102,7 @@ SCALE_CONNS=${SCALE_CONNS:-10000}
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$BENCH_DIR/.." && pwd)
 RESULTS_DIR=$BENCH_DIR/results
-ALL_TARGETS=(direct nginx-proxy gatehouse gatehouse-auth gatehouse-auth-redis gatehouse-full)
+ALL_TARGETS=(direct nginx-proxy gatehouse gatehouse-auth gatehouse-session gatehouse-auth-redis gatehouse-full)
 TARGETS=${TARGETS:-${ALL_TARGETS[*]}}
 
 log() { printf '==> %s\n' "$*"; }
@@ -137,7 +143,7 @@ if ((H2)); then
 fi
 selected() { [[ " ${RUN_TARGETS[*]} " == *" $1 "* ]]; }
 is_h2() { [[ $1 == *-h2 ]]; }
-needs_redis() { selected gatehouse-auth-redis || selected gatehouse-full; }
+needs_redis() { selected gatehouse-auth-redis || selected gatehouse-full || selected gatehouse-session; }
 
 missing=()
 for tool in nginx wrk; do
@@ -258,7 +264,7 @@ show_log() {
 read -ra ports < <(python3 -c '
 import socket
 socks = []
-for _ in range(14):
+for _ in range(16):
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     socks.append(s)
@@ -266,14 +272,15 @@ print(*(s.getsockname()[1] for s in socks))
 for s in socks:
     s.close()
 ')
-((${#ports[@]} == 14)) || die "could not pick free ports"
+((${#ports[@]} == 16)) || die "could not pick free ports"
 UP_PORT=${ports[0]} PROXY_PORT=${ports[1]} REDIS_PORT=${ports[2]}
 declare -A PORT=([direct]=$UP_PORT [nginx-proxy]=$PROXY_PORT
     [gatehouse]=${ports[3]} [gatehouse-auth]=${ports[5]} [gatehouse-auth-redis]=${ports[7]}
-    [gatehouse-full]=${ports[9]} [nginx-proxy-h2]=${ports[12]} [gatehouse-h2]=${ports[13]})
+    [gatehouse-full]=${ports[9]} [nginx-proxy-h2]=${ports[12]} [gatehouse-h2]=${ports[13]}
+    [gatehouse-session]=${ports[14]})
 declare -A ADMIN_PORT=(
     [gatehouse]=${ports[4]} [gatehouse-auth]=${ports[6]} [gatehouse-auth-redis]=${ports[8]}
-    [gatehouse-full]=${ports[10]})
+    [gatehouse-full]=${ports[10]} [gatehouse-session]=${ports[15]})
 JWKS_PORT=${ports[11]}
 
 # --- helpers ----------------------------------------------------------------
@@ -540,12 +547,39 @@ PY2
     [[ $(redis_cli set "$SESSION_KEY" 1) == OK ]] || die "could not SET $SESSION_KEY in redis"
 fi
 
-# Request path of each target; the protected targets also send the token.
+# gatehouse-session: a login session as the gateway writes it at a callback,
+# stored under the SHA-256 of its id, living as long as the token.
+SESSION_ID=$(python3 -c 'import base64, secrets; print(base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=").decode())')
+if selected gatehouse-session; then
+    record=$(python3 - "$TOKEN_LIFETIME" <<'PY3'
+import json, sys, time
+now = int(time.time()); life = int(sys.argv[1])
+print(json.dumps({"sub": "bench-user", "scopes": ["openid"], "roles": [], "claims": {"sub": "bench-user"},
+                  "access_token": "opaque-bench-access-token", "access_expires_at": now + life,
+                  "refresh_token": None, "id_token": None, "expires_at": now + life}))
+PY3
+    )
+    key="gatehouse:oauth:session:$(printf '%s' "$SESSION_ID" | sha256sum | cut -d' ' -f1)"
+    [[ $(redis_cli set "$key" "$record" EX "$TOKEN_LIFETIME") == OK ]] || die "could not SET the bench session in redis"
+fi
+
+# Request path of each target; the protected targets also send the token
+# (gatehouse-session its session cookie).
 declare -A URL_PATH=([direct]=/ [nginx-proxy]=/ [gatehouse]=/
     [gatehouse-auth]=/protected [gatehouse-auth-redis]=/protected [gatehouse-full]=/protected
-    [nginx-proxy-h2]=/ [gatehouse-h2]=/)
-is_protected() { [[ $1 == gatehouse-auth || $1 == gatehouse-auth-redis || $1 == gatehouse-full ]]; }
+    [gatehouse-session]=/protected [nginx-proxy-h2]=/ [gatehouse-h2]=/)
+is_protected() { [[ $1 == gatehouse-auth || $1 == gatehouse-auth-redis || $1 == gatehouse-full || $1 == gatehouse-session ]]; }
 token_of() { if [[ $1 == gatehouse-full ]]; then echo "$ES_TOKEN"; else echo "$TOKEN"; fi; }
+# The credential header of protected target $1 (`$2` = bad: a wrong one).
+credential_of() {
+    if [[ $1 == gatehouse-session ]]; then
+        if [[ ${2:-} == bad ]]; then echo "Cookie: gatehouse_session=${SESSION_ID//?/A}"; else echo "Cookie: gatehouse_session=$SESSION_ID"; fi
+    elif [[ ${2:-} == bad ]]; then
+        echo "Authorization: Bearer $BAD_TOKEN"
+    else
+        echo "Authorization: Bearer $(token_of "$1")"
+    fi
+}
 
 # Writes $TMP/<target>/conf.yaml and routes/bench.yaml for gatehouse target $1.
 write_gatehouse_conf() {
@@ -590,6 +624,13 @@ jwt:
 tokenginx: {url: "redis://127.0.0.1:$REDIS_PORT", cache_ms: 1000}
 rate_limit: {store: local}
 EOF
+        elif [[ $t == gatehouse-session ]]; then
+            # No authorization server is reached: sessions are only read,
+            # and the access token outlives the run (no refresh).
+            cat <<EOF
+tokenginx: {url: "redis://127.0.0.1:$REDIS_PORT", cache_ms: 1000}
+oauth: {issuer: "http://127.0.0.1:9", client_id: bench, client_secret: bench}
+EOF
         elif is_protected "$t"; then
             cat <<EOF
 jwt:
@@ -600,7 +641,7 @@ jwt:
 EOF
         fi
         case $t in
-        gatehouse-auth) echo "rate_limit: {store: local}" ;;
+        gatehouse-auth | gatehouse-session) echo "rate_limit: {store: local}" ;;
         gatehouse-auth-redis)
             # on_error: deny, so a failing store shows as 503s (errors) in
             # the table instead of silently falling back to the local store.
@@ -623,7 +664,7 @@ EOF
   - name: protected
     prefix: /protected
     upstream: bench-upstream
-    auth: jwt
+    auth: $([[ $t == gatehouse-session ]] && echo oauth || echo jwt)
     rate_limit: {key: user, rate: 1000000/s, burst: 1000000}   # never hit
 EOF
             if [[ $t == gatehouse-full ]]; then echo "    session: required"; fi
@@ -700,7 +741,7 @@ start_gatehouse() {
         # With the token: 200 and the 1024 bytes (retried for up to 10s: the
         # Redis connection is made on first use).
         for ((i = 0; i < 100; i++)); do
-            read -r status size < <(gh_curl "$t" /protected -H "Authorization: Bearer $(token_of "$t")")
+            read -r status size < <(gh_curl "$t" /protected -H "$(credential_of "$t")")
             [[ $status == 200 ]] && break
             alive "$pid" || break
             sleep 0.1
@@ -713,7 +754,7 @@ start_gatehouse() {
             echo "run.sh: warning: $t: no RateLimit-Policy header on an allowed response; is the limit applied?" >&2
         read -r status size < <(gh_curl "$t" /protected)
         [[ $status == 401 ]] || die "$t: GET /protected without a token answered $status, expected 401"
-        read -r status size < <(gh_curl "$t" /protected -H "Authorization: Bearer $BAD_TOKEN")
+        read -r status size < <(gh_curl "$t" /protected -H "$(credential_of "$t" bad)")
         [[ $status == 401 ]] || die "$t: GET /protected with a wrongly signed token answered $status, expected 401"
         log "$t: /protected answers 200 with the token, 401 without it and with a wrongly signed one"
         if [[ $t == gatehouse-full ]]; then check_session "$t"; fi
@@ -729,12 +770,12 @@ start_gatehouse() {
     fi
 }
 
-for t in gatehouse gatehouse-auth gatehouse-auth-redis gatehouse-full; do
+for t in gatehouse gatehouse-auth gatehouse-session gatehouse-auth-redis gatehouse-full; do
     selected "$t" && start_gatehouse "$t"
 done
 # Idle RSS of each gatehouse process, right after start-up and the checks.
 declare -A IDLE_RSS=()
-for t in gatehouse gatehouse-auth gatehouse-auth-redis gatehouse-full; do
+for t in gatehouse gatehouse-auth gatehouse-session gatehouse-auth-redis gatehouse-full; do
     selected "$t" && IDLE_RSS[$t]=$(rss_kb "${GH_PID[$t]}")
 done
 if selected gatehouse-h2; then
@@ -808,7 +849,7 @@ run_wrk() {
         run_h2load "$@"
         return
     fi
-    is_protected "$target" && auth=(-H "Authorization: Bearer $(token_of "$target")")
+    is_protected "$target" && auth=(-H "$(credential_of "$target")")
     if ! timeout --kill-after=5 $((secs + 30)) \
         wrk -t "$WRK_THREADS" -c "$CONNECTIONS" -d "${secs}s" --latency "${auth[@]}" \
         "http://127.0.0.1:$(port_of "$target")${URL_PATH[$target]}" >"$out" 2>&1; then
@@ -954,7 +995,7 @@ if ((HALF)) && selected direct && command -v h2load >/dev/null 2>&1; then
                 is_h2 "$target" && continue
                 out=$TMP/half-$round-$target.txt
                 auth=()
-                is_protected "$target" && auth=(-H "authorization: Bearer $(token_of "$target")")
+                is_protected "$target" && auth=(-H "$(credential_of "$target")")
                 timeout --kill-after=5 $((DURATION + 30)) h2load --h1 -t "$WRK_THREADS" -c "$CONNECTIONS" \
                     --rps="$per_conn" "${pacing[@]}" --log-file="$out.log" "${auth[@]}" \
                     "http://127.0.0.1:$(port_of "$target")${URL_PATH[$target]}" >"$out" 2>&1 ||
@@ -1025,7 +1066,7 @@ metric_summary() {
             printf "\n"
         }'
 }
-for t in gatehouse-auth gatehouse-auth-redis gatehouse-full; do
+for t in gatehouse-auth gatehouse-session gatehouse-auth-redis gatehouse-full; do
     selected "$t" && metric_summary "$t"
 done >"$METRICS_TXT"
 
@@ -1074,6 +1115,7 @@ label = {
     "nginx-proxy": "nginx proxy",
     "gatehouse": "gatehouse",
     "gatehouse-auth": "gatehouse-auth (JWT + limit, local)",
+    "gatehouse-session": "gatehouse-session (login cookie + limit, local)",
     "gatehouse-auth-redis": "gatehouse-auth-redis (JWT + limit, Redis)",
     "gatehouse-full": "gatehouse-full (ES256/JWKS + session + limit + log)",
     "nginx-proxy-h2": "nginx proxy h2",
@@ -1155,7 +1197,7 @@ def paired(t, key):
 
 if "gatehouse" in targets:
     cost = []
-    for t in ("gatehouse-auth", "gatehouse-auth-redis", "gatehouse-full"):
+    for t in ("gatehouse-auth", "gatehouse-session", "gatehouse-auth-redis", "gatehouse-full"):
         if t in targets:
             d = paired(t, "cpu_us_per_req")
             c = "%s %+.1f µs (rounds: %s)" % (
@@ -1217,6 +1259,7 @@ print(f"""# gatehouse load benchmark
 - load: wrk -t {e["WRK_THREADS"]} -c {e["CONNECTIONS"]} -d {e["DURATION"]}s --latency, HTTP/1.1 keep-alive, 1024-byte responses; {e["ROUNDS"]} alternating rounds after a {e["WARMUP"]}s warm-up per target
 - gatehouse threads: {e["THREADS"]} (each gatehouse target its own process), access log: {e["GATEHOUSE_ACCESS_LOG"]}; nginx proxy worker_processes: {e["THREADS"]}; nginx upstream worker_processes: 1
 - protected targets: `Authorization: Bearer` HS256 JWT (one token, verified-token cache warm), route `auth: jwt` + `rate_limit: {{key: user, rate: 1000000/s, burst: 1000000}}` (never hit)
+- gatehouse-session: the same route as `auth: oauth`, a `Cookie: gatehouse_session` whose record is in TokenginX (redis-server, `cache_ms: 1000`); cookie session vs bearer JWT is this row against gatehouse-auth
 - gatehouse-full: ES256 JWT (one token) verified against a JWKS over HTTP, `session: required` in TokenginX (redis-server, `cache_ms: 1000`), the same never-hit limit (local), JSON access log to a file
 
 {summary}

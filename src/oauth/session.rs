@@ -27,6 +27,16 @@ pub struct LiveSession {
     pub record: SessionRecord,
 }
 
+/// What waiting for another holder's refresh came to.
+enum Waited {
+    /// The new tokens arrived.
+    Refreshed(Arc<LiveSession>),
+    /// The session was deleted meanwhile (the refresh ended it, or a logout).
+    Ended,
+    /// Neither within the lock's lifetime.
+    TimedOut,
+}
+
 /// How often a request waiting for another instance's refresh looks again.
 const POLL: Duration = Duration::from_millis(25);
 
@@ -132,11 +142,15 @@ impl OauthClient {
                 }
             }
             Ok(false) => match self.wait_for_refresh(id, &live, now).await {
-                Some(fresh) => {
+                Waited::Refreshed(fresh) => {
                     self.count("joined");
                     Ok(fresh)
                 }
-                None => fallback(live),
+                Waited::Ended => {
+                    self.forget(id);
+                    Err(Failure::Unauthenticated(Reason::Session))
+                }
+                Waited::TimedOut => fallback(live),
             },
             Err(_) => fallback(live),
         }
@@ -203,13 +217,8 @@ impl OauthClient {
     }
 
     /// Waits (at most the lock's worth of time) for another holder's
-    /// refresh to land in TokenginX; the new session, or `None`.
-    async fn wait_for_refresh(
-        &self,
-        id: &str,
-        live: &LiveSession,
-        now: u64,
-    ) -> Option<Arc<LiveSession>> {
+    /// refresh to land in TokenginX.
+    async fn wait_for_refresh(&self, id: &str, live: &LiveSession, now: u64) -> Waited {
         let deadline = Instant::now() + self.settings.timeout * 2 + Duration::from_millis(500);
         while Instant::now() < deadline {
             tokio::time::sleep(POLL).await;
@@ -217,13 +226,16 @@ impl OauthClient {
                 Ok(Some(r))
                     if r.access_token != live.record.access_token && r.access_expires_at > now =>
                 {
-                    return self.remember(id, r).ok();
+                    return match self.remember(id, r) {
+                        Ok(fresh) => Waited::Refreshed(fresh),
+                        Err(_) => Waited::Ended,
+                    };
                 }
-                Ok(None) => return None,
+                Ok(None) => return Waited::Ended,
                 _ => {}
             }
         }
-        None
+        Waited::TimedOut
     }
 
     fn count(&self, result: &str) {

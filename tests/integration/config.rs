@@ -297,3 +297,31 @@ fn readme_documents_every_config_key() {
         "README's configuration reference lacks {missing:?}"
     );
 }
+
+#[test]
+fn oauth_errors_name_their_keys() {
+    let main = "listeners: []\noauth:\n  issuer: not-a-url\n  client_id: ''\n  callback_path: //evil\n  cookie: 'a b'\n  timeout_ms: 0\n";
+    let routes = "upstreams: {web: {backends: ['127.0.0.1:1']}}\nroutes:\n  - {name: a, prefix: /a, upstream: web, auth: jwt, on_unauthenticated: login}\n";
+    let got = errors(main, &[("r.yaml", routes)]);
+    for want in [
+        "`oauth.issuer`: must be an http(s) URL",
+        "`oauth.client_id`: must not be empty",
+        "`oauth.callback_path`: must be a local path",
+        "`oauth.cookie`: must be a cookie name",
+        "`oauth.timeout_ms`",
+        "`oauth`: needs the `tokenginx` section",
+        "`routes[0].on_unauthenticated`: `login` starts the gateway's own login: use `auth: oauth`",
+    ] {
+        assert!(
+            got.iter().any(|e| e.contains(want)),
+            "no `{want}` in {got:#?}"
+        );
+    }
+    let routes = "upstreams: {web: {backends: ['127.0.0.1:1']}}\nroutes:\n  - {name: a, prefix: /a, upstream: web, auth: oauth}\n";
+    let got = errors("listeners: []\n", &[("r.yaml", routes)]);
+    assert!(
+        got.iter()
+            .any(|e| e.contains("`routes[0].auth`: needs the `oauth` section")),
+        "{got:#?}"
+    );
+}
