@@ -508,3 +508,58 @@ async fn a_dead_authorization_server_keeps_valid_sessions_then_answers_503_in_ti
         started.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_https_the_cookies_are_secure_and_host_prefixed() {
+    let redis = RedisServer::start();
+    let up = Upstream::start("app").await;
+    let port = provider_port();
+    let dir = tempfile::tempdir().unwrap();
+    crate::common::self_signed(dir.path(), "c", "localhost");
+    let routes = route_file(
+        &[up.addr],
+        "",
+        &[("app", "/app", "auth: oauth\non_unauthenticated: login")],
+    );
+    let conf = format!(
+        "tls: {{cert: c.crt, key: c.key}}\n{}",
+        oauth_conf(&Provider::issuer_at(port), &redis, "")
+    );
+    let gw = Gateway::start_in(dir, &conf, &[("r.yaml", &routes)]);
+    let base = format!("https://localhost:{}", gw.addr.port());
+    let callback = format!("{base}/_gatehouse/oauth/callback");
+    let _provider = Provider::start(port, &[&gw], 60, &["--redirect-uri", &callback]);
+    discovered(&gw).await;
+    let mut browser = Browser::accepting_test_certificates("heidi");
+    let start = browser
+        .send("GET", &format!("{base}/app/"), None, &[])
+        .await;
+    assert_eq!(start.status(), 302);
+    let set_cookie: Vec<String> = start
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect();
+    assert!(
+        set_cookie
+            .iter()
+            .any(|c| c.starts_with("__Host-gatehouse_oauth_state=")
+                && c.contains("; Secure")
+                && c.contains("; HttpOnly")
+                && c.contains("SameSite=Lax")
+                && c.contains("Path=/")),
+        "{set_cookie:?}"
+    );
+    let location = start.headers()["location"].to_str().unwrap().to_string();
+    assert_eq!(query_value(&location, "redirect_uri"), callback);
+    let page = browser.navigate(&location).await;
+    assert_eq!(page.status, 200, "{page:#?}");
+    assert_eq!(page.url, format!("{base}/app/"));
+    assert!(
+        browser.cookies.contains_key("__Host-gatehouse_session"),
+        "{:?}",
+        browser.cookies
+    );
+    assert!(!browser.cookies.contains_key("gatehouse_session"));
+}

@@ -146,10 +146,20 @@ pub struct Browser {
 
 impl Browser {
     pub fn new(user: &str) -> Browser {
+        Self::build(user, false)
+    }
+
+    /// A browser that accepts the tests' self-signed certificates.
+    pub fn accepting_test_certificates(user: &str) -> Browser {
+        Self::build(user, true)
+    }
+
+    fn build(user: &str, insecure: bool) -> Browser {
         Browser {
             http: reqwest::Client::builder()
                 .no_proxy()
                 .redirect(reqwest::redirect::Policy::none())
+                .danger_accept_invalid_certs(insecure)
                 .timeout(Duration::from_secs(10))
                 .build()
                 .unwrap(),
