@@ -18,7 +18,8 @@ use crate::oauth::{is_local, OauthClient, OauthMetrics, OauthSettings};
 const LOGIN_PATH: &str = "login";
 
 impl Compiler<'_> {
-    /// The OAuth client of `o`, keeping its sessions in `tokenginx`.
+    /// The OAuth client of `o`, keeping its sessions in `tokenginx` (in
+    /// the process without it).
     pub(super) fn oauth(
         &mut self,
         main: &Parsed<MainFile>,
@@ -96,12 +97,6 @@ impl Compiler<'_> {
                 .push(main.err("oauth.refresh_before_seconds", "must be at most 3600"));
         }
         self.millis(main, "oauth.timeout_ms", o.timeout_ms, 1, 60_000);
-        if tokenginx.is_none() {
-            self.errors.push(main.err(
-                "oauth",
-                "needs the `tokenginx` section: sessions live in TokenginX",
-            ));
-        }
         if self.errors.len() > before {
             return None;
         }
@@ -139,9 +134,14 @@ impl Compiler<'_> {
                     .with_label_values(&[&settings.issuer, "error"]),
             },
         };
+        if tokenginx.is_none() {
+            log::warn!(
+                "oauth: no `tokenginx` section: sessions are kept in this process, so only this gateway instance knows them"
+            );
+        }
         Some(OauthClient::new(
             settings,
-            Arc::clone(tokenginx?),
+            tokenginx.cloned(),
             oauth_metrics,
         ))
     }

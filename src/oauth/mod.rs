@@ -148,10 +148,11 @@ pub struct OauthClient {
 }
 
 impl OauthClient {
-    /// A client of `settings` keeping sessions in `tokenginx`.
+    /// A client of `settings` keeping sessions in `tokenginx` (in this
+    /// process without it).
     pub fn new(
         settings: OauthSettings,
-        tokenginx: Arc<crate::auth::tokenginx::Tokenginx>,
+        tokenginx: Option<Arc<crate::auth::tokenginx::Tokenginx>>,
         metrics: OauthMetrics,
     ) -> OauthClient {
         let http = reqwest::Client::builder()
@@ -160,14 +161,20 @@ impl OauthClient {
             .no_proxy()
             .build()
             .unwrap_or_default();
-        let entries = tokenginx.settings.cache_entries.clamp(16, 1 << 20);
+        let entries = tokenginx
+            .as_ref()
+            .map_or(10_000, |t| t.settings.cache_entries)
+            .clamp(16, 1 << 20);
         let gateway_cookies = [
             settings.cookie.clone(),
             format!("__Host-{}", settings.cookie),
             STATE_COOKIE.to_string(),
             format!("__Host-{STATE_COOKIE}"),
         ];
-        let cache_ttl = tokenginx.settings.cache_ttl;
+        // In memory, the store is as fast as the cache: nothing to cache.
+        let cache_ttl = tokenginx
+            .as_ref()
+            .map_or(Duration::ZERO, |t| t.settings.cache_ttl);
         OauthClient {
             discovery: Arc::new(Discovery::new(&settings.issuer, http.clone())),
             settings,

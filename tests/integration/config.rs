@@ -309,7 +309,6 @@ fn oauth_errors_name_their_keys() {
         "`oauth.callback_path`: must be a local path",
         "`oauth.cookie`: must be a cookie name",
         "`oauth.timeout_ms`",
-        "`oauth`: needs the `tokenginx` section",
         "`routes[0].on_unauthenticated`: `login` starts the gateway's own login: use `auth: oauth`",
     ] {
         assert!(

@@ -563,3 +563,51 @@ async fn on_https_the_cookies_are_secure_and_host_prefixed() {
     );
     assert!(!browser.cookies.contains_key("gatehouse_session"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_tokenginx_one_instance_keeps_its_sessions_itself() {
+    let up = Upstream::start("app").await;
+    let port = provider_port();
+    let routes = route_file(
+        &[up.addr],
+        "",
+        &[("app", "/app", "auth: oauth\non_unauthenticated: login")],
+    );
+    let conf = format!(
+        "oauth:\n  issuer: {}\n  client_id: gatehouse\n  client_secret: gatehouse-test-secret\n  refresh_before_seconds: 2\n",
+        Provider::issuer_at(port)
+    );
+    let gw = Gateway::start(&conf, &[("r.yaml", &routes)]);
+    let _provider = Provider::start(port, &[&gw], 3, &[]);
+    discovered(&gw).await;
+    let mut browser = Browser::new("ivan");
+    assert_eq!(browser.navigate(&gw.url("/app/")).await.status, 200);
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(5) {
+        let (status, body) = echo(&mut browser, &gw.url("/app/poll"), &[]).await;
+        assert_eq!(status, 200, "{body}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let m = metrics_text(&gw).await;
+    assert!(
+        counter(&m, "gatehouse_oauth_refreshes_total{result=\"ok\"}") >= 2,
+        "{m}"
+    );
+    let origin = format!("http://{}", gw.addr);
+    let session = browser.cookies["gatehouse_session"].clone();
+    let resp = browser
+        .send(
+            "POST",
+            &gw.url("/_gatehouse/oauth/logout"),
+            None,
+            &[("origin", &origin)],
+        )
+        .await;
+    assert_eq!(resp.status(), 303);
+    let old = crate::common::raw_get(
+        gw.addr,
+        "/app/x",
+        &[&format!("Cookie: gatehouse_session={session}")],
+    );
+    assert_eq!(old.status, 401);
+}
