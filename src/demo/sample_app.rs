@@ -22,6 +22,8 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWrite
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
+use super::auth_server::{Answer, AuthServer};
+
 /// GUID of RFC 6455 §1.3, mixed into `Sec-WebSocket-Accept`.
 const WS_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 /// Largest request head the app reads.
@@ -35,6 +37,8 @@ pub struct SampleApp {
     /// A JWKS document served at `…/.well-known/jwks.json` (the demo's
     /// OAuth service publishes its signing key this way).
     pub jwks: Option<String>,
+    /// The demo's authorization server, answering under `/oauth/`.
+    pub auth: Option<Arc<AuthServer>>,
 }
 
 /// A parsed request head.
@@ -94,12 +98,26 @@ async fn connection(stream: TcpStream, app: Arc<SampleApp>) {
     let mut served = 0u64;
     while let Some(head) = read_head(&mut r).await {
         served += 1;
-        let body_len = match read_body(&mut r, &head).await {
+        let path = head.path().to_string();
+        let auth = app.auth.as_ref().filter(|_| path.starts_with("/oauth/"));
+        let mut body = Vec::new();
+        let body_len = match read_body(&mut r, &head, auth.map(|_| &mut body)).await {
             Some(n) => n,
             None => return,
         };
-        let path = head.path().to_string();
-        let keep_going = if path.ends_with("/ws") && head.header("upgrade").is_some() {
+        let query = head.target.split_once('?').map_or("", |(_, q)| q);
+        let answer = auth.and_then(|a| {
+            a.handle(
+                &head.method,
+                &path,
+                query,
+                &body,
+                head.header("authorization"),
+            )
+        });
+        let keep_going = if let Some(answer) = answer {
+            respond_with(&mut w, &answer).await
+        } else if path.ends_with("/ws") && head.header("upgrade").is_some() {
             websocket(r, w, &head).await;
             return;
         } else if let (true, Some(jwks)) = (path.ends_with("/.well-known/jwks.json"), &app.jwks) {
@@ -156,8 +174,16 @@ async fn read_head<R: AsyncRead + Unpin>(r: &mut BufReader<R>) -> Option<Head> {
     })
 }
 
-/// Reads and discards the body; returns its size.
-async fn read_body<R: AsyncRead + Unpin>(r: &mut BufReader<R>, head: &Head) -> Option<u64> {
+/// Largest body kept for the authorization server (its forms are small).
+const MAX_KEPT_BODY: u64 = 64 * 1024;
+
+/// Reads the body, into `keep` when given (a `Content-Length` body of at
+/// most [`MAX_KEPT_BODY`]), else discarding it; returns its size.
+async fn read_body<R: AsyncRead + Unpin>(
+    r: &mut BufReader<R>,
+    head: &Head,
+    keep: Option<&mut Vec<u8>>,
+) -> Option<u64> {
     if head
         .header("transfer-encoding")
         .is_some_and(|t| t.to_ascii_lowercase().contains("chunked"))
@@ -184,9 +210,16 @@ async fn read_body<R: AsyncRead + Unpin>(r: &mut BufReader<R>, head: &Head) -> O
         .header("content-length")
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0);
-    tokio::io::copy(&mut (&mut *r).take(len), &mut tokio::io::sink())
-        .await
-        .ok()?;
+    match keep {
+        Some(buf) if len <= MAX_KEPT_BODY => {
+            (&mut *r).take(len).read_to_end(buf).await.ok()?;
+        }
+        _ => {
+            tokio::io::copy(&mut (&mut *r).take(len), &mut tokio::io::sink())
+                .await
+                .ok()?;
+        }
+    }
     Some(len)
 }
 
@@ -217,6 +250,21 @@ async fn respond<W: AsyncWrite + Unpin>(w: &mut W, status: u16, ctype: &str, bod
         body.len()
     );
     w.write_all(head.as_bytes()).await.is_ok() && w.write_all(body).await.is_ok()
+}
+
+/// Writes an answer of the authorization server.
+async fn respond_with<W: AsyncWrite + Unpin>(w: &mut W, a: &Answer) -> bool {
+    let mut head = format!(
+        "HTTP/1.1 {} OK\r\ncontent-type: {}\r\ncontent-length: {}\r\n",
+        a.status,
+        a.ctype,
+        a.body.len()
+    );
+    for (name, value) in &a.headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    w.write_all(head.as_bytes()).await.is_ok() && w.write_all(&a.body).await.is_ok()
 }
 
 /// Server-sent events, each written as its own chunk, flushed at once.

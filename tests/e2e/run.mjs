@@ -7,6 +7,10 @@
 //   TokenginX = a real redis-server on a free loopback port,
 //   the gatehouse binary ($GATEHOUSE_BIN, default target/debug/gatehouse),
 //   headless Chromium (/usr/bin/chromium or $CHROMIUM) driven by playwright-core.
+// The oauth-* steps run a second gatehouse in front of the same apps and
+// redis-server as the OAuth 2.1 client of both (`oauth:` block, `auth: oauth`
+// routes with `on_unauthenticated: login`) against a real authorization server:
+// oidc-provider (../oauth/provider.mjs, 5 s access tokens, rotated refresh tokens).
 //
 // Usage: node tests/e2e/run.mjs   (or `npm test` in tests/e2e)
 // Env: GATEHOUSE_BIN, CHROMIUM, E2E_ARTIFACTS (default tests/e2e/artifacts),
@@ -15,6 +19,7 @@
 // Every process started here is stopped by PID (its own process group) at the
 // end, on failure, on SIGINT/SIGTERM and when the global deadline passes.
 import { spawn, spawnSync } from 'node:child_process';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
@@ -32,6 +37,7 @@ const SHOTS = path.join(ARTIFACTS, 'screenshots');
 const LOGS = path.join(ARTIFACTS, 'logs');
 const DEADLINE_S = Number(process.env.E2E_DEADLINE_SECONDS || 480);
 const NEXT_BIN = path.join(E2E, 'node_modules/next/dist/bin/next');
+const OAUTH_DIR = path.resolve(E2E, '../oauth'); // oidc-provider and provider.mjs
 const CACHE_MS = 300; // tokenginx.cache_ms: a revoked session must be refused within this
 const SLOW_MS = 2000; // the Suspense'd part of apps/shared/stream-page.js
 const CHROMIUM_ARGS = [
@@ -67,11 +73,12 @@ let browser = null;
 let tmp = null;
 let cleaning = null;
 
-function spawnTracked(name, cmd, args, { cwd = E2E, env = {} } = {}) {
+// stdin 'pipe': the child may watch it and exit when this runner dies (it closes).
+function spawnTracked(name, cmd, args, { cwd = E2E, env = {}, stdin = 'ignore' } = {}) {
   if (cleaning) throw new StepError(`not starting ${name}: the run is being stopped`);
   const logFile = path.join(LOGS, `${name}.log`);
   const fd = fs.openSync(logFile, 'a');
-  const child = spawn(cmd, args, { cwd, env: { ...process.env, ...env }, detached: true, stdio: ['ignore', fd, fd] });
+  const child = spawn(cmd, args, { cwd, env: { ...process.env, ...env }, detached: true, stdio: [stdin, fd, fd] });
   fs.closeSync(fd);
   const p = { name, child, logFile, exit: undefined };
   p.exited = new Promise((resolve) => {
@@ -147,10 +154,10 @@ async function cleanup() {
         }
       }
     }
-    // The gateway first (it drains in grace_period_seconds: 1), then its peers.
-    const gw = procs.filter((p) => p.name === 'gatehouse');
-    await Promise.all(gw.map((p) => stopProc(p)));
-    await Promise.all(procs.filter((p) => p.name !== 'gatehouse').map((p) => stopProc(p)));
+    // The gateways first (they drain in grace_period_seconds: 1), then their peers.
+    const isGateway = (p) => p.name === 'gatehouse' || p.name === 'gatehouse-oauth';
+    await Promise.all(procs.filter(isGateway).map((p) => stopProc(p)));
+    await Promise.all(procs.filter((p) => !isGateway(p)).map((p) => stopProc(p)));
     if (tmp && !process.env.E2E_KEEP_TMP) fs.rmSync(tmp, { recursive: true, force: true });
     else if (tmp) log(`kept temp dir ${tmp}`);
   })();
@@ -219,10 +226,10 @@ async function waitFor(what, fn, { timeoutMs = 30000, intervalMs = 200, proc } =
   return fail(`${what}: not reached within ${secs(timeoutMs)} (last: ${last})${proc ? `; log ${proc.logFile}:\n${logTail(proc)}` : ''}`);
 }
 
-// The gateway's JSON access log, one object a line (a line still being written is skipped).
-const accessLogLines = () =>
+// A gateway's JSON access log, one object a line (a line still being written is skipped).
+const accessLogLines = (file = 'gatehouse-access.log') =>
   fs
-    .readFileSync(path.join(LOGS, 'gatehouse-access.log'), 'utf8')
+    .readFileSync(path.join(LOGS, file), 'utf8')
     .split('\n')
     .flatMap((l) => {
       try {
@@ -319,9 +326,9 @@ let devCopy; // temp copy of apps/kline served by `next dev`
 let devWarmup; // promise: first compile of the dev page
 const started = {};
 
-function nodeModulesState() {
-  const lockPath = path.join(E2E, 'package-lock.json');
-  const hiddenPath = path.join(E2E, 'node_modules/.package-lock.json');
+function nodeModulesState(dir = E2E) {
+  const lockPath = path.join(dir, 'package-lock.json');
+  const hiddenPath = path.join(dir, 'node_modules/.package-lock.json');
   if (!fs.existsSync(hiddenPath)) return 'node_modules missing';
   const lock = JSON.parse(fs.readFileSync(lockPath, 'utf8')).packages;
   const hidden = JSON.parse(fs.readFileSync(hiddenPath, 'utf8')).packages;
@@ -368,6 +375,17 @@ async function npmCi() {
   return `npm ci (${state})`;
 }
 
+// The authorization server of the oauth-* steps has its own package (tests/oauth).
+async function npmCiOauth() {
+  const state = nodeModulesState(OAUTH_DIR);
+  if (state === 'ok') return 'tests/oauth/node_modules matches its package-lock.json: npm ci not needed';
+  log(`tests/oauth/node_modules: ${state}: running npm ci`);
+  await runCmd('npm-ci-oauth', 'npm', ['ci', '--no-audit', '--no-fund'], { cwd: OAUTH_DIR, env: {}, timeoutMs: 300000 });
+  const after = nodeModulesState(OAUTH_DIR);
+  check(after === 'ok', `after npm ci tests/oauth/node_modules is still not the lockfile's: ${after}`);
+  return `npm ci in tests/oauth (${state})`;
+}
+
 async function buildApp(app) {
   const dir = path.join(E2E, 'apps', app);
   fs.rmSync(path.join(dir, '.next'), { recursive: true, force: true }); // build from scratch: no cache CI did not build
@@ -376,12 +394,10 @@ async function buildApp(app) {
   return `next build apps/${app}`;
 }
 
-function writeGatewayConfig() {
-  const conf = path.join(tmp, 'gateway');
-  fs.mkdirSync(path.join(conf, 'routes'), { recursive: true });
-  fs.writeFileSync(
-    path.join(conf, 'conf.yaml'),
-    `# written by tests/e2e/run.mjs
+// The part of a gateway's conf.yaml both gateways share: process files in
+// \`conf\`, one listener, the admin service, routes/ beside it.
+function confHead(writer, conf, port, adminPort) {
+  return `# written by ${writer}
 version: 1
 threads: 2
 pid_file: ${conf}/gatehouse.pid
@@ -389,10 +405,18 @@ upgrade_sock: ${conf}/gatehouse_upgrade.sock
 grace_period_seconds: 1
 graceful_shutdown_timeout_seconds: 1
 listeners:
-  - addr: 127.0.0.1:${ports.gw}
-admin: 127.0.0.1:${ports.gwAdmin}
+  - addr: 127.0.0.1:${port}
+admin: 127.0.0.1:${adminPort}
 routes_dir: routes
-security_headers: true
+security_headers: true`;
+}
+
+function writeGatewayConfig() {
+  const conf = path.join(tmp, 'gateway');
+  fs.mkdirSync(path.join(conf, 'routes'), { recursive: true });
+  fs.writeFileSync(
+    path.join(conf, 'conf.yaml'),
+    `${confHead('tests/e2e/run.mjs', conf, ports.gw, ports.gwAdmin)}
 jwt:
   leeway_seconds: 60
   token_sources: [header, "cookie:access_token"]
@@ -457,13 +481,18 @@ routes:
   return path.join(conf, 'conf.yaml');
 }
 
-async function startServices() {
-  for (const k of ['gw', 'gwAdmin', 'redis', 'oauth', 'admin', 'kline', 'klineDev']) {
+// A distinct free port for each of \`keys\`, recorded in \`ports\`.
+async function pickPorts(keys) {
+  for (const k of keys) {
     let p;
     do p = await freePort();
     while (Object.values(ports).includes(p));
     ports[k] = p;
   }
+}
+
+async function startServices() {
+  await pickPorts(['gw', 'gwAdmin', 'redis', 'oauth', 'admin', 'kline', 'klineDev']);
   GW = `http://127.0.0.1:${ports.gw}`;
   ADMIN_API = `http://127.0.0.1:${ports.gwAdmin}`;
 
@@ -1005,10 +1034,459 @@ async function stepHmr() {
   }
 }
 
+// ---------------------------------------------------------------- the gateway's own login (oauth-* steps)
+//
+// A second gateway, "gatehouse-oauth", in front of the same Next.js apps and
+// the same redis-server (TokenginX), as the OAuth 2.1 client of both apps:
+// an `oauth:` block, `auth: oauth` routes with `on_unauthenticated: login`
+// (their /_next/static stays public, as on the first gateway). The
+// authorization server is oidc-provider (tests/oauth/provider.mjs) with
+// OAUTH_ACCESS_TTL-second opaque access tokens and rotated refresh tokens
+// (reuse of a rotated one revokes the grant). The first gateway and its steps
+// are untouched; these steps use their own browser context (cookie jar).
+
+const OAUTH_USER = 'olivia'; // typed into the provider's login form (sub = login)
+const OAUTH_ACCESS_TTL = 5; // provider --access-ttl (seconds)
+const OAUTH_REFRESH_BEFORE = 2; // oauth.refresh_before_seconds
+const OAUTH_BROWSE_MS = 30000; // how long the browsing step browses
+const OAUTH_CLIENT_SECRET = 'gatehouse-test-secret'; // provider.mjs's default
+let GW2; // http://127.0.0.1:<listener of gatehouse-oauth>
+let ADMIN2; // its admin service
+let ISSUER; // http://127.0.0.1:<oidc-provider>
+let ctxO; // the browser context of the oauth-* steps
+const oauth = {
+  session: null, // value of the gatehouse_session cookie after the login
+  loggedInAt: 0, // when the browser landed back on the app
+  requests: [], // every request of ctxO: { at, method, url, nav }
+  firstRefreshToken: null,
+};
+
+function writeOauthGatewayConfig() {
+  const conf = path.join(tmp, 'gateway-oauth');
+  fs.mkdirSync(path.join(conf, 'routes'), { recursive: true });
+  fs.writeFileSync(
+    path.join(conf, 'conf.yaml'),
+    `${confHead('tests/e2e/run.mjs (the oauth-* steps)', conf, ports.gwOauth, ports.gwOauthAdmin)}
+tokenginx:
+  url: redis://127.0.0.1:${ports.redis}
+  timeout_ms: 250
+  cache_ms: ${CACHE_MS}
+  on_error: deny
+oauth:
+  issuer: ${ISSUER}
+  client_id: gatehouse
+  client_secret: ${OAUTH_CLIENT_SECRET}
+  refresh_before_seconds: ${OAUTH_REFRESH_BEFORE}
+  timeout_ms: 2000
+access_log:
+  format: json
+  path: ${path.join(LOGS, 'gatehouse-oauth-access.log')}
+forward_identity:
+  sub: X-User-Id
+  scope: X-User-Scopes
+  roles: X-User-Roles
+`,
+  );
+  const oauthRoutes = (name, prefix, upstream, port) => `upstreams:
+  ${upstream}:
+    backends: [127.0.0.1:${port}]
+    health_check: { path: ${prefix}/api/health, interval_ms: 1000, timeout_ms: 1000 }
+    connect_timeout_ms: 1000
+    read_timeout_ms: 30000
+routes:
+  - name: ${name}
+    prefix: ${prefix}
+    upstream: ${upstream}
+    strip_prefix: false
+    auth: oauth
+    on_unauthenticated: login
+  - name: ${name}-static
+    prefix: ${prefix}/_next/static
+    upstream: ${upstream}
+    auth: none
+`;
+  fs.writeFileSync(path.join(conf, 'routes/20-admin.yaml'), oauthRoutes('admin', '/admin', 'admin-portal', ports.admin));
+  fs.writeFileSync(path.join(conf, 'routes/30-kline.yaml'), oauthRoutes('kline', '/kline', 'kline-service', ports.kline));
+  fs.cpSync(conf, path.join(ARTIFACTS, 'gateway-oauth-config'), { recursive: true, filter: (src) => !/\.(pid|sock)$/.test(src) });
+  return path.join(conf, 'conf.yaml');
+}
+
+const metricsOf = async (adminUrl) => {
+  const r = await request(`${adminUrl}/metrics`, { timeoutMs: 5000 });
+  check(r.status === 200, `GET ${adminUrl}/metrics: ${r.status}`);
+  return r.body;
+};
+// One series of a Prometheus text exposition, e.g. name{result="ok"}; undefined when absent.
+const metricValue = (text, series) => {
+  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
+  return line === undefined ? undefined : Number(line.slice(series.length + 1));
+};
+const oauthCounters = (text) => ({
+  loginsOk: metricValue(text, 'gatehouse_oauth_logins_total{result="ok"}'),
+  refreshOk: metricValue(text, 'gatehouse_oauth_refreshes_total{result="ok"}'),
+  refreshJoined: metricValue(text, 'gatehouse_oauth_refreshes_total{result="joined"}'),
+  refreshInvalidGrant: metricValue(text, 'gatehouse_oauth_refreshes_total{result="invalid_grant"}'),
+  refreshError: metricValue(text, 'gatehouse_oauth_refreshes_total{result="error"}'),
+  logouts: metricValue(text, 'gatehouse_oauth_logouts_total'),
+});
+
+// RFC 7662 introspection at the provider, as the gateway's client.
+async function introspect(token, hint) {
+  const body = new URLSearchParams({ token, ...(hint ? { token_type_hint: hint } : {}) }).toString();
+  const r = await request(`${ISSUER}/token/introspection`, {
+    method: 'POST',
+    headers: {
+      authorization: `Basic ${Buffer.from(`gatehouse:${OAUTH_CLIENT_SECRET}`).toString('base64')}`,
+      'content-type': 'application/x-www-form-urlencoded',
+      'content-length': Buffer.byteLength(body),
+      accept: 'application/json',
+    },
+    body,
+  });
+  check(r.status === 200, `introspection at ${ISSUER}/token/introspection: ${r.status} ${r.body.slice(0, 200)}`);
+  return jsonOf(r, 'introspection');
+}
+
+// The gateway keeps a session under a SHA-256 of its id, never the id (src/oauth/store.rs).
+const oauthSessionKey = (id) => `gatehouse:oauth:session:${crypto.createHash('sha256').update(id).digest('hex')}`;
+async function oauthSessionRecord(id) {
+  const v = await redisCommand(ports.redis, ['GET', oauthSessionKey(id)]);
+  return v === null ? null : JSON.parse(v);
+}
+
+// A same-origin fetch from the page (the browser's cookies, no navigation).
+async function pageFetchJson(page, url) {
+  const { status, text } = await page.evaluate(async (u) => {
+    const r = await fetch(u, { cache: 'no-store', headers: { accept: 'application/json' } });
+    return { status: r.status, text: await r.text() };
+  }, url);
+  let body = null;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    // not JSON: the caller reports the text
+  }
+  return { status, body, text };
+}
+
+const bearerOf = (authorization) => /^Bearer (\S+)$/.exec(authorization ?? '')?.[1];
+const atProvider = (url) => url.startsWith(`${ISSUER}/`);
+// "GET provider/interaction/…" for a request record (the provider's ids elided)
+const hopName = (r) => `${r.method} ${atProvider(r.url) ? 'provider' : 'gateway'}${new URL(r.url).pathname.replace(/^\/(interaction|auth)\/[^/]+/, '/$1/…')}`;
+
+async function startOauthStack() {
+  await pickPorts(['gwOauth', 'gwOauthAdmin', 'provider']);
+  GW2 = `http://127.0.0.1:${ports.gwOauth}`;
+  ADMIN2 = `http://127.0.0.1:${ports.gwOauthAdmin}`;
+  ISSUER = `http://127.0.0.1:${ports.provider}`;
+  const conf = writeOauthGatewayConfig();
+  const chk = spawnSync(BIN, ['check', '-c', conf], { encoding: 'utf8', timeout: 30000 });
+  fs.writeFileSync(path.join(LOGS, 'gatehouse-oauth-check.log'), `${chk.stdout}${chk.stderr}`);
+  check(chk.status === 0 && /^ok\b/m.test(chk.stdout), `gatehouse check -c ${conf} failed (${chk.error?.message || `exit ${chk.status}`}):\n${chk.stdout}${chk.stderr}`);
+
+  // the authorization server first: the redirect URIs name the gateway's port, chosen above
+  const providerT0 = Date.now();
+  started.provider = spawnTracked(
+    'oauth-provider',
+    process.execPath,
+    [
+      path.join(OAUTH_DIR, 'provider.mjs'),
+      '--port', String(ports.provider),
+      '--redirect-uri', `${GW2}/_gatehouse/oauth/callback`,
+      '--post-logout-redirect-uri', `${GW2}/`,
+      '--access-ttl', String(OAUTH_ACCESS_TTL),
+    ],
+    { cwd: OAUTH_DIR, stdin: 'pipe' }, // it exits when its stdin closes: it dies with this runner
+  );
+  await waitFor(
+    `oidc-provider prints "ready ${ISSUER}"`,
+    async () => fs.readFileSync(started.provider.logFile, 'utf8').split('\n').includes(`ready ${ISSUER}`),
+    { proc: started.provider, timeoutMs: 30000, intervalMs: 100 },
+  );
+  const providerMs = Date.now() - providerT0;
+  const disc = jsonOf(await request(`${ISSUER}/.well-known/openid-configuration`), 'provider discovery');
+  check(disc.issuer === ISSUER && disc.code_challenge_methods_supported?.includes('S256') && disc.end_session_endpoint && disc.revocation_endpoint, `provider metadata: ${JSON.stringify(disc).slice(0, 400)}`);
+
+  const gwT0 = Date.now();
+  started.gatewayOauth = spawnTracked('gatehouse-oauth', BIN, ['run', '-c', conf], { cwd: tmp });
+  let lastOauth;
+  const ready = await waitFor(
+    'gatehouse-oauth /health/ready with components.oauth "ok", tokenginx ok and both upstreams healthy',
+    async () => {
+      const r = await request(`${ADMIN2}/health/ready`, { timeoutMs: 2000 });
+      const b = JSON.parse(r.body);
+      lastOauth = b.components?.oauth;
+      const ups = Object.values(b.components?.upstreams ?? {});
+      return r.status === 200 && lastOauth === 'ok' && b.components?.tokenginx === 'ok' && ups.length === 2 && ups.every((u) => u.healthy === u.total && u.total > 0) && b;
+    },
+    { proc: started.gatewayOauth, timeoutMs: 30000 },
+  ).catch((e) => fail(`${e.message} (components.oauth last "${lastOauth}"); gateway log:\n${logTail(started.gatewayOauth)}`));
+  const c = oauthCounters(await metricsOf(ADMIN2));
+  check(c.loginsOk === 0 && c.refreshOk === 0 && c.refreshInvalidGrant === 0 && c.logouts === 0, `gatehouse-oauth metrics at start: ${JSON.stringify(c)}`);
+  return `oidc-provider ${ISSUER} ready in ${providerMs} ms (access tokens ${OAUTH_ACCESS_TTL} s, refresh tokens rotated); gatehouse-oauth ${GW2} (admin ${ADMIN2}) check ok, components.oauth ok ${Date.now() - gwT0} ms after start, version ${ready.version}`;
+}
+
+async function stepOauthLogin() {
+  ctxO = await browser.newContext({ viewport: { width: 1000, height: 700 } });
+  const responses = []; // { method, url, status }
+  ctxO.on('request', (r) => oauth.requests.push({ at: Date.now(), method: r.method(), url: r.url(), nav: r.isNavigationRequest() }));
+  ctxO.on('response', (r) => responses.push({ method: r.request().method(), url: r.url(), status: r.status() }));
+  const page = await ctxO.newPage();
+  const target = `${GW2}/admin?from=oauth-e2e&n=1`;
+  const began = Date.now();
+  await page.goto(target, { timeout: 30000 });
+  const navs = () => oauth.requests.filter((r) => r.nav).map((r) => `${r.method} ${r.url.split('?')[0]}`);
+  const atLogin = new URL(page.url());
+  check(atProvider(page.url()) && atLogin.pathname.startsWith('/interaction/'), `a navigation to ${target} without a session ended on ${page.url()}, expected the provider's login page ${ISSUER}/interaction/…; navigations: ${JSON.stringify(navs())}`);
+  const first = responses.find((r) => r.url === target);
+  check(first?.status === 302, `the gateway answered the first navigation with ${first?.status}, expected 302 to the authorization endpoint`);
+  const authorize = oauth.requests.find((r) => r.nav && r.url.startsWith(`${ISSUER}/auth?`));
+  check(authorize, `no navigation to ${ISSUER}/auth?…: ${JSON.stringify(navs())}`);
+  const q = new URL(authorize.url).searchParams;
+  check(
+    q.get('response_type') === 'code' && q.get('client_id') === 'gatehouse' && q.get('code_challenge_method') === 'S256' && q.get('code_challenge') && q.get('state') && q.get('nonce') && q.get('redirect_uri') === `${GW2}/_gatehouse/oauth/callback`,
+    `authorization request ${authorize.url}`,
+  );
+  // oidc-provider's dev interaction: a login form, then a consent form
+  await page.locator('input[name="login"]').fill(OAUTH_USER, { timeout: 10000 });
+  await page.locator('input[name="password"]').fill('any password', { timeout: 10000 });
+  await shot(page, 'oauth-provider-login');
+  await Promise.all([
+    page.locator('input[name="prompt"][value="consent"]').waitFor({ state: 'attached', timeout: 30000 }),
+    page.locator('button[type="submit"]').click({ timeout: 10000 }),
+  ]);
+  check(atProvider(page.url()), `after the login form the browser is at ${page.url()}, expected the provider's consent page`);
+  await shot(page, 'oauth-provider-consent');
+  await Promise.all([page.waitForURL((u) => u.href === target, { timeout: 30000, waitUntil: 'load' }), page.locator('button[type="submit"]').click({ timeout: 10000 })]).catch((e) =>
+    fail(`after consent the browser did not land on ${target} (at ${page.url()}): ${e.message.split('\n')[0]}; navigations: ${JSON.stringify(navs())}`),
+  );
+  oauth.loggedInAt = Date.now();
+  const loginMs = oauth.loggedInAt - began;
+  const userId = await page.locator('#user-id').textContent({ timeout: 10000 });
+  check(userId === OAUTH_USER, `after the login the admin page shows X-User-Id ${JSON.stringify(userId)}, expected ${JSON.stringify(OAUTH_USER)}`);
+  // the callback: code + the state that was sent, answered 303 to the original URL
+  const cb = oauth.requests.find((r) => r.url.startsWith(`${GW2}/_gatehouse/oauth/callback?`));
+  check(cb, `no callback request: ${JSON.stringify(navs())}`);
+  const cbq = new URL(cb.url).searchParams;
+  check(cbq.get('code') && cbq.get('state') === q.get('state'), `callback ${cb.url.replace(/code=[^&]+/, 'code=…')} does not carry a code and the state sent`);
+  const cbRes = responses.find((r) => r.url === cb.url);
+  check(cbRes?.status === 303, `the callback was answered ${cbRes?.status}, expected 303`);
+  // the browser holds an opaque session id, no token
+  const cookies = await ctxO.cookies(GW2);
+  const sess = cookies.find((c) => c.name === 'gatehouse_session');
+  check(sess, `no gatehouse_session cookie; cookies: ${JSON.stringify(cookies.map((c) => c.name))}`);
+  check(sess.httpOnly && sess.sameSite === 'Lax' && sess.path === '/' && /^[A-Za-z0-9_-]{43}$/.test(sess.value), `gatehouse_session cookie: ${JSON.stringify({ httpOnly: sess.httpOnly, sameSite: sess.sameSite, path: sess.path, length: sess.value.length })}`);
+  oauth.session = sess.value;
+  // the app got the access token as a bearer token: the provider says it is live and olivia's
+  const b = await pageFetchJson(page, '/admin/api/bearer');
+  check(b.status === 200 && b.body?.user_id === OAUTH_USER, `/admin/api/bearer after the login: ${b.status} ${b.text.slice(0, 300)}`);
+  const token = bearerOf(b.body.authorization);
+  check(token, `the app got Authorization ${JSON.stringify(b.body.authorization)}, expected "Bearer <access token>"`);
+  const gwCookies = b.body.cookie_names.filter((n) => n.startsWith('gatehouse'));
+  check(gwCookies.length === 0, `the gateway's cookies reached the app: ${JSON.stringify(b.body.cookie_names)}`);
+  check(!cookies.some((c) => c.value.includes(token)), 'the access token is in a browser cookie');
+  const intro = await introspect(token);
+  check(intro.active === true && intro.sub === OAUTH_USER && intro.client_id === 'gatehouse' && intro.token_type === 'Bearer', `introspection of the token the app got: ${JSON.stringify(intro)}`);
+  const record = await oauthSessionRecord(sess.value);
+  check(record?.sub === OAUTH_USER && record.access_token === token && record.refresh_token, `TokenginX record ${oauthSessionKey(sess.value).slice(0, 40)}… for the session: ${JSON.stringify(record && { sub: record.sub, access_token_is_the_apps: record.access_token === token, refresh_token: !!record.refresh_token })}`);
+  oauth.firstRefreshToken = record.refresh_token;
+  const who = await pageFetchJson(page, '/admin/api/whoami');
+  check(who.status === 200 && who.body?.user_id === OAUTH_USER && who.body.roles === 'user', `/admin/api/whoami (roles from the id_token): ${who.status} ${who.text.slice(0, 300)}`);
+  // the gateway's record of the landing request; no code, state, session id or token in its logs
+  const landing = await waitFor(
+    'the access log line of the landing request',
+    async () => accessLogLines('gatehouse-oauth-access.log').find((l) => l.path === '/admin?from=oauth-e2e&n=1' && l.status === 200),
+    { timeoutMs: 5000 },
+  );
+  check(landing.route === 'admin' && landing.user === OAUTH_USER, `access log of the landing request: ${JSON.stringify(landing)}`);
+  await sleep(300);
+  const logs = fs.readFileSync(path.join(LOGS, 'gatehouse-oauth-access.log'), 'utf8') + fs.readFileSync(started.gatewayOauth.logFile, 'utf8');
+  for (const [what, secret] of [['code', cbq.get('code')], ['state', cbq.get('state')], ['session id', sess.value], ['access token', token], ['refresh token', record.refresh_token]]) {
+    check(!logs.includes(secret), `the ${what} is in the gateway's logs`);
+  }
+  const c = oauthCounters(await metricsOf(ADMIN2));
+  check(c.loginsOk === 1, `gatehouse_oauth_logins_total{result="ok"} is ${c.loginsOk} after one login`);
+  await shot(page, 'oauth-admin-after-login');
+  const hops = oauth.requests.filter((r) => r.nav && r.at <= oauth.loggedInAt).map(hopName);
+  return `logged in as ${OAUTH_USER} in ${loginMs} ms (${hops.length} hops: ${hops.join(' → ')}); landed on ${new URL(target).pathname}${new URL(target).search}; page shows X-User-Id ${userId}; app got Bearer ${token.slice(0, 6)}… (introspection: active, sub ${intro.sub}); roles "${who.body.roles}"; cookie gatehouse_session HttpOnly SameSite=Lax, no gateway cookie at the app; no code/state/session/token in the logs`;
+}
+
+async function stepOauthBrowsing() {
+  const page = ctxO.pages()[0];
+  const reqFrom = oauth.requests.length;
+  const logFrom = accessLogLines('gatehouse-oauth-access.log').length;
+  const before = oauthCounters(await metricsOf(ADMIN2));
+  const mainFrameUrls = [];
+  const onNav = (f) => {
+    if (f === page.mainFrame()) mainFrameUrls.push(f.url());
+  };
+  page.on('framenavigated', onNav);
+  const t0b = Date.now();
+  const ms = () => Date.now() - t0b;
+  const showsUser = async (what) => {
+    check(new URL(page.url()).origin === GW2, `${what} at ${ms()} ms: the browser is at ${page.url()}, not on the gateway`);
+    const shown = await page.locator('#user-id').textContent({ timeout: 10000 });
+    check(shown === OAUTH_USER, `${what} at ${ms()} ms: the page shows X-User-Id ${JSON.stringify(shown)}, expected ${JSON.stringify(OAUTH_USER)}`);
+  };
+  const clickTo = (name, pathname) =>
+    Promise.all([page.waitForURL((u) => u.origin === GW2 && u.pathname === pathname, { timeout: 15000 }), page.getByRole('link', { name, exact: true }).click({ timeout: 10000 })]);
+  const okStatus = (r, what) => check(r?.status() === 200, `${what} at ${ms()} ms: status ${r?.status()}`);
+  // one cycle: admin → (client-side <Link>) streaming page → back → (<a>) kline app → (<a>) admin → reload
+  const actions = [
+    ['goto /admin', async () => {
+      okStatus(await page.goto(`${GW2}/admin`, { timeout: 15000 }), 'goto /admin');
+      await showsUser('goto /admin');
+    }],
+    ['<Link> /admin/stream', async () => {
+      await clickTo('streaming page', '/admin/stream');
+      const slow = await page.locator('#slow').textContent({ timeout: 10000 });
+      check(slow.includes(OAUTH_USER), `/admin/stream at ${ms()} ms: the streamed part says ${JSON.stringify(slow)}`);
+    }],
+    ['back', async () => {
+      await page.goBack({ timeout: 15000 });
+      await page.waitForURL((u) => u.pathname === '/admin', { timeout: 10000 });
+      await showsUser('back to /admin');
+    }],
+    ['<a> /kline', async () => {
+      await clickTo('kline-service', '/kline');
+      await showsUser('kline app');
+    }],
+    ['<a> /admin', async () => {
+      await clickTo('admin-portal', '/admin');
+      await showsUser('admin from the kline link');
+    }],
+    ['reload /admin', async () => {
+      okStatus(await page.reload({ timeout: 15000 }), 'reload /admin');
+      await showsUser('reload /admin');
+    }],
+  ];
+  const done = []; // [start ms, action, ms taken]
+  const tokens = new Map(); // access token the app got -> first seen (ms)
+  const refreshTokens = new Set([oauth.firstRefreshToken]);
+  for (let i = 0; ms() < OAUTH_BROWSE_MS; i++) {
+    const [name, act] = actions[i % actions.length];
+    const startedAt = Date.now();
+    await act().catch((e) => fail(`browsing action ${i} "${name}" at ${ms()} ms failed: ${e.message.split('\n')[0]} (browser at ${page.url()}); gateway log:\n${logTail(started.gatewayOauth, 10)}`));
+    // what the app receives now, from the page the browser is on
+    const b = await pageFetchJson(page, '/admin/api/bearer');
+    check(b.status === 200 && b.body?.user_id === OAUTH_USER, `after "${name}" at ${ms()} ms /admin/api/bearer: ${b.status} ${b.text.slice(0, 300)}`);
+    const token = bearerOf(b.body.authorization);
+    check(token, `after "${name}" at ${ms()} ms the app got Authorization ${JSON.stringify(b.body.authorization)}`);
+    if (!tokens.has(token)) {
+      tokens.set(token, ms());
+      const intro = await introspect(token);
+      check(intro.active === true && intro.sub === OAUTH_USER, `new access token at ${ms()} ms is not live at the provider: ${JSON.stringify(intro)}`);
+    }
+    const record = await oauthSessionRecord(oauth.session);
+    check(record, `the session's TokenginX record is gone at ${ms()} ms`);
+    refreshTokens.add(record.refresh_token);
+    done.push([Date.now() - startedAt, name]);
+    await sleep(Math.max(0, startedAt + 1000 - Date.now())); // an action every ~1 s
+  }
+  const browsedMs = ms();
+  page.off('framenavigated', onNav);
+  await shot(page, 'oauth-after-30s-browsing');
+  // never back at the authorization server after the first login
+  const toProvider = oauth.requests.filter((r) => r.at > oauth.loggedInAt && atProvider(r.url));
+  check(toProvider.length === 0, `after the login the browser went to the authorization server again: ${JSON.stringify(toProvider.slice(0, 5).map((r) => `${r.method} ${r.url.split('?')[0]}`))}`);
+  const offGateway = mainFrameUrls.filter((u) => new URL(u).origin !== GW2);
+  check(offGateway.length === 0, `the page navigated off the gateway: ${JSON.stringify(offGateway.slice(0, 5))}`);
+  // the gateway answered every request of the browsing without an error
+  await sleep(500);
+  // (Chromium may ask for /favicon.ico: this gateway has no route for it, a 404 that is no refusal)
+  const lines = accessLogLines('gatehouse-oauth-access.log')
+    .slice(logFrom)
+    .filter((l) => !(l.path === '/favicon.ico' && l.status === 404 && l.route === null));
+  const refused = lines.filter((l) => l.status >= 400);
+  check(refused.length === 0, `gatehouse-oauth refused or failed ${refused.length} of ${lines.length} requests during the browsing: ${JSON.stringify(refused.slice(0, 5).map((l) => ({ path: l.path, status: l.status, route: l.route, auth: l.auth, error: l.error })))}`);
+  const appLines = lines.filter((l) => l.route === 'admin' || l.route === 'kline');
+  const anonymous = appLines.filter((l) => l.auth !== 'ok' || l.user !== OAUTH_USER);
+  check(anonymous.length === 0, `access log lines of the app routes not authenticated as ${OAUTH_USER}: ${JSON.stringify(anonymous.slice(0, 3))}`);
+  const after = oauthCounters(await metricsOf(ADMIN2));
+  const refreshed = { ok: after.refreshOk - before.refreshOk, joined: after.refreshJoined - before.refreshJoined, error: after.refreshError - before.refreshError };
+  check(after.refreshOk >= 4, `gatehouse_oauth_refreshes_total{result="ok"} is ${after.refreshOk} after ${secs(browsedMs)} of browsing with ${OAUTH_ACCESS_TTL} s access tokens (expected >= 4); all: ${JSON.stringify(after)}`);
+  check(after.refreshInvalidGrant === 0, `gatehouse_oauth_refreshes_total{result="invalid_grant"} is ${after.refreshInvalidGrant}: a refresh token was reused or refused (all: ${JSON.stringify(after)})`);
+  check(after.loginsOk === 1, `gatehouse_oauth_logins_total{result="ok"} is ${after.loginsOk}: the browsing logged in again`);
+  check(tokens.size >= 4, `the app saw only ${tokens.size} distinct access tokens in ${secs(browsedMs)}`);
+  check(refreshTokens.size >= 4, `only ${refreshTokens.size} distinct refresh tokens in the session record: no rotation?`);
+  // the rotated-away refresh token of the login is dead at the provider
+  const firstRt = await introspect(oauth.firstRefreshToken, 'refresh_token');
+  check(firstRt.active === false, `the login's refresh token, rotated since, is still active at the provider: ${JSON.stringify(firstRt)}`);
+  const firstSeen = [...tokens.values()];
+  const gaps = firstSeen.slice(1).map((t, i) => t - firstSeen[i]);
+  const slowest = done.reduce((a, d) => (d[0] > a[0] ? d : a), [0, '']);
+  return `${done.length} actions in ${secs(browsedMs)} (admin, client-side <Link>, back, kline, reload; slowest ${slowest[1]} ${slowest[0]} ms), ${lines.length} requests through the gateway (${appLines.length} to the apps, all as ${OAUTH_USER}), none refused, 0 to the provider; app saw ${tokens.size} access tokens (each live at the provider; first seen ${secs(Math.min(...gaps))}-${secs(Math.max(...gaps))} apart), ${refreshTokens.size} refresh tokens in the session record; metrics: refreshes ok=${after.refreshOk} (+${refreshed.ok} while browsing) joined=${after.refreshJoined} error=${after.refreshError} invalid_grant=${after.refreshInvalidGrant}, logins ok=${after.loginsOk}; the login's refresh token is inactive at the provider`;
+}
+
+async function stepOauthLogout() {
+  const page = ctxO.pages()[0];
+  const r0 = await page.goto(`${GW2}/admin`, { timeout: 15000 });
+  check(r0?.status() === 200 && (await page.locator('#user-id').textContent({ timeout: 10000 })) === OAUTH_USER, `before the logout /admin: ${r0?.status()} at ${page.url()}`);
+  const record = await oauthSessionRecord(oauth.session);
+  check(record?.refresh_token, 'no session record before the logout');
+  let logoutReq = null;
+  const onReq = (r) => {
+    if (r.url() === `${GW2}/_gatehouse/oauth/logout`) logoutReq = r;
+  };
+  page.on('request', onReq);
+  const logoutAt = Date.now();
+  // a real form post from the page, as an app's "Sign out" button would send it
+  await Promise.all([
+    page.waitForURL((u) => u.href === `${GW2}/`, { timeout: 20000 }),
+    page
+      .evaluate(() => {
+        const f = document.createElement('form');
+        f.method = 'POST';
+        f.action = '/_gatehouse/oauth/logout';
+        document.body.append(f);
+        f.submit();
+      })
+      .catch((e) => {
+        // the submission may replace the document before evaluate returns
+        if (!/context was destroyed|navigat/i.test(e.message)) throw e;
+      }),
+  ]).catch((e) => fail(`the logout form post did not end on ${GW2}/ (browser at ${page.url()}): ${e.message.split('\n')[0]}`));
+  const logoutMs = Date.now() - logoutAt;
+  page.off('request', onReq);
+  check(logoutReq?.method() === 'POST', `no POST ${GW2}/_gatehouse/oauth/logout seen`);
+  const sent = await logoutReq.allHeaders();
+  check(sent.origin === GW2, `the form post's Origin is ${JSON.stringify(sent.origin)}, expected ${GW2}`);
+  const res = await logoutReq.response();
+  check(res?.status() === 303, `POST /_gatehouse/oauth/logout answered ${res?.status()}, expected 303`);
+  const loc = new URL(res.headers().location, GW2);
+  check(
+    `${loc.origin}${loc.pathname}` === new URL(jsonOf(await request(`${ISSUER}/.well-known/openid-configuration`), 'discovery').end_session_endpoint).href &&
+      loc.searchParams.get('id_token_hint') &&
+      loc.searchParams.get('post_logout_redirect_uri') === `${GW2}/`,
+    `logout redirect ${loc.href.replace(/id_token_hint=[^&]+/, 'id_token_hint=…')} is not the provider's end_session_endpoint with id_token_hint and post_logout_redirect_uri ${GW2}/`,
+  );
+  const landed = oauth.requests.filter((r) => r.at >= logoutAt && r.nav).map(hopName);
+  // the session is gone: cookie, record, the old id, the refresh token at the provider
+  const cookies = await ctxO.cookies(GW2);
+  check(!cookies.some((c) => c.name === 'gatehouse_session'), `gatehouse_session cookie still in the browser after the logout`);
+  check((await redisCommand(ports.redis, ['EXISTS', oauthSessionKey(oauth.session)])) === 0, 'the session record is still in TokenginX after the logout');
+  const old = await request(`${GW2}/admin/api/bearer`, { headers: { cookie: `gatehouse_session=${oauth.session}`, accept: 'application/json' } });
+  check(old.status === 401, `the old session cookie after the logout: ${old.status} ${old.body.slice(0, 200)} (expected 401)`);
+  const rt = await introspect(record.refresh_token, 'refresh_token');
+  check(rt.active === false, `the session's refresh token is still active at the provider after the logout: ${JSON.stringify(rt)}`);
+  const c = oauthCounters(await metricsOf(ADMIN2));
+  check(c.logouts === 1, `gatehouse_oauth_logouts_total is ${c.logouts}`);
+  // the next navigation to the app: the provider's login page again (its session ended too)
+  await page.goto(`${GW2}/admin`, { timeout: 30000 });
+  const u = new URL(page.url());
+  check(atProvider(page.url()) && u.pathname.startsWith('/interaction/'), `after the logout a navigation to /admin ended on ${page.url()}, expected the provider's login page`);
+  await page.locator('input[name="login"]').waitFor({ state: 'visible', timeout: 10000 });
+  check((await page.locator('input[name="prompt"]').getAttribute('value')) === 'login', 'the provider page after the logout is not its login prompt');
+  await shot(page, 'oauth-login-again-after-logout');
+  await ctxO.close();
+  ctxO = null;
+  return `form POST (Origin ${sent.origin}) answered 303 to the provider's end_session (id_token_hint); hops ${landed.join(' → ')} in ${logoutMs} ms; cookie cleared, TokenginX record gone, old cookie 401, refresh token inactive at the provider, logouts_total ${c.logouts}; next /admin → provider ${u.pathname.replace(/[^/]+$/, '…')} login form`;
+}
+
 // ---------------------------------------------------------------- main
 
 async function main() {
-  for (const d of [SHOTS, LOGS, path.join(ARTIFACTS, 'gateway-config')]) fs.rmSync(d, { recursive: true, force: true });
+  for (const d of [SHOTS, LOGS, path.join(ARTIFACTS, 'gateway-config'), path.join(ARTIFACTS, 'gateway-oauth-config')]) fs.rmSync(d, { recursive: true, force: true });
   fs.mkdirSync(SHOTS, { recursive: true });
   fs.mkdirSync(LOGS, { recursive: true });
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'gatehouse-e2e-'));
@@ -1016,6 +1494,7 @@ async function main() {
 
   await step('preflight', preflight, { fatal: true, timeoutMs: 60000 });
   await step('npm-ci', npmCi, { fatal: true, timeoutMs: 320000 });
+  await step('npm-ci-oauth', npmCiOauth, { timeoutMs: 320000 });
   await step('build-admin', () => buildApp('admin'), { fatal: true, timeoutMs: 250000 });
   await step('build-kline', () => buildApp('kline'), { fatal: true, timeoutMs: 250000 });
   await step('start-services', startServices, { fatal: true, timeoutMs: 120000 });
@@ -1062,10 +1541,15 @@ async function main() {
   await step('streaming-first-chunk-before-slow-part', stepStreaming, { needs: ['login-shows-user-id'] });
   await step('revoked-session-redirects-to-login', stepRevocation, { needs: ['login-shows-user-id'] });
   await step('next-dev-hmr-websocket-through-gateway', stepHmr, { timeoutMs: 240000 });
+  // the gateway's own login: a second gateway, oidc-provider, the same apps and TokenginX
+  await step('oauth-provider-and-gateway-ready', startOauthStack, { needs: ['npm-ci-oauth'], timeoutMs: 75000 });
+  await step('oauth-login-lands-on-original-url', stepOauthLogin, { needs: ['oauth-provider-and-gateway-ready'], timeoutMs: 90000 });
+  await step('oauth-30s-browsing-refresh-under-rotation', stepOauthBrowsing, { needs: ['oauth-login-lands-on-original-url'], timeoutMs: OAUTH_BROWSE_MS + 60000 });
+  await step('oauth-logout-ends-session', stepOauthLogout, { needs: ['oauth-login-lands-on-original-url'], timeoutMs: 60000 });
 
   const hold = Number(process.env.E2E_HOLD_SECONDS || 0);
   if (hold > 0 && GW) {
-    log(`E2E_HOLD_SECONDS=${hold}: stack stays up: gateway ${GW}, admin ${ADMIN_API}, redis 127.0.0.1:${ports.redis}, oauth :${ports.oauth}, admin app :${ports.admin}, kline :${ports.kline}, kline-dev :${ports.klineDev}`);
+    log(`E2E_HOLD_SECONDS=${hold}: stack stays up: gateway ${GW}, admin ${ADMIN_API}, redis 127.0.0.1:${ports.redis}, oauth :${ports.oauth}, admin app :${ports.admin}, kline :${ports.kline}, kline-dev :${ports.klineDev}${GW2 ? `; oauth gateway ${GW2} (admin ${ADMIN2}), oidc-provider ${ISSUER}` : ''}`);
     await sleep(hold * 1000);
   }
 

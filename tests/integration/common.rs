@@ -45,6 +45,7 @@ impl Upstream {
             SampleApp {
                 name: name.into(),
                 jwks: None,
+                auth: None,
             },
         );
         Upstream {

@@ -83,4 +83,30 @@ async fn demo_serves_the_reference_deployment() {
     );
     let (status, body) = get_json("http://127.0.0.1:6188/nowhere").await;
     assert_eq!((status, body["error"].as_str()), (404, Some("no_route")));
+
+    // The gateway's own login, at the sample authorization server.
+    assert!(guide.contains("/test/account"), "{guide}");
+    crate::oauth_support::discovered_at("http://127.0.0.1:9091").await;
+    let mut browser = crate::oauth_support::Browser::new("ada");
+    let page = browser.navigate("http://127.0.0.1:6188/test/account").await;
+    assert_eq!(page.status, 200, "{page:#?}");
+    assert_eq!(page.url, "http://127.0.0.1:6188/test/account");
+    let body: serde_json::Value = serde_json::from_str(&page.body).unwrap();
+    assert_eq!(body["app"], "test-service");
+    assert_eq!(body["headers"]["x-user-id"][0], "ada", "{body}");
+    assert_eq!(body["headers"]["x-user-scopes"][0], "read admin", "{body}");
+    let origin = [("origin", "http://127.0.0.1:6188")];
+    let out = browser
+        .send(
+            "POST",
+            "http://127.0.0.1:6188/_gatehouse/oauth/logout",
+            None,
+            &origin,
+        )
+        .await;
+    assert_eq!(out.status(), 303);
+    let again = browser
+        .send("GET", "http://127.0.0.1:6188/test/account", None, &[])
+        .await;
+    assert_eq!(again.status(), 302, "still logged in after logout");
 }

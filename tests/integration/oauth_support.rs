@@ -93,25 +93,32 @@ pub fn provider_port() -> u16 {
 
 /// Waits until the gateway's discovery of the provider worked (10 s).
 pub async fn discovered(gw: &Gateway) {
+    if !wait_discovery(&gw.admin_url("")).await {
+        panic!("discovery never worked:\n{}", gw.log());
+    }
+}
+
+/// [`discovered`] for the admin service at `admin` (`http://host:port`).
+pub async fn discovered_at(admin: &str) {
+    assert!(wait_discovery(admin).await, "discovery never worked");
+}
+
+async fn wait_discovery(admin: &str) -> bool {
     let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    while Instant::now() < deadline {
         let r = crate::common::client()
-            .get(gw.admin_url("/health/ready"))
+            .get(format!("{admin}/health/ready"))
             .send()
             .await;
         if let Ok(r) = r {
             let v: serde_json::Value = r.json_value().await;
             if v["components"]["oauth"] == "ok" {
-                return;
+                return true;
             }
         }
-        assert!(
-            Instant::now() < deadline,
-            "discovery never worked:\n{}",
-            gw.log()
-        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    false
 }
 
 /// JSON of a response body (the crate's reqwest has no `json` feature).
