@@ -82,6 +82,9 @@ pub struct OauthSettings {
     pub forward: Vec<(String, HeaderName)>,
 }
 
+/// Most sessions cached in the process.
+const SESSION_CACHE_ENTRIES: usize = 8192;
+
 /// Base name of the cookie that binds a pending login to its browser.
 pub const STATE_COOKIE: &str = "gatehouse_oauth_state";
 
@@ -161,10 +164,13 @@ impl OauthClient {
             .no_proxy()
             .build()
             .unwrap_or_default();
+        // Only sessions active within `cache_ms` need a slot; more of them
+        // are looked up in TokenginX. TinyUFO's sketch grows with the slot
+        // count (about 150 bytes each), so the count is kept modest.
         let entries = tokenginx
             .as_ref()
-            .map_or(10_000, |t| t.settings.cache_entries)
-            .clamp(16, 1 << 20);
+            .map_or(SESSION_CACHE_ENTRIES, |t| t.settings.cache_entries)
+            .clamp(16, SESSION_CACHE_ENTRIES);
         let gateway_cookies = [
             settings.cookie.clone(),
             format!("__Host-{}", settings.cookie),
