@@ -70,6 +70,9 @@ pub struct Metrics {
     pub backend_healthy: IntGaugeVec,
     /// `gatehouse_upstream_retries_total{upstream}`.
     pub upstream_retries: IntCounterVec,
+    /// `gatehouse_upstream_shed_total{upstream}`: requests answered 503 at
+    /// once because the pool (or every backend) was at `max_in_flight`.
+    pub upstream_shed: IntCounterVec,
     /// `gatehouse_upstream_panic_total{upstream}`: requests sent to a pool
     /// none of whose backends was healthy.
     pub upstream_panic: IntCounterVec,
@@ -173,6 +176,14 @@ impl Metrics {
             Opts::new(
                 "gatehouse_upstream_retries_total",
                 "Attempts retried on another backend after a connect failure.",
+            ),
+            &["upstream"],
+        )
+        .expect("valid metric");
+        let upstream_shed = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_upstream_shed_total",
+                "Requests answered 503 at once because the upstream was at max_in_flight (or every backend at max_in_flight_per_backend).",
             ),
             &["upstream"],
         )
@@ -296,6 +307,7 @@ impl Metrics {
             Box::new(backend_healthy.clone()),
             Box::new(upstream_retries.clone()),
             Box::new(upstream_panic.clone()),
+            Box::new(upstream_shed.clone()),
             Box::new(local_errors.clone()),
             Box::new(client_timeouts.clone()),
             Box::new(config_reloads.clone()),
@@ -343,6 +355,7 @@ impl Metrics {
             backend_healthy,
             upstream_retries,
             upstream_panic,
+            upstream_shed,
             local_errors_by_kind,
             client_timeouts,
             config_reloads,

@@ -76,6 +76,8 @@ pub enum Rejection {
     BadGateway,
     /// No backend of the pool is healthy.
     NoHealthyBackend,
+    /// The upstream is at `max_in_flight`: shed at once (503).
+    UpstreamOverloaded,
     /// The gateway could not open an upstream connection for lack of its
     /// own resources (file descriptors, buffers, local ports).
     LocalResources,
@@ -87,6 +89,9 @@ pub enum Rejection {
 
 /// The `ErrorType::Custom` of a connect that failed on the gateway's side.
 pub const LOCAL_ERROR: &str = "local_error";
+
+/// The `ErrorType::Custom` of a request shed at `max_in_flight`.
+pub const SHED: &str = "shed";
 
 /// Seconds clients are told to wait after a 503.
 const RETRY_AFTER_SECONDS: &str = "1";
@@ -120,6 +125,7 @@ impl Rejection {
             Rejection::UnsupportedTransferCoding => 501,
             Rejection::BadGateway => 502,
             Rejection::NoHealthyBackend
+            | Rejection::UpstreamOverloaded
             | Rejection::LocalResources
             | Rejection::AuthUnavailable(_)
             | Rejection::OauthUnavailable
@@ -159,6 +165,7 @@ impl Rejection {
             Rejection::UnsupportedTransferCoding => "unsupported_transfer_coding",
             Rejection::BadGateway => "bad_gateway",
             Rejection::NoHealthyBackend => "no_healthy_backend",
+            Rejection::UpstreamOverloaded => "upstream_overloaded",
             Rejection::LocalResources => "gateway_overloaded",
             Rejection::GatewayTimeout => "gateway_timeout",
             Rejection::Internal => "internal_error",
@@ -201,6 +208,9 @@ impl Rejection {
             }
             Rejection::BadGateway => "the upstream server refused or dropped the connection",
             Rejection::NoHealthyBackend => "no healthy upstream server is available",
+            Rejection::UpstreamOverloaded => {
+                "the upstream is at its concurrency limit; retry shortly"
+            }
             Rejection::LocalResources => {
                 "the gateway is out of connection resources; retry shortly"
             }
@@ -236,6 +246,7 @@ impl Rejection {
                 let _ = h.insert_header(http::header::ALLOW, allow.as_str());
             }
             Rejection::NoHealthyBackend
+            | Rejection::UpstreamOverloaded
             | Rejection::LocalResources
             | Rejection::AuthUnavailable(_)
             | Rejection::OauthUnavailable
@@ -280,6 +291,7 @@ impl Rejection {
             HTTPStatus(413) => Rejection::BodyTooLarge,
             HTTPStatus(503) => Rejection::NoHealthyBackend,
             Custom(LOCAL_ERROR) => Rejection::LocalResources,
+            Custom(SHED) => Rejection::UpstreamOverloaded,
             ReadTimedout if e.esource() == &ErrorSource::Downstream => Rejection::ClientTimeout,
             ConnectTimedout | ReadTimedout | WriteTimedout => Rejection::GatewayTimeout,
             _ => match e.esource() {

@@ -858,6 +858,17 @@ impl Compiler<'_> {
                 format!("{} s is outside 1..=3600 s", up.eject_window_seconds),
             ));
         }
+        for (k, limit) in [
+            ("max_in_flight", up.max_in_flight),
+            ("max_in_flight_per_backend", up.max_in_flight_per_backend),
+        ] {
+            if limit == Some(0) {
+                self.errors.push(f.err(
+                    &format!("{key}.{k}"),
+                    "must be at least 1 (omit it for no limit)",
+                ));
+            }
+        }
         let tls_identity = self.upstream_tls(f, key, up);
         if up.sni.is_some() && !up.tls {
             self.errors
@@ -911,16 +922,19 @@ impl Compiler<'_> {
             hash_key: hash_key.unwrap_or(HashKey::Ip),
             http2: up.http2,
             tls_identity,
+            max_in_flight: up.max_in_flight.unwrap_or(usize::MAX),
+            max_in_flight_per_backend: up.max_in_flight_per_backend.unwrap_or(usize::MAX),
         };
         let gauge = |backend: &str| metrics.backend_healthy.with_label_values(&[name, backend]);
         let panics = metrics.upstream_panic.with_label_values(&[name]);
+        let shed = metrics.upstream_shed.with_label_values(&[name]);
         let pool = Pool::new(
             name.to_string(),
             backends,
             up.balance,
             settings,
             gauge,
-            panics,
+            [panics, shed],
         );
         Some((Arc::new(pool), health))
     }

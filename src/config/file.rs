@@ -314,6 +314,13 @@ pub struct UpstreamFile {
     /// The window of `eject_after_failures`.
     #[serde(default = "default_eject_window_seconds")]
     pub eject_window_seconds: u64,
+    /// Requests the pool may have in flight; more are answered 503 at once.
+    #[serde(default)]
+    pub max_in_flight: Option<usize>,
+    /// Requests each backend may have in flight; a backend at it is
+    /// skipped, and with every backend at it the request is answered 503.
+    #[serde(default)]
+    pub max_in_flight_per_backend: Option<usize>,
     /// TLS to the backends.
     #[serde(default)]
     pub tls: bool,

@@ -40,9 +40,9 @@ use crate::client_ip::ClientIp;
 use crate::config::Runtime;
 use crate::lifecycle::{InFlight, Lifecycle};
 use crate::metrics::{method_index, Metrics};
-use crate::reject::{Rejection, LOCAL_ERROR};
+use crate::reject::{Rejection, LOCAL_ERROR, SHED};
 use crate::upstream::connect_failure::{ConnectFailure, LOCAL_KINDS};
-use crate::upstream::pool::HashKey;
+use crate::upstream::pool::{HashKey, NoPick};
 use crate::upstream::upgrade_gate::GatedConnect;
 use crate::upstream::Pick;
 
@@ -247,9 +247,12 @@ impl ProxyHttp for Gateway {
         let pool = Arc::clone(&route.pool);
         let mut buf = [0u8; 16];
         let key = Self::hash_key(session, ctx, &pool.settings.hash_key, &mut buf);
-        let (lease, pick) = pool
-            .select(key, ctx.tried)
-            .ok_or_else(|| Error::explain(ErrorType::HTTPStatus(503), "no backend"))?;
+        let (lease, pick) = pool.select(key, ctx.tried).map_err(|no| match no {
+            NoPick::Empty => Error::explain(ErrorType::HTTPStatus(503), "no backend"),
+            NoPick::Full => {
+                Error::explain(ErrorType::Custom(SHED), "the upstream is at max_in_flight")
+            }
+        })?;
         ctx.panic = pick == Pick::Panic;
         if ctx.panic {
             pool.panics.inc();

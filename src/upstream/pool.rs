@@ -203,6 +203,19 @@ pub struct PoolSettings {
     pub http2: bool,
     /// CA and client certificate for TLS to the backends.
     pub tls_identity: UpstreamTls,
+    /// Requests the pool may have in flight (`usize::MAX`: no limit).
+    pub max_in_flight: usize,
+    /// Requests each backend may have in flight.
+    pub max_in_flight_per_backend: usize,
+}
+
+/// Why [`Pool::select`] gave no backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoPick {
+    /// The pool has no backends.
+    Empty,
+    /// The pool, or every backend, is at its `max_in_flight`: shed.
+    Full,
 }
 
 /// What TLS to the backends trusts and presents.
@@ -290,6 +303,10 @@ pub struct Pool {
     pub balance: Balance,
     /// `gatehouse_upstream_panic_total` of this pool.
     pub panics: IntCounter,
+    /// `gatehouse_upstream_shed_total` of this pool.
+    pub shed: IntCounter,
+    /// Requests in flight on the pool's backends together.
+    in_flight: AtomicUsize,
     selector: Selector,
     cursor: AtomicUsize,
     /// Serialises ejection decisions, so two at once cannot both pass the floor.
@@ -327,20 +344,22 @@ impl Drop for Lease {
         self.pool.backends[self.index]
             .in_flight
             .fetch_sub(1, Relaxed);
+        self.pool.in_flight.fetch_sub(1, Relaxed);
     }
 }
 
 impl Pool {
     /// Builds a pool; every backend starts healthy until a check says otherwise.
     /// `gauge_for(label)` gives each backend its health gauge; `panics`
-    /// counts requests sent while no backend was healthy.
+    /// counts requests sent while no backend was healthy, `shed` those
+    /// refused at `max_in_flight`.
     pub fn new(
         name: String,
         backends: Vec<(SocketAddr, u32)>,
         balance: Balance,
         settings: PoolSettings,
         gauge_for: impl Fn(&str) -> IntGauge,
-        panics: IntCounter,
+        [panics, shed]: [IntCounter; 2],
     ) -> Pool {
         let backends: Box<[Backend]> = backends
             .into_iter()
@@ -392,6 +411,8 @@ impl Pool {
             settings,
             balance,
             panics,
+            shed,
+            in_flight: AtomicUsize::new(0),
             selector,
             cursor: AtomicUsize::new(0),
             ejecting: Mutex::new(()),
@@ -401,28 +422,45 @@ impl Pool {
 
     /// Picks a backend for an attempt; `key` feeds `hash` balancing.
     /// A healthy backend not in `tried` first; else a healthy one again;
-    /// else, with none healthy, any (untried first). `None` only for a
-    /// pool without backends.
-    pub fn select(self: &Arc<Self>, key: &[u8], tried: Tried) -> Option<(Lease, Pick)> {
-        let fresh = || self.find(key, |b, i| b.is_healthy() && !tried.contains(i));
-        let again = || self.find(key, |b, _| b.is_healthy());
+    /// else, with none healthy, any (untried first). Backends at
+    /// `max_in_flight_per_backend` are skipped; with the pool at
+    /// `max_in_flight`, or every backend at its limit, the request is shed
+    /// ([`NoPick::Full`], counted), never queued.
+    pub fn select(self: &Arc<Self>, key: &[u8], tried: Tried) -> Result<(Lease, Pick), NoPick> {
+        if self.backends.is_empty() {
+            return Err(NoPick::Empty);
+        }
+        let s = &self.settings;
+        if self.in_flight.fetch_add(1, Relaxed) >= s.max_in_flight {
+            self.in_flight.fetch_sub(1, Relaxed);
+            self.shed.inc();
+            return Err(NoPick::Full);
+        }
+        let room = |b: &Backend| b.in_flight() < s.max_in_flight_per_backend;
+        let fresh = || self.find(key, |b, i| b.is_healthy() && !tried.contains(i) && room(b));
+        let again = || self.find(key, |b, _| b.is_healthy() && room(b));
         let panic = || {
-            self.find(key, |_, i| !tried.contains(i))
-                .or_else(|| self.find(key, |_, _| true))
+            self.find(key, |b, i| !tried.contains(i) && room(b))
+                .or_else(|| self.find(key, |b, _| room(b)))
         };
-        let (index, pick) = match fresh() {
-            Some(i) => (i, Pick::Fresh),
+        let picked = match fresh() {
+            Some(i) => Some((i, Pick::Fresh)),
             None => match again() {
-                Some(i) => (i, Pick::Again),
-                None => (panic()?, Pick::Panic),
+                Some(i) => Some((i, Pick::Again)),
+                None => panic().map(|i| (i, Pick::Panic)),
             },
+        };
+        let Some((index, pick)) = picked else {
+            self.in_flight.fetch_sub(1, Relaxed);
+            self.shed.inc();
+            return Err(NoPick::Full);
         };
         self.backends[index].in_flight.fetch_add(1, Relaxed);
         let lease = Lease {
             pool: Arc::clone(self),
             index,
         };
-        Some((lease, pick))
+        Ok((lease, pick))
     }
 
     /// The backend the pool's strategy picks among those `usable` accepts.
@@ -557,6 +595,10 @@ mod tests {
     use super::*;
 
     fn pool(balance: Balance, weights: &[u32]) -> Arc<Pool> {
+        limited(balance, weights, usize::MAX, usize::MAX)
+    }
+
+    fn limited(balance: Balance, weights: &[u32], total: usize, each: usize) -> Arc<Pool> {
         let backends = weights
             .iter()
             .enumerate()
@@ -572,16 +614,18 @@ mod tests {
             hash_key: HashKey::Ip,
             http2: false,
             tls_identity: UpstreamTls::default(),
+            max_in_flight: total,
+            max_in_flight_per_backend: each,
         };
         let gauge = |_: &str| IntGauge::new("g", "g").unwrap();
-        let panics = IntCounter::new("c", "c").unwrap();
+        let counter = || IntCounter::new("c", "c").unwrap();
         Arc::new(Pool::new(
             "p".into(),
             backends,
             balance,
             settings,
             gauge,
-            panics,
+            [counter(), counter()],
         ))
     }
 
@@ -589,6 +633,31 @@ mod tests {
         (0..n)
             .map(|_| p.select(key, Tried::default()).unwrap().0.index())
             .collect()
+    }
+
+    #[test]
+    fn in_flight_limits_shed_instead_of_queueing() {
+        let p = limited(Balance::RoundRobin, &[1, 1, 1], 2, usize::MAX);
+        let a = p.select(b"", Tried::default()).unwrap();
+        let _b = p.select(b"", Tried::default()).unwrap();
+        assert_eq!(p.select(b"", Tried::default()).unwrap_err(), NoPick::Full);
+        drop(a);
+        assert!(p.select(b"", Tried::default()).is_ok());
+        assert_eq!(p.shed.get(), 1);
+
+        // Per backend: a full backend is skipped; all full sheds.
+        let p = limited(Balance::RoundRobin, &[1, 1], usize::MAX, 1);
+        let first = p.select(b"", Tried::default()).unwrap().0;
+        let second = p.select(b"", Tried::default()).unwrap().0;
+        assert_ne!(first.index(), second.index());
+        assert_eq!(p.select(b"", Tried::default()).unwrap_err(), NoPick::Full);
+        drop(second);
+        let again = p.select(b"", Tried::default()).unwrap().0;
+        assert_ne!(again.index(), first.index());
+        // Unhealthy backends (panic mode) obey the limit too.
+        p.set_health(0, false);
+        p.set_health(1, false);
+        assert_eq!(p.select(b"", Tried::default()).unwrap_err(), NoPick::Full);
     }
 
     #[test]

@@ -291,3 +291,60 @@ async fn out_of_file_descriptors_is_the_gateways_fault_not_the_backends() {
         .unwrap();
     assert_eq!(get_on(&mut again, "/p/x").0, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn over_max_in_flight_the_excess_is_shed_at_once_and_the_rest_served() {
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    let gw = pool_gateway(&[a.addr, b.addr], "max_in_flight: 4");
+    let text = metrics_text(&gw).await;
+    assert_eq!(
+        metric(&text, "gatehouse_upstream_shed_total{upstream=\"app\"}"),
+        0.0
+    );
+    // Ten times the limit at once, each held 1.5 s by the backend.
+    let started = std::time::Instant::now();
+    let mut all = tokio::task::JoinSet::new();
+    for _ in 0..40 {
+        let url = gw.url("/p/api/slow?ms=1500");
+        all.spawn(async move {
+            let r = client().get(url).send().await.unwrap();
+            let status = r.status().as_u16();
+            let retry_after = r.headers().get("retry-after").is_some();
+            let body = r.bytes().await.unwrap_or_default();
+            (status, retry_after, body, started.elapsed())
+        });
+    }
+    let answers = all.join_all().await;
+    let served: Vec<_> = answers.iter().filter(|a| a.0 == 200).collect();
+    let shed: Vec<_> = answers.iter().filter(|a| a.0 == 503).collect();
+    assert_eq!(
+        (served.len(), shed.len()),
+        (4, 36),
+        "{:?}",
+        answers.iter().map(|a| a.0).collect::<Vec<_>>()
+    );
+    for (_, retry_after, body, _) in &shed {
+        let v: serde_json::Value = serde_json::from_slice(body).unwrap();
+        assert_eq!(v["error"], "upstream_overloaded");
+        assert!(*retry_after);
+    }
+    // Shed at once: every 503 came back while the admitted requests were
+    // still being served, not after waiting for a slot.
+    let first_served = served.iter().map(|a| a.3).min().unwrap();
+    assert!(
+        shed.iter().all(|a| a.3 < first_served),
+        "a 503 waited for a slot"
+    );
+    let text = metrics_text(&gw).await;
+    assert_eq!(
+        metric(&text, "gatehouse_upstream_shed_total{upstream=\"app\"}"),
+        36.0
+    );
+    // Shedding is the gateway's choice, never held against the backends.
+    assert_eq!(get_json(&gw.url("/p/x")).await.0, 200);
+    for backend in [a.addr, b.addr] {
+        let series =
+            format!("gatehouse_upstream_backend_healthy{{backend=\"{backend}\",upstream=\"app\"}}");
+        assert_eq!(metric(&text, &series), 1.0, "{series}");
+    }
+}
