@@ -93,6 +93,9 @@ pub const LOCAL_ERROR: &str = "local_error";
 /// The `ErrorType::Custom` of a request shed at `max_in_flight`.
 pub const SHED: &str = "shed";
 
+/// The `ErrorType::Custom` of a request past its route's `timeout_ms`.
+pub const DEADLINE: &str = "deadline";
+
 /// Seconds clients are told to wait after a 503.
 const RETRY_AFTER_SECONDS: &str = "1";
 
@@ -292,6 +295,7 @@ impl Rejection {
             HTTPStatus(503) => Rejection::NoHealthyBackend,
             Custom(LOCAL_ERROR) => Rejection::LocalResources,
             Custom(SHED) => Rejection::UpstreamOverloaded,
+            Custom(DEADLINE) => Rejection::GatewayTimeout,
             ReadTimedout if e.esource() == &ErrorSource::Downstream => Rejection::ClientTimeout,
             ConnectTimedout | ReadTimedout | WriteTimedout => Rejection::GatewayTimeout,
             _ => match e.esource() {

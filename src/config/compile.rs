@@ -111,6 +111,8 @@ pub struct Route {
     pub pool: Arc<Pool>,
     /// Remove the prefix before forwarding.
     pub strip_prefix: bool,
+    /// Deadline of the whole request, from its arrival, retries included.
+    pub deadline: Option<Duration>,
     /// Client networks allowed (empty: all).
     pub ip_allow: Vec<IpNet>,
     /// Client networks refused.
@@ -1067,6 +1069,9 @@ impl Compiler<'_> {
         if self.errors.len() > before {
             return None;
         }
+        if let Some(ms) = e.timeout_ms {
+            self.millis(f, &format!("{key}.timeout_ms"), ms, 1, 86_400_000);
+        }
         let mut reasons = Vec::new();
         if policy.mode != crate::auth::AuthMode::None {
             reasons.extend(Reason::TOKEN);
@@ -1082,6 +1087,7 @@ impl Compiler<'_> {
             methods,
             pool,
             strip_prefix: e.strip_prefix,
+            deadline: e.timeout_ms.map(Duration::from_millis),
             ip_allow,
             ip_deny,
             headers,

@@ -429,6 +429,9 @@ pub struct RouteEntry {
     /// Remove the prefix before forwarding.
     #[serde(default)]
     pub strip_prefix: bool,
+    /// Deadline of the whole request, retries included (504 after it).
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
     /// Client CIDRs allowed; empty allows everyone.
     #[serde(default)]
     pub ip_allow: Vec<String>,

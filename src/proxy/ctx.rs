@@ -42,6 +42,9 @@ pub struct RequestCtx {
     /// `Bearer <access token>` of the request's OAuth session, for the
     /// upstream (`forward_access_token`).
     pub oauth_authorization: Option<http::HeaderValue>,
+    /// Whether the current attempt's connect timeout was cut short by the
+    /// route's deadline (so a timeout there says nothing of the backend).
+    pub deadline_bound: bool,
     /// Whether an HTTP/1.1 client waits for `100 Continue` before sending
     /// its body; the gateway answers it once the request is admitted.
     pub expect_continue: bool,
@@ -87,6 +90,7 @@ impl RequestCtx {
             upgrade: false,
             http10: false,
             expect_continue: false,
+            deadline_bound: false,
             oauth_authorization: None,
             lease: None,
             tried: Tried::default(),

@@ -40,7 +40,7 @@ use crate::client_ip::ClientIp;
 use crate::config::Runtime;
 use crate::lifecycle::{InFlight, Lifecycle};
 use crate::metrics::{method_index, Metrics};
-use crate::reject::{Rejection, LOCAL_ERROR, SHED};
+use crate::reject::{Rejection, DEADLINE, LOCAL_ERROR, SHED};
 use crate::upstream::connect_failure::{ConnectFailure, LOCAL_KINDS};
 use crate::upstream::pool::{HashKey, NoPick};
 use crate::upstream::upgrade_gate::GatedConnect;
@@ -245,6 +245,7 @@ impl ProxyHttp for Gateway {
             .route()
             .ok_or_else(|| Error::new(ErrorType::InternalError))?;
         let pool = Arc::clone(&route.pool);
+        let (deadline, started) = (route.deadline, ctx.started);
         let mut buf = [0u8; 16];
         let key = Self::hash_key(session, ctx, &pool.settings.hash_key, &mut buf);
         let (lease, pick) = pool.select(key, ctx.tried).map_err(|no| match no {
@@ -262,15 +263,28 @@ impl ProxyHttp for Gateway {
         // same backend is retried at once. After a failed connect, the same
         // backend gets a moment first (a full backlog drains in
         // milliseconds).
+        let left = || match deadline {
+            Some(d) => d
+                .checked_sub(started.elapsed())
+                .filter(|left| !left.is_zero())
+                .ok_or_else(|| {
+                    Error::explain(ErrorType::Custom(DEADLINE), "past the route's timeout_ms")
+                }),
+            None => Ok(Duration::MAX),
+        };
         if pick != Pick::Fresh && ctx.connect_failures > 0 {
             ctx.lease = None;
-            tokio::time::sleep(retry_backoff(ctx.connect_failures)).await;
+            tokio::time::sleep(retry_backoff(ctx.connect_failures).min(left()?)).await;
         }
+        let left = left()?;
         let s = &pool.settings;
+        // Each attempt waits at most what is left of the route's deadline;
+        // a connect cut short by it is the deadline's doing, not the backend's.
+        ctx.deadline_bound = left < s.connect_timeout;
         let mut peer = HttpPeer::new(lease.backend().addr, s.tls, s.sni.clone());
-        peer.options.connection_timeout = Some(s.connect_timeout);
-        peer.options.read_timeout = Some(s.read_timeout);
-        peer.options.write_timeout = Some(s.read_timeout);
+        peer.options.connection_timeout = Some(s.connect_timeout.min(left));
+        peer.options.read_timeout = Some(s.read_timeout.min(left));
+        peer.options.write_timeout = Some(s.read_timeout.min(left));
         peer.options.idle_timeout = Some(UPSTREAM_IDLE_TIMEOUT);
         if s.tls {
             let t = &s.tls_identity;
@@ -332,6 +346,13 @@ impl ProxyHttp for Gateway {
                 );
             }
             return Error::because(ErrorType::Custom(LOCAL_ERROR), "local connect failure", e);
+        }
+        if ctx.deadline_bound && matches!(failure, ConnectFailure::Weak) {
+            return Error::because(
+                ErrorType::Custom(DEADLINE),
+                "connect cut short by timeout_ms",
+                e,
+            );
         }
         lease.backend().record(true);
         if pool.connect_failed(lease.index(), failure) {

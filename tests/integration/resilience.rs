@@ -348,3 +348,34 @@ async fn over_max_in_flight_the_excess_is_shed_at_once_and_the_rest_served() {
         assert_eq!(metric(&text, &series), 1.0, "{series}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_route_deadline_bounds_the_whole_request() {
+    let up = Upstream::start("app").await;
+    let routes = route_file(
+        &[up.addr],
+        "read_timeout_ms: 10000",
+        &[
+            ("bounded", "/bounded", "timeout_ms: 400"),
+            ("open", "/", ""),
+        ],
+    );
+    let gw = Gateway::start("", &[("r.yaml", &routes)]);
+    // The backend would answer after 3 s; the route gives up at its deadline,
+    // long before the per-attempt read_timeout_ms.
+    let started = std::time::Instant::now();
+    let (status, body) = get_json(&gw.url("/bounded/api/slow?ms=3000")).await;
+    let took = started.elapsed();
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (504, Some("gateway_timeout")),
+        "{body}"
+    );
+    assert!(
+        took < Duration::from_millis(2500),
+        "answered after {took:?}, not at the deadline"
+    );
+    // Within the deadline, and on routes without one, requests go through.
+    assert_eq!(get_json(&gw.url("/bounded/api/slow?ms=50")).await.0, 200);
+    assert_eq!(get_json(&gw.url("/api/slow?ms=600")).await.0, 200);
+}
