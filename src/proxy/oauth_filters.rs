@@ -136,12 +136,17 @@ pub async fn session_auth(
 }
 
 /// The identity of a session: its access token's when that is a JWT of a
-/// configured `jwt` issuer (verified once, then from the token cache),
-/// else the id_token's, kept in the session.
+/// configured `jwt` issuer (verified once, then from the token cache; an
+/// invalid one is refused), else the id_token's, kept in the session.
 async fn identity_of(auth: &Auth, live: &LiveSession) -> Result<Arc<Identity>, Failure> {
     let token = live.record.access_token.as_str();
     if auth.verifier.is_some() && looks_like_jwt(token) {
-        return auth.jwt(token, crate::auth::now()).await;
+        match auth.jwt(token, crate::auth::now()).await {
+            // A JWT of an issuer the `jwt` section does not name: the
+            // id_token speaks for the session.
+            Err(Failure::Unauthenticated(Reason::Issuer)) => {}
+            other => return other,
+        }
     }
     Ok(Arc::clone(&live.identity))
 }
