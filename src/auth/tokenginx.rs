@@ -21,6 +21,9 @@ use super::identity::{forward_headers, scopes_of, Identity};
 use super::template::Template;
 use crate::config::auth_file::OnError;
 
+/// The lookup cache's initial size (it holds up to `cache_entries`).
+const ESTIMATED_ENTRIES: usize = 8192;
+
 /// What a lookup found.
 #[derive(Clone)]
 pub enum Verdict {
@@ -114,7 +117,11 @@ impl Tokenginx {
     pub fn new(settings: TokenginxSettings, metrics: LookupMetrics) -> Tokenginx {
         let entries = settings.cache_entries.max(16);
         Tokenginx {
-            cache: TinyUfo::new(entries, entries),
+            // TinyUFO preallocates its map and sizes its admission sketch by
+            // the estimate (about 150 bytes a slot: 15 MB for 100,000); the
+            // map grows past it, so start from the entries a busy second
+            // touches rather than the cap.
+            cache: TinyUfo::new(entries, entries.min(ESTIMATED_ENTRIES)),
             settings,
             conn: OnceLock::new(),
             seed: ahash::RandomState::new(),
