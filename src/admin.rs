@@ -116,6 +116,7 @@ impl Admin {
                         "weight": b.weight,
                         "healthy": b.is_healthy(),
                         "in_flight": b.in_flight(),
+                        "circuit": b.breaker.as_ref().map(|br| br.circuit().as_str()),
                         "recent_error_rate": b.recent_error_rate(),
                     })).collect::<Vec<_>>(),
                 })

@@ -70,6 +70,10 @@ pub struct Metrics {
     pub backend_healthy: IntGaugeVec,
     /// `gatehouse_upstream_retries_total{upstream}`.
     pub upstream_retries: IntCounterVec,
+    /// `gatehouse_circuit_state{upstream, backend}`: 0 closed, 1 half-open, 2 open.
+    pub circuit_state: IntGaugeVec,
+    /// `gatehouse_circuit_transitions_total{upstream, backend, to}`.
+    pub circuit_transitions: IntCounterVec,
     /// `gatehouse_upstream_shed_total{upstream}`: requests answered 503 at
     /// once because the pool (or every backend) was at `max_in_flight`.
     pub upstream_shed: IntCounterVec,
@@ -178,6 +182,22 @@ impl Metrics {
                 "Attempts retried on another backend after a connect failure.",
             ),
             &["upstream"],
+        )
+        .expect("valid metric");
+        let circuit_state = IntGaugeVec::new(
+            Opts::new(
+                "gatehouse_circuit_state",
+                "Circuit breaker of each backend: 0 closed, 1 half-open, 2 open.",
+            ),
+            &["upstream", "backend"],
+        )
+        .expect("valid metric");
+        let circuit_transitions = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_circuit_transitions_total",
+                "Circuit breaker transitions of each backend, by the state entered.",
+            ),
+            &["upstream", "backend", "to"],
         )
         .expect("valid metric");
         let upstream_shed = IntCounterVec::new(
@@ -308,6 +328,8 @@ impl Metrics {
             Box::new(upstream_retries.clone()),
             Box::new(upstream_panic.clone()),
             Box::new(upstream_shed.clone()),
+            Box::new(circuit_state.clone()),
+            Box::new(circuit_transitions.clone()),
             Box::new(local_errors.clone()),
             Box::new(client_timeouts.clone()),
             Box::new(config_reloads.clone()),
@@ -356,6 +378,8 @@ impl Metrics {
             upstream_retries,
             upstream_panic,
             upstream_shed,
+            circuit_state,
+            circuit_transitions,
             local_errors_by_kind,
             client_timeouts,
             config_reloads,

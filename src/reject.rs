@@ -78,6 +78,8 @@ pub enum Rejection {
     NoHealthyBackend,
     /// The upstream is at `max_in_flight`: shed at once (503).
     UpstreamOverloaded,
+    /// Every backend's circuit breaker is open (503).
+    CircuitOpen,
     /// The gateway could not open an upstream connection for lack of its
     /// own resources (file descriptors, buffers, local ports).
     LocalResources,
@@ -92,6 +94,9 @@ pub const LOCAL_ERROR: &str = "local_error";
 
 /// The `ErrorType::Custom` of a request shed at `max_in_flight`.
 pub const SHED: &str = "shed";
+
+/// The `ErrorType::Custom` of a request to a pool whose breakers are all open.
+pub const CIRCUIT_OPEN: &str = "circuit_open";
 
 /// The `ErrorType::Custom` of a request past its route's `timeout_ms`.
 pub const DEADLINE: &str = "deadline";
@@ -129,6 +134,7 @@ impl Rejection {
             Rejection::BadGateway => 502,
             Rejection::NoHealthyBackend
             | Rejection::UpstreamOverloaded
+            | Rejection::CircuitOpen
             | Rejection::LocalResources
             | Rejection::AuthUnavailable(_)
             | Rejection::OauthUnavailable
@@ -169,6 +175,7 @@ impl Rejection {
             Rejection::BadGateway => "bad_gateway",
             Rejection::NoHealthyBackend => "no_healthy_backend",
             Rejection::UpstreamOverloaded => "upstream_overloaded",
+            Rejection::CircuitOpen => "circuit_open",
             Rejection::LocalResources => "gateway_overloaded",
             Rejection::GatewayTimeout => "gateway_timeout",
             Rejection::Internal => "internal_error",
@@ -214,6 +221,7 @@ impl Rejection {
             Rejection::UpstreamOverloaded => {
                 "the upstream is at its concurrency limit; retry shortly"
             }
+            Rejection::CircuitOpen => "the upstream is failing and rests a moment; retry shortly",
             Rejection::LocalResources => {
                 "the gateway is out of connection resources; retry shortly"
             }
@@ -250,6 +258,7 @@ impl Rejection {
             }
             Rejection::NoHealthyBackend
             | Rejection::UpstreamOverloaded
+            | Rejection::CircuitOpen
             | Rejection::LocalResources
             | Rejection::AuthUnavailable(_)
             | Rejection::OauthUnavailable
@@ -295,6 +304,7 @@ impl Rejection {
             HTTPStatus(503) => Rejection::NoHealthyBackend,
             Custom(LOCAL_ERROR) => Rejection::LocalResources,
             Custom(SHED) => Rejection::UpstreamOverloaded,
+            Custom(CIRCUIT_OPEN) => Rejection::CircuitOpen,
             Custom(DEADLINE) => Rejection::GatewayTimeout,
             ReadTimedout if e.esource() == &ErrorSource::Downstream => Rejection::ClientTimeout,
             ConnectTimedout | ReadTimedout | WriteTimedout => Rejection::GatewayTimeout,

@@ -45,18 +45,23 @@ pub fn render(status: &Value) -> String {
             esc(&r["rate_limit"]),
         ));
     }
-    html.push_str("</table><h2>Upstreams</h2><table id=\"upstreams\"><tr><th>upstream</th><th>balance</th><th>backend</th><th>weight</th><th>health</th><th>in flight</th><th>recent errors</th></tr>");
+    html.push_str("</table><h2>Upstreams</h2><table id=\"upstreams\"><tr><th>upstream</th><th>balance</th><th>backend</th><th>weight</th><th>health</th><th>circuit</th><th>in flight</th><th>recent errors</th></tr>");
     for u in status["upstreams"].as_array().into_iter().flatten() {
         for b in u["backends"].as_array().into_iter().flatten() {
             let up = b["healthy"].as_bool().unwrap_or(false);
             html.push_str(&format!(
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td>{:.1}%</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td class=\"{}\">{}</td><td>{}</td><td>{:.1}%</td></tr>",
                 esc(&u["name"]),
                 esc(&u["balance"]),
                 esc(&b["addr"]),
                 esc(&b["weight"]),
                 if up { "up" } else { "down" },
                 if up { "healthy" } else { "unhealthy" },
+                match b["circuit"].as_str() {
+                    Some("open") => "down",
+                    _ => "up",
+                },
+                b["circuit"].as_str().unwrap_or("none"),
                 esc(&b["in_flight"]),
                 b["recent_error_rate"].as_f64().unwrap_or(0.0) * 100.0,
             ));

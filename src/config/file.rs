@@ -217,6 +217,43 @@ fn default_redact() -> Vec<String> {
     .to_vec()
 }
 
+/// `circuit_breaker:` of an upstream.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitBreakerFile {
+    /// Failed share of a window that opens a backend's breaker.
+    #[serde(default = "default_error_ratio")]
+    pub error_ratio: f64,
+    /// Requests a window needs before its ratio counts.
+    #[serde(default = "default_min_requests")]
+    pub min_requests: u32,
+    /// Length of the measuring window.
+    #[serde(default = "default_breaker_window")]
+    pub window_seconds: u64,
+    /// How long an open breaker lets nothing through.
+    #[serde(default = "default_open_seconds")]
+    pub open_seconds: u64,
+    /// Trial requests of a half-open breaker.
+    #[serde(default = "default_half_open")]
+    pub half_open_requests: u32,
+}
+
+fn default_error_ratio() -> f64 {
+    0.5
+}
+fn default_min_requests() -> u32 {
+    20
+}
+fn default_breaker_window() -> u64 {
+    10
+}
+fn default_open_seconds() -> u64 {
+    5
+}
+fn default_half_open() -> u32 {
+    3
+}
+
 /// One public listener.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -321,6 +358,9 @@ pub struct UpstreamFile {
     /// skipped, and with every backend at it the request is answered 503.
     #[serde(default)]
     pub max_in_flight_per_backend: Option<usize>,
+    /// A circuit breaker per backend.
+    #[serde(default)]
+    pub circuit_breaker: Option<CircuitBreakerFile>,
     /// TLS to the backends.
     #[serde(default)]
     pub tls: bool,

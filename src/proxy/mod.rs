@@ -40,7 +40,7 @@ use crate::client_ip::ClientIp;
 use crate::config::Runtime;
 use crate::lifecycle::{InFlight, Lifecycle};
 use crate::metrics::{method_index, Metrics};
-use crate::reject::{Rejection, DEADLINE, LOCAL_ERROR, SHED};
+use crate::reject::{Rejection, CIRCUIT_OPEN, DEADLINE, LOCAL_ERROR, SHED};
 use crate::upstream::connect_failure::{ConnectFailure, LOCAL_KINDS};
 use crate::upstream::pool::{HashKey, NoPick};
 use crate::upstream::upgrade_gate::GatedConnect;
@@ -253,6 +253,10 @@ impl ProxyHttp for Gateway {
             NoPick::Full => {
                 Error::explain(ErrorType::Custom(SHED), "the upstream is at max_in_flight")
             }
+            NoPick::Open => Error::explain(
+                ErrorType::Custom(CIRCUIT_OPEN),
+                "every backend's circuit breaker is open",
+            ),
         })?;
         ctx.panic = pick == Pick::Panic;
         if ctx.panic {

@@ -1,5 +1,6 @@
 //! Upstream pools: backends, balancing, active and passive health.
 
+pub mod breaker;
 pub mod connect_failure;
 pub mod health;
 pub mod pool;

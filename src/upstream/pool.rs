@@ -23,6 +23,7 @@ use ahash::AHashMap;
 use pingora_ketama::{Bucket, Continuum};
 use prometheus::{IntCounter, IntGauge};
 
+use super::breaker::{Breaker, BreakerPolicy};
 use super::connect_failure::ConnectFailure;
 
 use crate::config::file::Balance;
@@ -62,6 +63,8 @@ pub struct Backend {
     in_flight: AtomicUsize,
     /// `gatehouse_upstream_backend_healthy{upstream, backend}`.
     gauge: IntGauge,
+    /// Its circuit breaker, when the pool has `circuit_breaker`.
+    pub breaker: Option<Breaker>,
     /// Attempts sent to it, ever.
     attempts: AtomicU64,
     /// Attempts that failed (connect error, 5xx, timeout), ever.
@@ -93,12 +96,20 @@ impl Backend {
         self.in_flight.load(Relaxed)
     }
 
-    /// Records how one attempt on this backend ended.
+    /// Records how one attempt on this backend ended (its breaker too).
     pub fn record(&self, failed: bool) {
         self.attempts.fetch_add(1, Relaxed);
         if failed {
             self.failures.fetch_add(1, Relaxed);
         }
+        if let Some(b) = &self.breaker {
+            b.record(failed);
+        }
+    }
+
+    /// Whether its breaker (if any) lets a request through now.
+    fn breaker_allows(&self) -> bool {
+        self.breaker.as_ref().is_none_or(Breaker::allows)
     }
 
     /// Closes a measuring window (each health-check round): the error rate
@@ -207,6 +218,8 @@ pub struct PoolSettings {
     pub max_in_flight: usize,
     /// Requests each backend may have in flight.
     pub max_in_flight_per_backend: usize,
+    /// The backends' circuit breaker, if configured.
+    pub breaker: Option<BreakerPolicy>,
 }
 
 /// Why [`Pool::select`] gave no backend.
@@ -216,6 +229,8 @@ pub enum NoPick {
     Empty,
     /// The pool, or every backend, is at its `max_in_flight`: shed.
     Full,
+    /// Every backend's circuit breaker is open.
+    Open,
 }
 
 /// What TLS to the backends trusts and presents.
@@ -359,6 +374,7 @@ impl Pool {
         balance: Balance,
         settings: PoolSettings,
         gauge_for: impl Fn(&str) -> IntGauge,
+        circuit_for: impl Fn(&str) -> (IntGauge, [IntCounter; 3]),
         [panics, shed]: [IntCounter; 2],
     ) -> Pool {
         let backends: Box<[Backend]> = backends
@@ -367,6 +383,10 @@ impl Pool {
                 let label = addr.to_string();
                 let gauge = gauge_for(&label);
                 gauge.set(1);
+                let breaker = settings.breaker.map(|policy| {
+                    let (gauge, transitions) = circuit_for(&label);
+                    Breaker::new(policy, gauge, transitions)
+                });
                 Backend {
                     addr,
                     label,
@@ -375,6 +395,7 @@ impl Pool {
                     ejected: AtomicBool::new(false),
                     timeouts: TimeoutStreak::default(),
                     in_flight: AtomicUsize::new(0),
+                    breaker,
                     gauge,
                     attempts: AtomicU64::new(0),
                     failures: AtomicU64::new(0),
@@ -436,7 +457,7 @@ impl Pool {
             self.shed.inc();
             return Err(NoPick::Full);
         }
-        let room = |b: &Backend| b.in_flight() < s.max_in_flight_per_backend;
+        let room = |b: &Backend| b.in_flight() < s.max_in_flight_per_backend && b.breaker_allows();
         let fresh = || self.find(key, |b, i| b.is_healthy() && !tried.contains(i) && room(b));
         let again = || self.find(key, |b, _| b.is_healthy() && room(b));
         let panic = || {
@@ -452,10 +473,17 @@ impl Pool {
         };
         let Some((index, pick)) = picked else {
             self.in_flight.fetch_sub(1, Relaxed);
+            if self.backends.iter().all(|b| !b.breaker_allows()) {
+                return Err(NoPick::Open);
+            }
             self.shed.inc();
             return Err(NoPick::Full);
         };
-        self.backends[index].in_flight.fetch_add(1, Relaxed);
+        let b = &self.backends[index];
+        b.in_flight.fetch_add(1, Relaxed);
+        if let Some(breaker) = &b.breaker {
+            breaker.picked();
+        }
         let lease = Lease {
             pool: Arc::clone(self),
             index,
@@ -616,6 +644,7 @@ mod tests {
             tls_identity: UpstreamTls::default(),
             max_in_flight: total,
             max_in_flight_per_backend: each,
+            breaker: None,
         };
         let gauge = |_: &str| IntGauge::new("g", "g").unwrap();
         let counter = || IntCounter::new("c", "c").unwrap();
@@ -625,6 +654,12 @@ mod tests {
             balance,
             settings,
             gauge,
+            |_| {
+                (
+                    IntGauge::new("g", "g").unwrap(),
+                    [counter(), counter(), counter()],
+                )
+            },
             [counter(), counter()],
         ))
     }

@@ -275,6 +275,7 @@ fn readme_documents_every_config_key() {
         keys_at(MAIN, "zz_unknown: 1\n"),
         keys_at(MAIN, &format!("{up}    zz_unknown: 1\n")),
         keys_at(MAIN, &format!("{up}    health_check: {{zz_unknown: 1}}\n")),
+        keys_at(MAIN, &format!("{up}    circuit_breaker: {{zz_unknown: 1}}\n")),
         keys_at(MAIN, &format!("{up}routes:\n  - {{name: a, prefix: /, upstream: u, zz_unknown: 1}}\n")),
         keys_at(MAIN, &format!("{up}routes:\n  - {{name: a, prefix: /, upstream: u, headers: {{zz_unknown: 1}}}}\n")),
         vec!["addr".to_string(), "weight".to_string()],
@@ -323,4 +324,21 @@ fn oauth_errors_name_their_keys() {
             .any(|e| e.contains("`routes[0].auth`: needs the `oauth` section")),
         "{got:#?}"
     );
+}
+
+#[test]
+fn circuit_breaker_errors_name_their_keys() {
+    let routes = "upstreams:\n  web:\n    backends: ['127.0.0.1:1']\n    max_in_flight: 0\n    circuit_breaker: {error_ratio: 1.5, open_seconds: 0}\n  ok:\n    backends: ['127.0.0.1:1']\nroutes:\n  - {name: a, prefix: /a, upstream: ok, timeout_ms: 0}\n";
+    let got = errors("listeners: []\n", &[("r.yaml", routes)]);
+    for want in [
+        "`upstreams.web.max_in_flight`: must be at least 1",
+        "`upstreams.web.circuit_breaker.error_ratio`: must be in (0, 1]",
+        "`upstreams.web.circuit_breaker.open_seconds`: must be between 1 and 3600",
+        "`routes[0].timeout_ms`",
+    ] {
+        assert!(
+            got.iter().any(|e| e.contains(want)),
+            "no `{want}` in {got:#?}"
+        );
+    }
 }
