@@ -317,6 +317,21 @@ impl Rejection {
     }
 }
 
+impl From<crate::auth::Failure> for Rejection {
+    /// The answer to an authentication or authorization refusal (a login
+    /// redirect instead of the 401 is the caller's choice).
+    fn from(f: crate::auth::Failure) -> Rejection {
+        use crate::auth::Failure;
+        match f {
+            Failure::Unauthenticated(reason) => Rejection::Unauthenticated(reason),
+            Failure::InsufficientScope(scopes) => Rejection::InsufficientScope(scopes),
+            Failure::InsufficientRole => Rejection::InsufficientRole,
+            Failure::Unavailable(what) => Rejection::AuthUnavailable(what),
+            Failure::OauthUnavailable => Rejection::OauthUnavailable,
+        }
+    }
+}
+
 impl From<OauthError> for Rejection {
     fn from(e: OauthError) -> Rejection {
         match e {

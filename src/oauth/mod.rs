@@ -319,11 +319,10 @@ impl OauthClient {
                 })
                 .filter(|v| !v.is_empty())
         };
-        let scheme = match forwarded("x-forwarded-proto").as_deref() {
-            Some("https") => "https",
-            Some("http") => "http",
-            _ if tls => "https",
-            _ => "http",
+        let scheme = if self.is_secure(req, tls, trusted) {
+            "https"
+        } else {
+            "http"
         };
         let host = forwarded("x-forwarded-host")
             .filter(|h| crate::routing::parse_authority(h).is_ok())

@@ -93,7 +93,7 @@ pub async fn session_auth(
                 }
                 let identity = match identity_of(auth, &live).await {
                     Ok(identity) => identity,
-                    Err(f) => return Some(Err(refusal(f))),
+                    Err(f) => return Some(Err(f.into())),
                 };
                 match authorize(&identity, &route.policy) {
                     Ok(()) => {
@@ -131,7 +131,7 @@ pub async fn session_auth(
                 Rejection::Unauthenticated(reason)
             }
         }
-        other => refusal(other),
+        other => other.into(),
     }))
 }
 
@@ -149,15 +149,4 @@ async fn identity_of(auth: &Auth, live: &LiveSession) -> Result<Arc<Identity>, F
         }
     }
     Ok(Arc::clone(&live.identity))
-}
-
-/// The answer to a refusal other than a missing or invalid session.
-fn refusal(failure: Failure) -> Rejection {
-    match failure {
-        Failure::Unauthenticated(reason) => Rejection::Unauthenticated(reason),
-        Failure::InsufficientScope(scopes) => Rejection::InsufficientScope(scopes),
-        Failure::InsufficientRole => Rejection::InsufficientRole,
-        Failure::Unavailable(what) => Rejection::AuthUnavailable(what),
-        Failure::OauthUnavailable => Rejection::OauthUnavailable,
-    }
 }

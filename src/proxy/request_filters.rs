@@ -137,15 +137,11 @@ async fn authenticate(
     if let Some(reason) = failure.reason() {
         route.metrics.auth_failures.inc(reason);
     }
-    Err(match failure {
-        Failure::Unauthenticated(reason) => match &route.policy.login_redirect {
-            Some(target) if is_navigation(req) => Rejection::LoginRedirect(login_url(target, req)),
-            _ => Rejection::Unauthenticated(reason),
-        },
-        Failure::InsufficientScope(scopes) => Rejection::InsufficientScope(scopes),
-        Failure::InsufficientRole => Rejection::InsufficientRole,
-        Failure::Unavailable(what) => Rejection::AuthUnavailable(what),
-        Failure::OauthUnavailable => Rejection::OauthUnavailable,
+    Err(match (failure, &route.policy.login_redirect) {
+        (Failure::Unauthenticated(_), Some(target)) if is_navigation(req) => {
+            Rejection::LoginRedirect(login_url(target, req))
+        }
+        (other, _) => other.into(),
     })
 }
 

@@ -505,6 +505,15 @@ pub async fn metrics_text(gw: &Gateway) -> String {
     metrics_at(gw.admin).await
 }
 
+/// The value of one exact `series` (name and labels, as rendered) in a
+/// `/metrics` text; 0 when absent.
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .find_map(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// The `/metrics` text of the admin service at `admin`.
 pub async fn metrics_at(admin: SocketAddr) -> String {
     client()

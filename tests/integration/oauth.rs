@@ -52,11 +52,15 @@ async fn stack(access_ttl: u64) -> (Provider, RedisServer, Upstream, Gateway) {
 }
 
 fn counter(text: &str, series: &str) -> u64 {
-    text.lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
+    crate::common::metric(text, series) as u64
+}
+
+/// `POST` the logout endpoint of `gw` with `browser`, from `origin`.
+async fn logout(browser: &mut Browser, gw: &Gateway, origin: &str) -> reqwest::Response {
+    let url = gw.url("/_gatehouse/oauth/logout");
+    browser
+        .send("POST", &url, None, &[("origin", origin)])
+        .await
 }
 
 /// The upstream's echo of a request sent with `browser`'s cookies.
@@ -270,27 +274,13 @@ async fn logout_ends_the_session_here_and_at_the_server() {
     let refresh_token = stored_refresh_token(&redis);
 
     // From another site: refused, the session stays.
-    let resp = browser
-        .send(
-            "POST",
-            &gw.url("/_gatehouse/oauth/logout"),
-            None,
-            &[("origin", "http://evil.test")],
-        )
-        .await;
+    let resp = logout(&mut browser, &gw, "http://evil.test").await;
     assert_eq!(resp.status(), 403);
     assert_eq!(resp.json_value().await["error"], "csrf_rejected");
     assert_eq!(echo(&mut browser, &gw.url("/api/x"), &[]).await.0, 200);
 
     let origin = format!("http://{}", gw.addr);
-    let resp = browser
-        .send(
-            "POST",
-            &gw.url("/_gatehouse/oauth/logout"),
-            None,
-            &[("origin", &origin)],
-        )
-        .await;
+    let resp = logout(&mut browser, &gw, &origin).await;
     assert_eq!(resp.status(), 303);
     let location = resp.headers()["location"].to_str().unwrap().to_string();
     assert!(location.starts_with(&provider.issuer()), "{location}");
@@ -595,14 +585,7 @@ async fn without_tokenginx_one_instance_keeps_its_sessions_itself() {
     );
     let origin = format!("http://{}", gw.addr);
     let session = browser.cookies["gatehouse_session"].clone();
-    let resp = browser
-        .send(
-            "POST",
-            &gw.url("/_gatehouse/oauth/logout"),
-            None,
-            &[("origin", &origin)],
-        )
-        .await;
+    let resp = logout(&mut browser, &gw, &origin).await;
     assert_eq!(resp.status(), 303);
     let old = crate::common::raw_get(
         gw.addr,

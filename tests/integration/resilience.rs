@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::common::{
-    bin, client, conf_yaml, eventually, free_port, get_json, metrics_at, metrics_text,
+    bin, client, conf_yaml, eventually, free_port, get_json, metric, metrics_at, metrics_text,
     read_response, route_file, small_backlog_upstream, spawn_gateway, write_config, wrk, Gateway,
     Killed, Upstream,
 };
@@ -22,13 +22,6 @@ fn pool_gateway(backends: &[SocketAddr], pool_extra: &str) -> Gateway {
 }
 
 /// The value of the metric line starting with `series` (0 when absent).
-fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_one_backend_pool_survives_a_burst_that_overflows_its_backlog() {
     let up = small_backlog_upstream(5);
