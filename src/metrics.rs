@@ -68,8 +68,11 @@ pub struct Metrics {
     pub upstream_duration: HistogramVec,
     /// `gatehouse_upstream_backend_healthy{upstream, backend}`.
     pub backend_healthy: IntGaugeVec,
-    /// `gatehouse_upstream_retries_total{upstream}`.
+    /// `gatehouse_upstream_retries_total{upstream, reason}`.
     pub upstream_retries: IntCounterVec,
+    /// `gatehouse_upstream_retry_overflow_total{upstream}`: retries the
+    /// policy allowed but the retry budget refused.
+    pub upstream_retry_overflow: IntCounterVec,
     /// `gatehouse_circuit_state{upstream, backend}`: 0 closed, 1 half-open, 2 open.
     pub circuit_state: IntGaugeVec,
     /// `gatehouse_circuit_transitions_total{upstream, backend, to}`.
@@ -132,8 +135,6 @@ pub struct RouteMetrics {
     pub duration: Histogram,
     /// Upstream duration histogram of the route and its upstream.
     pub upstream_duration: Histogram,
-    /// Retries counter of the route's upstream.
-    pub retries: IntCounter,
     /// `gatehouse_auth_failures_total` of the route, by reason.
     pub auth_failures: Arc<AuthFailureCounters>,
 }
@@ -179,7 +180,15 @@ impl Metrics {
         let upstream_retries = IntCounterVec::new(
             Opts::new(
                 "gatehouse_upstream_retries_total",
-                "Attempts retried on another backend after a connect failure.",
+                "Attempts retried under the upstream's retry policy, by what failed.",
+            ),
+            &["upstream", "reason"],
+        )
+        .expect("valid metric");
+        let upstream_retry_overflow = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_upstream_retry_overflow_total",
+                "Retries the policy allowed but the retry budget refused.",
             ),
             &["upstream"],
         )
@@ -326,6 +335,7 @@ impl Metrics {
             Box::new(upstream_duration.clone()),
             Box::new(backend_healthy.clone()),
             Box::new(upstream_retries.clone()),
+            Box::new(upstream_retry_overflow.clone()),
             Box::new(upstream_panic.clone()),
             Box::new(upstream_shed.clone()),
             Box::new(circuit_state.clone()),
@@ -376,6 +386,7 @@ impl Metrics {
             upstream_duration,
             backend_healthy,
             upstream_retries,
+            upstream_retry_overflow,
             upstream_panic,
             upstream_shed,
             circuit_state,
@@ -414,7 +425,6 @@ impl Metrics {
             requests: Arc::new(self.request_counters(route)),
             duration: self.request_duration.with_label_values(&[route]),
             upstream_duration: self.upstream_duration.with_label_values(&[route, upstream]),
-            retries: self.upstream_retries.with_label_values(&[upstream]),
             auth_failures: Arc::new(auth_failures),
         }
     }

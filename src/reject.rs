@@ -101,6 +101,9 @@ pub const CIRCUIT_OPEN: &str = "circuit_open";
 /// The `ErrorType::Custom` of a request past its route's `timeout_ms`.
 pub const DEADLINE: &str = "deadline";
 
+/// The `ErrorType::Custom` of an attempt whose response status is retried.
+pub const RETRY_STATUS: &str = "retry_status";
+
 /// Seconds clients are told to wait after a 503.
 const RETRY_AFTER_SECONDS: &str = "1";
 

@@ -29,7 +29,7 @@ use crate::metrics::{Metrics, RouteMetrics, NO_ROUTE};
 use crate::reason::Reason;
 use crate::routing::{canonical_prefix, normalize, RouteTable};
 use crate::tls::CertSet;
-use crate::upstream::breaker::{BreakerPolicy, TRANSITIONS};
+use crate::upstream::breaker::TRANSITIONS;
 use crate::upstream::pool::{HashKey, UpstreamTls};
 use crate::upstream::{EjectionPolicy, HealthSpec, Pool, PoolSettings};
 use pingora_core::tls::x509::X509;
@@ -872,33 +872,8 @@ impl Compiler<'_> {
                 ));
             }
         }
-        let breaker = up.circuit_breaker.as_ref().map(|c| {
-            let ckey = format!("{key}.circuit_breaker");
-            if !(c.error_ratio > 0.0 && c.error_ratio <= 1.0) {
-                self.errors
-                    .push(f.err(&format!("{ckey}.error_ratio"), "must be in (0, 1]"));
-            }
-            for (k, v, max) in [
-                ("min_requests", u64::from(c.min_requests), 1_000_000),
-                ("window_seconds", c.window_seconds, 3600),
-                ("open_seconds", c.open_seconds, 3600),
-                ("half_open_requests", u64::from(c.half_open_requests), 1000),
-            ] {
-                if !(1..=max).contains(&v) {
-                    self.errors.push(f.err(
-                        &format!("{ckey}.{k}"),
-                        format!("must be between 1 and {max}"),
-                    ));
-                }
-            }
-            BreakerPolicy {
-                error_ratio: c.error_ratio,
-                min_requests: c.min_requests,
-                window: Duration::from_secs(c.window_seconds),
-                open_for: Duration::from_secs(c.open_seconds),
-                half_open_requests: c.half_open_requests,
-            }
-        });
+        let breaker = self.breaker_policy(f, key, up);
+        let retry = self.retry_policy(f, key, up);
         let tls_identity = self.upstream_tls(f, key, up);
         if up.sni.is_some() && !up.tls {
             self.errors
@@ -941,7 +916,7 @@ impl Compiler<'_> {
         let settings = PoolSettings {
             connect_timeout: Duration::from_millis(up.connect_timeout_ms),
             read_timeout: Duration::from_millis(up.read_timeout_ms),
-            retries: up.retries,
+            retry,
             ejection: EjectionPolicy {
                 max_ejected_percent: up.max_ejected_percent,
                 after_timeouts: up.eject_after_failures,
@@ -956,6 +931,13 @@ impl Compiler<'_> {
             max_in_flight_per_backend: up.max_in_flight_per_backend.unwrap_or(usize::MAX),
             breaker,
         };
+        // The retry series start at zero, one per reason the policy names.
+        for failure in settings.retry.on.failures() {
+            metrics
+                .upstream_retries
+                .with_label_values(&[name, &failure.label()]);
+        }
+        metrics.upstream_retry_overflow.with_label_values(&[name]);
         let gauge = |backend: &str| metrics.backend_healthy.with_label_values(&[name, backend]);
         let panics = metrics.upstream_panic.with_label_values(&[name]);
         let shed = metrics.upstream_shed.with_label_values(&[name]);

@@ -315,6 +315,82 @@ pub enum Balance {
     Hash,
 }
 
+/// An upstream's `retry` policy.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryFile {
+    /// What is retried: `connect_failure`, `reset`, `timeout`, statuses.
+    #[serde(default = "default_retry_on")]
+    pub on: Vec<RetryOnEntry>,
+    /// Further attempts per request.
+    #[serde(default = "default_retry_max")]
+    pub max: u32,
+    /// Backoff ceilings: the first, doubling up to the largest.
+    #[serde(default)]
+    pub backoff_ms: BackoffFile,
+    /// Retries in flight as a share of the requests in flight.
+    #[serde(default = "default_budget_percent")]
+    pub budget_percent: u32,
+}
+
+/// One entry of `retry.on`: a failure name or a status.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RetryOnEntry {
+    /// A status such as 503.
+    Status(u64),
+    /// `connect_failure`, `reset` or `timeout` (or a quoted status).
+    Name(String),
+}
+
+impl std::fmt::Display for RetryOnEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RetryOnEntry::Status(s) => write!(f, "{s}"),
+            RetryOnEntry::Name(n) => f.write_str(n),
+        }
+    }
+}
+
+/// `retry.backoff_ms`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackoffFile {
+    /// Ceiling of the first retry's wait.
+    #[serde(default = "default_backoff_base")]
+    pub base: u64,
+    /// Largest ceiling.
+    #[serde(default = "default_backoff_max")]
+    pub max: u64,
+}
+
+impl Default for BackoffFile {
+    fn default() -> Self {
+        BackoffFile {
+            base: default_backoff_base(),
+            max: default_backoff_max(),
+        }
+    }
+}
+
+fn default_retry_on() -> Vec<RetryOnEntry> {
+    ["connect_failure", "reset", "timeout"]
+        .map(|n| RetryOnEntry::Name(n.into()))
+        .into()
+}
+fn default_retry_max() -> u32 {
+    DEFAULT_RETRIES
+}
+fn default_backoff_base() -> u64 {
+    25
+}
+fn default_backoff_max() -> u64 {
+    250
+}
+fn default_budget_percent() -> u32 {
+    20
+}
+
 /// An upstream pool.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -336,10 +412,12 @@ pub struct UpstreamFile {
     /// Longest wait for the next bytes from the backend.
     #[serde(default = "default_read_ms")]
     pub read_timeout_ms: u64,
-    /// Further attempts after a connect failure: on another backend when
-    /// there is one, else on the same after a short backoff.
-    #[serde(default = "default_retries")]
-    pub retries: u32,
+    /// Short form of `retry`: further attempts after a connect failure.
+    #[serde(default)]
+    pub retries: Option<u32>,
+    /// Retry policy: what is retried, how often, backoff and budget.
+    #[serde(default)]
+    pub retry: Option<RetryFile>,
     /// Failed connects eject at most this share of the backends at once
     /// (never the last healthy one).
     #[serde(default = "default_max_ejected_percent")]
@@ -392,9 +470,8 @@ fn default_connect_ms() -> u64 {
 fn default_read_ms() -> u64 {
     30_000
 }
-fn default_retries() -> u32 {
-    2
-}
+/// Further attempts of the default retry policy.
+pub const DEFAULT_RETRIES: u32 = 2;
 fn default_max_ejected_percent() -> u32 {
     50
 }

@@ -9,6 +9,7 @@ mod compile_auth;
 mod compile_limit;
 mod compile_oauth;
 mod compile_redis;
+mod compile_resilience;
 pub mod error;
 pub mod file;
 pub mod limit_file;

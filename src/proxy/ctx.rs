@@ -1,7 +1,7 @@
 //! What one request learned, carried from `request_filter` to `logging`.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::auth::Identity;
 use crate::client_ip::ClientIp;
@@ -10,6 +10,7 @@ use crate::lifecycle::InFlight;
 use crate::limit::LimitHeaders;
 use crate::reject::Rejection;
 use crate::trace::TraceContext;
+use crate::upstream::retry::RetryPermit;
 use crate::upstream::{Lease, Tried};
 
 /// Per-request state. Each field is set once, by the phase that decides it.
@@ -54,9 +55,14 @@ pub struct RequestCtx {
     pub tried: Tried,
     /// Connect attempts so far.
     pub attempts: u32,
-    /// Failed connects so far: a retry on a backend tried already backs off
-    /// longer after each.
-    pub connect_failures: u32,
+    /// Retries the upstream's policy granted so far.
+    pub retries: u32,
+    /// The wait before the next attempt, when a retry was granted.
+    pub backoff: Option<Duration>,
+    /// Counts the request's retry against its upstream's budget.
+    pub retry_permit: Option<RetryPermit>,
+    /// Whether the current attempt's outcome was charged to its backend.
+    pub outcome_recorded: bool,
     /// The last backend was picked while none was healthy (panic mode).
     pub panic: bool,
     /// When the first backend was picked.
@@ -95,7 +101,10 @@ impl RequestCtx {
             lease: None,
             tried: Tried::default(),
             attempts: 0,
-            connect_failures: 0,
+            retries: 0,
+            backoff: None,
+            retry_permit: None,
+            outcome_recorded: false,
             panic: false,
             upstream_started: None,
             body_bytes: 0,

@@ -7,7 +7,8 @@
 //! | `upstream_peer` | [`crate::upstream`] — backend choice, timeouts |
 //! | `upstream_request_filter` | [`request_modifiers`] — path, forwarding headers |
 //! | `response_filter` | [`response_modifiers`] — security headers |
-//! | `fail_to_connect` / `fail_to_proxy` | passive health, retries, [`crate::reject`] |
+//! | `fail_to_connect` / `error_while_proxy` / `upstream_response_filter` | passive health, [`retrying`] |
+//! | `fail_to_proxy` | [`crate::reject`] |
 //! | `logging` | [`crate::metrics`], [`log_line`] |
 //!
 //! [`connection`] holds the service's connection loop around it.
@@ -20,6 +21,7 @@ pub mod request_filters;
 pub mod request_head;
 pub mod request_modifiers;
 pub mod response_modifiers;
+pub mod retrying;
 pub mod rewound;
 
 use std::sync::Arc;
@@ -40,9 +42,10 @@ use crate::client_ip::ClientIp;
 use crate::config::Runtime;
 use crate::lifecycle::{InFlight, Lifecycle};
 use crate::metrics::{method_index, Metrics};
-use crate::reject::{Rejection, CIRCUIT_OPEN, DEADLINE, LOCAL_ERROR, SHED};
+use crate::reject::{Rejection, CIRCUIT_OPEN, DEADLINE, LOCAL_ERROR, RETRY_STATUS, SHED};
 use crate::upstream::connect_failure::{ConnectFailure, LOCAL_KINDS};
 use crate::upstream::pool::{HashKey, NoPick};
+use crate::upstream::retry::Failure as RetryFailure;
 use crate::upstream::upgrade_gate::GatedConnect;
 use crate::upstream::Pick;
 
@@ -55,10 +58,9 @@ const UPGRADE_POOL_GROUP: u64 = 0x7570_6772_6164_6521;
 /// How long an idle upstream connection is kept for reuse.
 const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The wait before retrying a backend tried already, after the `n`th failed
-/// connect: 25 ms doubling to at most 400 ms, jittered to 50-100 % so that
-/// retries of a burst do not arrive together again.
-fn retry_backoff(n: u32) -> Duration {
+/// The least wait before retrying a backend tried already, after the `n`th
+/// retry: 25 ms doubling to at most 400 ms, jittered to 50-100 %.
+fn same_backend_backoff(n: u32) -> Duration {
     let full = (25u64 << n.saturating_sub(1).min(4)).min(400);
     Duration::from_millis(full / 2 + fastrand::u64(0..=full / 2))
 }
@@ -234,8 +236,8 @@ impl ProxyHttp for Gateway {
     }
 
     /// Picks a backend of the route's pool: a healthy one this request has
-    /// not tried; on a retry with none left, a healthy one again after a
-    /// backoff; with none healthy, any (panic mode, counted).
+    /// not tried, else a healthy one again; with none healthy, any (panic
+    /// mode, counted). A granted retry first waits out its backoff.
     async fn upstream_peer(
         &self,
         session: &mut Session,
@@ -246,6 +248,16 @@ impl ProxyHttp for Gateway {
             .ok_or_else(|| Error::new(ErrorType::InternalError))?;
         let pool = Arc::clone(&route.pool);
         let (deadline, started) = (route.deadline, ctx.started);
+        let left = || match deadline {
+            Some(d) => d
+                .checked_sub(started.elapsed())
+                .filter(|left| !left.is_zero())
+                .ok_or_else(|| {
+                    Error::explain(ErrorType::Custom(DEADLINE), "past the route's timeout_ms")
+                }),
+            None => Ok(Duration::MAX),
+        };
+        ctx.outcome_recorded = false;
         let mut buf = [0u8; 16];
         let key = Self::hash_key(session, ctx, &pool.settings.hash_key, &mut buf);
         let (lease, pick) = pool.select(key, ctx.tried).map_err(|no| match no {
@@ -263,22 +275,18 @@ impl ProxyHttp for Gateway {
             pool.panics.inc();
         }
         // Pingora also retries a request whose reused keep-alive connection
-        // the backend had closed: that is the connection's fault, and the
-        // same backend is retried at once. After a failed connect, the same
-        // backend gets a moment first (a full backlog drains in
-        // milliseconds).
-        let left = || match deadline {
-            Some(d) => d
-                .checked_sub(started.elapsed())
-                .filter(|left| !left.is_zero())
-                .ok_or_else(|| {
-                    Error::explain(ErrorType::Custom(DEADLINE), "past the route's timeout_ms")
-                }),
-            None => Ok(Duration::MAX),
-        };
-        if pick != Pick::Fresh && ctx.connect_failures > 0 {
+        // the backend had closed: that is the connection's fault, and it
+        // goes again at once. A retry of the policy waits its backoff, with
+        // the failed backend's in-flight slot given back meanwhile; one on
+        // a backend tried already waits at least long enough for a full
+        // listen backlog to drain.
+        if let Some(wait) = ctx.backoff.take() {
             ctx.lease = None;
-            tokio::time::sleep(retry_backoff(ctx.connect_failures).min(left()?)).await;
+            let wait = match pick {
+                Pick::Fresh => wait,
+                Pick::Again | Pick::Panic => wait.max(same_backend_backoff(ctx.retries)),
+            };
+            tokio::time::sleep(wait.min(left()?)).await;
         }
         let left = left()?;
         let s = &pool.settings;
@@ -320,12 +328,12 @@ impl ProxyHttp for Gateway {
     }
 
     /// Weighs a failed connect against its backend (which may eject it, see
-    /// [`crate::upstream::pool`]) and retries while `retries` allows. A
+    /// [`crate::upstream::pool`]) and retries while the policy allows. A
     /// failure on the gateway's own side is counted, answered 503 and
     /// never held against the backend.
     fn fail_to_connect(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         peer: &HttpPeer,
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
@@ -367,17 +375,66 @@ impl ProxyHttp for Gateway {
                 e.etype().as_str()
             );
         }
-        ctx.connect_failures += 1;
-        if ctx.attempts <= pool.settings.retries {
-            e.set_retry(true);
-            if let Some(route) = ctx.route() {
-                route.metrics.retries.inc();
-            }
-        } else if ctx.panic {
+        ctx.outcome_recorded = true;
+        let retry = retrying::grant(session, ctx, RetryFailure::ConnectFailure, &self.metrics);
+        e.set_retry(retry);
+        if !retry && ctx.panic {
             // Tried anyway and failed too: the pool is down, as the checks said.
             return Error::because(ErrorType::HTTPStatus(503), "no healthy backend", e);
         }
         e
+    }
+
+    /// An attempt failed after its connection was made: Pingora's retry of
+    /// a stale keep-alive connection stands (for a request that may go
+    /// twice); anything else goes again only as the retry policy says.
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        if e.etype() == &ErrorType::Custom(RETRY_STATUS) {
+            return e;
+        }
+        let replayable = session.req_header().method.is_idempotent()
+            && !session.as_ref().retry_buffer_truncated();
+        e.retry.decide_reuse(client_reused);
+        if e.retry() && replayable {
+            return e;
+        }
+        let retry = retrying::failure_of(&e)
+            .is_some_and(|failure| retrying::grant(session, ctx, failure, &self.metrics));
+        e.set_retry(retry);
+        e
+    }
+
+    /// A response whose status the retry policy names is not passed on
+    /// while a retry is granted: the attempt ends as a retryable error.
+    async fn upstream_response_filter(
+        &self,
+        session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let status = upstream_response.status.as_u16();
+        let named = ctx
+            .lease
+            .as_ref()
+            .is_some_and(|l| l.pool().settings.retry.on.statuses.contains(&status));
+        if named && retrying::grant(session, ctx, RetryFailure::Status(status), &self.metrics) {
+            let mut e = Error::explain(
+                ErrorType::Custom(RETRY_STATUS),
+                format!("the backend answered {status}"),
+            );
+            e.set_retry(true);
+            e.as_up();
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// The backend's request: path, forwarding and identity headers.
@@ -532,7 +589,7 @@ impl ProxyHttp for Gateway {
             }
         }
         if let Some(lease) = &ctx.lease {
-            if ctx.rejection != Some(Rejection::LocalResources) {
+            if ctx.rejection != Some(Rejection::LocalResources) && !ctx.outcome_recorded {
                 lease.backend().record(status >= 500 || status == 0);
             }
         }

@@ -4,6 +4,7 @@ pub mod breaker;
 pub mod connect_failure;
 pub mod health;
 pub mod pool;
+pub mod retry;
 pub mod upgrade_gate;
 
 pub use health::HealthSpec;

@@ -25,6 +25,7 @@ use prometheus::{IntCounter, IntGauge};
 
 use super::breaker::{Breaker, BreakerPolicy};
 use super::connect_failure::ConnectFailure;
+use super::retry::{RetryBudget, RetryPermit, RetryPolicy};
 
 use crate::config::file::Balance;
 
@@ -199,9 +200,8 @@ pub struct PoolSettings {
     pub connect_timeout: Duration,
     /// Longest silence while reading from the backend.
     pub read_timeout: Duration,
-    /// Further attempts after a connect failure, on another backend when
-    /// there is one, else on the same after a short backoff.
-    pub retries: u32,
+    /// What is retried, how often, with what backoff and budget.
+    pub retry: RetryPolicy,
     /// When failed connects eject a backend.
     pub ejection: EjectionPolicy,
     /// TLS to backends.
@@ -322,6 +322,8 @@ pub struct Pool {
     pub shed: IntCounter,
     /// Requests in flight on the pool's backends together.
     in_flight: AtomicUsize,
+    /// Retries in flight, held to `settings.retry.budget_percent`.
+    retry_budget: RetryBudget,
     selector: Selector,
     cursor: AtomicUsize,
     /// Serialises ejection decisions, so two at once cannot both pass the floor.
@@ -434,11 +436,19 @@ impl Pool {
             panics,
             shed,
             in_flight: AtomicUsize::new(0),
+            retry_budget: RetryBudget::default(),
             selector,
             cursor: AtomicUsize::new(0),
             ejecting: Mutex::new(()),
             epoch: Instant::now(),
         }
+    }
+
+    /// A permit for one more retry, if the pool's retry budget has room.
+    pub fn retry_permit(&self) -> Option<RetryPermit> {
+        let percent = self.settings.retry.budget_percent;
+        self.retry_budget
+            .try_acquire(percent, self.in_flight.load(Relaxed))
     }
 
     /// Picks a backend for an attempt; `key` feeds `hash` balancing.
@@ -635,7 +645,7 @@ mod tests {
         let settings = PoolSettings {
             connect_timeout: Duration::from_secs(1),
             read_timeout: Duration::from_secs(1),
-            retries: 1,
+            retry: RetryPolicy::connect_failures(1),
             ejection: EjectionPolicy::default(),
             tls: false,
             sni: String::new(),

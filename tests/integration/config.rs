@@ -342,3 +342,27 @@ fn circuit_breaker_errors_name_their_keys() {
         );
     }
 }
+
+#[test]
+fn retry_errors_name_their_keys() {
+    let routes = "upstreams:\n  both:\n    backends: ['127.0.0.1:1']\n    retries: 1\n    retry: {max: 2}\n  bad:\n    backends: ['127.0.0.1:1']\n    retry:\n      on: [reset, 5xx, 200, '503']\n      max: 11\n      backoff_ms: {base: 300, max: 100}\n      budget_percent: 0\n  many:\n    backends: ['127.0.0.1:1']\n    retries: 50\nroutes:\n  - {name: a, prefix: /a, upstream: both}\n  - {name: b, prefix: /b, upstream: bad}\n  - {name: c, prefix: /c, upstream: many}\n";
+    let got = errors("listeners: []\n", &[("r.yaml", routes)]);
+    for want in [
+        "routes/r.yaml:4:5: `upstreams.both.retries`: `retries` is the short form of `retry`: set one of them, not both",
+        "`upstreams.bad.retry.on[1]`: `5xx` is not connect_failure, reset, timeout or a status 400-599",
+        "`upstreams.bad.retry.on[2]`: `200` is not",
+        "`upstreams.bad.retry.max`: must be between 0 and 10",
+        "`upstreams.bad.retry.backoff_ms.max`: must be at least `base`",
+        "`upstreams.bad.retry.budget_percent`: must be between 1 and 100",
+        "`upstreams.many.retries`: must be between 0 and 10",
+    ] {
+        assert!(
+            got.iter().any(|e| e.contains(want)),
+            "no `{want}` in {got:#?}"
+        );
+    }
+    assert!(
+        !got.iter().any(|e| e.contains("on[3]")),
+        "a quoted status is a status: {got:#?}"
+    );
+}

@@ -167,6 +167,7 @@ const FAMILIES: &[&str] = &[
     "gatehouse_tokenginx_lookup_duration_seconds",
     "gatehouse_upstream_backend_healthy",
     "gatehouse_upstream_retries_total",
+    "gatehouse_upstream_retry_overflow_total",
     "gatehouse_upstream_panic_total",
     "gatehouse_local_errors_total",
     "gatehouse_client_timeouts_total",
@@ -195,6 +196,8 @@ async fn every_family_is_present_from_start_with_known_label_sets_at_zero() {
         "gatehouse_client_timeouts_total{phase=\"header\"} 0",
         "gatehouse_local_errors_total{kind=\"fd_limit\"} 0",
         "gatehouse_upstream_panic_total{upstream=\"app\"} 0",
+        "gatehouse_upstream_retries_total{reason=\"connect_failure\",upstream=\"app\"} 0",
+        "gatehouse_upstream_retry_overflow_total{upstream=\"app\"} 0",
     ] {
         assert!(text.contains(series), "{series} missing:\n{text}");
     }

@@ -14,6 +14,7 @@ use crate::common::{
     read_response, route_file, small_backlog_upstream, spawn_gateway, write_config, wrk, Gateway,
     Killed, Upstream,
 };
+use crate::fault_peers::{FlakyApp, FAILING, HEALTHY};
 use crate::oauth_support::JsonBody;
 
 fn pool_gateway(backends: &[SocketAddr], pool_extra: &str) -> Gateway {
@@ -374,60 +375,12 @@ async fn a_route_deadline_bounds_the_whole_request() {
     assert_eq!(get_json(&gw.url("/api/slow?ms=600")).await.0, 200);
 }
 
-/// An app that answers 503 while `failing` is set, 200 otherwise, and
-/// counts the requests it got.
-async fn flaky_app(
-    failing: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-) -> SocketAddr {
-    use std::sync::atomic::Ordering::Relaxed;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = l.accept().await else {
-                return;
-            };
-            let (failing, hits) = (failing.clone(), hits.clone());
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 8192];
-                let mut head = Vec::new();
-                loop {
-                    let Ok(n) = s.read(&mut buf).await else {
-                        return;
-                    };
-                    if n == 0 {
-                        return;
-                    }
-                    head.extend_from_slice(&buf[..n]);
-                    while let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
-                        head.drain(..end + 4);
-                        hits.fetch_add(1, Relaxed);
-                        let answer: &[u8] = if failing.load(Relaxed) {
-                            b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 7\r\n\r\nfailing"
-                        } else {
-                            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
-                        };
-                        if s.write_all(answer).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_failing_backend_is_cut_off_by_its_breaker_and_let_back_when_it_recovers() {
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
-    use std::sync::Arc;
+    use std::sync::atomic::Ordering::Relaxed;
     let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
-    let failing = Arc::new(AtomicBool::new(true));
-    let hits = Arc::new(AtomicUsize::new(0));
-    let flaky = flaky_app(failing.clone(), hits.clone()).await;
+    let app = FlakyApp::start(FAILING).await;
+    let flaky = app.addr;
     let gw = pool_gateway(
         &[a.addr, b.addr, flaky],
         "retries: 0\nhealth_check: {interval_ms: 3600000}\ncircuit_breaker: {min_requests: 5, window_seconds: 30, open_seconds: 2, half_open_requests: 2}",
@@ -442,7 +395,7 @@ async fn a_failing_backend_is_cut_off_by_its_breaker_and_let_back_when_it_recove
     }
     // Five failures open the breaker; then the failing app gets nothing
     // (a trial or two if the run outlasts open_seconds).
-    let seen = hits.load(Relaxed);
+    let seen = app.hits();
     assert!(
         (5..=9).contains(&seen),
         "the failing app got {seen} requests"
@@ -474,14 +427,11 @@ async fn a_failing_backend_is_cut_off_by_its_breaker_and_let_back_when_it_recove
     );
 
     // Recovered: after open_seconds, the trials succeed and it closes.
-    failing.store(false, Relaxed);
+    app.mode.store(HEALTHY, Relaxed);
     tokio::time::sleep(Duration::from_millis(2200)).await;
     for _ in 0..30 {
         assert_eq!(get_json(&gw.url("/p/x")).await.0, 200);
     }
-    assert!(
-        hits.load(Relaxed) >= seen + 2 + 5,
-        "traffic did not come back"
-    );
+    assert!(app.hits() >= seen + 2 + 5, "traffic did not come back");
     assert_eq!(metric(&metrics_text(&gw).await, &state), 0.0);
 }
