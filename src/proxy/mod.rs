@@ -400,10 +400,8 @@ impl ProxyHttp for Gateway {
         if e.etype() == &ErrorType::Custom(RETRY_STATUS) {
             return e;
         }
-        let replayable = session.req_header().method.is_idempotent()
-            && !session.as_ref().retry_buffer_truncated();
         e.retry.decide_reuse(client_reused);
-        if e.retry() && replayable {
+        if e.retry() && retrying::replayable(session) {
             return e;
         }
         let retry = retrying::failure_of(&e)
@@ -421,11 +419,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let status = upstream_response.status.as_u16();
-        let named = ctx
-            .lease
-            .as_ref()
-            .is_some_and(|l| l.pool().settings.retry.on.statuses.contains(&status));
-        if named && retrying::grant(session, ctx, RetryFailure::Status(status), &self.metrics) {
+        if retrying::grant(session, ctx, RetryFailure::Status(status), &self.metrics) {
             let mut e = Error::explain(
                 ErrorType::Custom(RETRY_STATUS),
                 format!("the backend answered {status}"),

@@ -13,6 +13,12 @@ use super::RequestCtx;
 use crate::metrics::Metrics;
 use crate::upstream::retry::Failure;
 
+/// Whether the request may be sent again after a backend received it: its
+/// method is idempotent and its body is whole in the replay buffer.
+pub fn replayable(session: &Session) -> bool {
+    session.req_header().method.is_idempotent() && !session.as_ref().retry_buffer_truncated()
+}
+
 /// What an error after the connection was made says of the attempt, when
 /// it is the backend's doing.
 pub fn failure_of(e: &Error) -> Option<Failure> {
@@ -32,8 +38,8 @@ pub fn failure_of(e: &Error) -> Option<Failure> {
 /// Decides whether the current attempt, which failed with `failure`, is
 /// retried. A granted retry is counted, holds a permit of the upstream's
 /// retry budget for the rest of the request (unless the request never
-/// reached the backend), schedules its backoff, and
-/// charges the failure to the backend.
+/// reached the backend), schedules its backoff, and charges the failure
+/// to the backend.
 pub fn grant(session: &Session, ctx: &mut RequestCtx, failure: Failure, metrics: &Metrics) -> bool {
     let Some(lease) = &ctx.lease else {
         return false;
@@ -43,10 +49,8 @@ pub fn grant(session: &Session, ctx: &mut RequestCtx, failure: Failure, metrics:
     if !policy.on.covers(failure) || ctx.retries >= policy.max {
         return false;
     }
-    if failure != Failure::ConnectFailure
-        && (!session.req_header().method.is_idempotent()
-            || session.as_ref().retry_buffer_truncated())
-    {
+    let reached = failure != Failure::ConnectFailure;
+    if reached && !replayable(session) {
         return false;
     }
     let deadline = ctx.route().and_then(|r| r.deadline);
@@ -55,9 +59,7 @@ pub fn grant(session: &Session, ctx: &mut RequestCtx, failure: Failure, metrics:
     }
     // A request that never reached the backend adds no load to it: only
     // retries of requests it received spend the budget.
-    let permit = if failure == Failure::ConnectFailure {
-        None
-    } else {
+    let permit = if reached {
         let Some(permit) = pool.retry_permit() else {
             metrics
                 .upstream_retry_overflow
@@ -66,6 +68,8 @@ pub fn grant(session: &Session, ctx: &mut RequestCtx, failure: Failure, metrics:
             return false;
         };
         Some(permit)
+    } else {
+        None
     };
     metrics
         .upstream_retries

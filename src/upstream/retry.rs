@@ -49,7 +49,7 @@ pub struct RetryOn {
     /// Read timeouts.
     pub timeout: bool,
     /// Response statuses (4xx or 5xx).
-    pub statuses: Box<[u16]>,
+    pub statuses: Vec<u16>,
 }
 
 impl RetryOn {
@@ -61,10 +61,8 @@ impl RetryOn {
             "reset" => self.reset = true,
             "timeout" => self.timeout = true,
             code => {
-                let status: u16 = code.parse().ok().filter(|s| (400..600).contains(s))?;
-                let mut all = self.statuses.to_vec();
-                all.push(status);
-                self.statuses = all.into();
+                let status = code.parse().ok().filter(|s| (400..600).contains(s))?;
+                self.statuses.push(status);
             }
         }
         Some(())

@@ -136,6 +136,13 @@ pub fn route_file(
     s
 }
 
+/// A gateway with one pool of `backends` (its keys `pool_extra`) behind
+/// the one route `/p`.
+pub fn pool_gateway(backends: &[SocketAddr], pool_extra: &str) -> Gateway {
+    let routes = route_file(backends, pool_extra, &[("p", "/p", "")]);
+    Gateway::start("", &[("r.yaml", &routes)])
+}
+
 fn indent(text: &str, n: usize) -> String {
     let pad = " ".repeat(n);
     text.lines()

@@ -42,6 +42,16 @@ fn errors(main: &str, routes: &[(&str, &str)]) -> Vec<String> {
     }
 }
 
+/// Asserts that each of `wants` is part of some error line in `got`.
+fn assert_errors_include(got: &[String], wants: &[&str]) {
+    for want in wants {
+        assert!(
+            got.iter().any(|e| e.contains(want)),
+            "no `{want}` in {got:#?}"
+        );
+    }
+}
+
 #[test]
 fn valid_config_loads_with_env_substitution() {
     let main = "listeners:\n  - addr: 127.0.0.1:${PORT}\n";
@@ -304,19 +314,17 @@ fn oauth_errors_name_their_keys() {
     let main = "listeners: []\noauth:\n  issuer: not-a-url\n  client_id: ''\n  callback_path: //evil\n  cookie: 'a b'\n  timeout_ms: 0\n";
     let routes = "upstreams: {web: {backends: ['127.0.0.1:1']}}\nroutes:\n  - {name: a, prefix: /a, upstream: web, auth: jwt, on_unauthenticated: login}\n";
     let got = errors(main, &[("r.yaml", routes)]);
-    for want in [
-        "`oauth.issuer`: must be an http(s) URL",
-        "`oauth.client_id`: must not be empty",
-        "`oauth.callback_path`: must be a local path",
-        "`oauth.cookie`: must be a cookie name",
-        "`oauth.timeout_ms`",
-        "`routes[0].on_unauthenticated`: `login` starts the gateway's own login: use `auth: oauth`",
-    ] {
-        assert!(
-            got.iter().any(|e| e.contains(want)),
-            "no `{want}` in {got:#?}"
-        );
-    }
+    assert_errors_include(
+        &got,
+        &[
+            "`oauth.issuer`: must be an http(s) URL",
+            "`oauth.client_id`: must not be empty",
+            "`oauth.callback_path`: must be a local path",
+            "`oauth.cookie`: must be a cookie name",
+            "`oauth.timeout_ms`",
+            "`routes[0].on_unauthenticated`: `login` starts the gateway's own login: use `auth: oauth`",
+        ],
+    );
     let routes = "upstreams: {web: {backends: ['127.0.0.1:1']}}\nroutes:\n  - {name: a, prefix: /a, upstream: web, auth: oauth}\n";
     let got = errors("listeners: []\n", &[("r.yaml", routes)]);
     assert!(
@@ -330,37 +338,33 @@ fn oauth_errors_name_their_keys() {
 fn circuit_breaker_errors_name_their_keys() {
     let routes = "upstreams:\n  web:\n    backends: ['127.0.0.1:1']\n    max_in_flight: 0\n    circuit_breaker: {error_ratio: 1.5, open_seconds: 0}\n  ok:\n    backends: ['127.0.0.1:1']\nroutes:\n  - {name: a, prefix: /a, upstream: ok, timeout_ms: 0}\n";
     let got = errors("listeners: []\n", &[("r.yaml", routes)]);
-    for want in [
-        "`upstreams.web.max_in_flight`: must be at least 1",
-        "`upstreams.web.circuit_breaker.error_ratio`: must be in (0, 1]",
-        "`upstreams.web.circuit_breaker.open_seconds`: must be between 1 and 3600",
-        "`routes[0].timeout_ms`",
-    ] {
-        assert!(
-            got.iter().any(|e| e.contains(want)),
-            "no `{want}` in {got:#?}"
-        );
-    }
+    assert_errors_include(
+        &got,
+        &[
+            "`upstreams.web.max_in_flight`: must be at least 1",
+            "`upstreams.web.circuit_breaker.error_ratio`: must be in (0, 1]",
+            "`upstreams.web.circuit_breaker.open_seconds`: must be between 1 and 3600",
+            "`routes[0].timeout_ms`",
+        ],
+    );
 }
 
 #[test]
 fn retry_errors_name_their_keys() {
     let routes = "upstreams:\n  both:\n    backends: ['127.0.0.1:1']\n    retries: 1\n    retry: {max: 2}\n  bad:\n    backends: ['127.0.0.1:1']\n    retry:\n      on: [reset, 5xx, 200, '503']\n      max: 11\n      backoff_ms: {base: 300, max: 100}\n      budget_percent: 0\n  many:\n    backends: ['127.0.0.1:1']\n    retries: 50\nroutes:\n  - {name: a, prefix: /a, upstream: both}\n  - {name: b, prefix: /b, upstream: bad}\n  - {name: c, prefix: /c, upstream: many}\n";
     let got = errors("listeners: []\n", &[("r.yaml", routes)]);
-    for want in [
-        "routes/r.yaml:4:5: `upstreams.both.retries`: `retries` is the short form of `retry`: set one of them, not both",
-        "`upstreams.bad.retry.on[1]`: `5xx` is not connect_failure, reset, timeout or a status 400-599",
-        "`upstreams.bad.retry.on[2]`: `200` is not",
-        "`upstreams.bad.retry.max`: must be between 0 and 10",
-        "`upstreams.bad.retry.backoff_ms.max`: must be at least `base`",
-        "`upstreams.bad.retry.budget_percent`: must be between 1 and 100",
-        "`upstreams.many.retries`: must be between 0 and 10",
-    ] {
-        assert!(
-            got.iter().any(|e| e.contains(want)),
-            "no `{want}` in {got:#?}"
-        );
-    }
+    assert_errors_include(
+        &got,
+        &[
+            "routes/r.yaml:4:5: `upstreams.both.retries`: `retries` is the short form of `retry`: set one of them, not both",
+            "`upstreams.bad.retry.on[1]`: `5xx` is not connect_failure, reset, timeout or a status 400-599",
+            "`upstreams.bad.retry.on[2]`: `200` is not",
+            "`upstreams.bad.retry.max`: must be between 0 and 10",
+            "`upstreams.bad.retry.backoff_ms.max`: must be at least `base`",
+            "`upstreams.bad.retry.budget_percent`: must be between 1 and 100",
+            "`upstreams.many.retries`: must be between 0 and 10",
+        ],
+    );
     assert!(
         !got.iter().any(|e| e.contains("on[3]")),
         "a quoted status is a status: {got:#?}"

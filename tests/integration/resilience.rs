@@ -11,16 +11,11 @@ use std::time::Duration;
 
 use crate::common::{
     bin, client, conf_yaml, eventually, free_port, get_json, metric, metrics_at, metrics_text,
-    read_response, route_file, small_backlog_upstream, spawn_gateway, write_config, wrk, Gateway,
-    Killed, Upstream,
+    pool_gateway, read_response, route_file, small_backlog_upstream, spawn_gateway, write_config,
+    wrk, Gateway, Killed, Upstream,
 };
 use crate::fault_peers::{FlakyApp, FAILING, HEALTHY};
 use crate::oauth_support::JsonBody;
-
-fn pool_gateway(backends: &[SocketAddr], pool_extra: &str) -> Gateway {
-    let routes = route_file(backends, pool_extra, &[("p", "/p", "")]);
-    Gateway::start("", &[("r.yaml", &routes)])
-}
 
 /// The value of the metric line starting with `series` (0 when absent).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

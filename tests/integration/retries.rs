@@ -5,13 +5,10 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::common::{client, get_json, metric, metrics_text, route_file, Gateway, Upstream};
+use crate::common::{
+    client, get_json, metric, metrics_text, pool_gateway, route_file, Gateway, Upstream,
+};
 use crate::fault_peers::{FlakyApp, ResettingApp, ServerProcess, EVERY_OTHER, HEALTHY};
-
-fn pool_gateway(backends: &[SocketAddr], pool_extra: &str) -> Gateway {
-    let routes = route_file(backends, pool_extra, &[("p", "/p", "")]);
-    Gateway::start("", &[("r.yaml", &routes)])
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn gets_ride_out_a_backend_failing_half_its_requests_and_its_breaker_closes_after() {

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
-use crate::common::{client, eventually, free_port, get_json, route_file, Gateway, Upstream};
+use crate::common::{client, eventually, free_port, get_json, pool_gateway, Gateway, Upstream};
 
 async fn apps(n: usize) -> Vec<Upstream> {
     let mut v = Vec::new();
@@ -30,11 +30,6 @@ async fn tally(gw: &Gateway, n: usize, header: Option<(&str, &str)>) -> HashMap<
             .or_default() += 1;
     }
     seen
-}
-
-fn pool_gateway(backends: &[SocketAddr], pool_extra: &str) -> Gateway {
-    let routes = route_file(backends, pool_extra, &[("p", "/p", "")]);
-    Gateway::start("", &[("p.yaml", &routes)])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
