@@ -257,7 +257,6 @@ impl ProxyHttp for Gateway {
                 }),
             None => Ok(Duration::MAX),
         };
-        ctx.outcome_recorded = false;
         let mut buf = [0u8; 16];
         let key = Self::hash_key(session, ctx, &pool.settings.hash_key, &mut buf);
         let (lease, pick) = pool.select(key, ctx.tried).map_err(|no| match no {
@@ -323,6 +322,7 @@ impl ProxyHttp for Gateway {
         ctx.tried.add(lease.index());
         ctx.attempts += 1;
         ctx.lease = Some(lease);
+        ctx.outcome_recorded = false;
         ctx.upstream_started.get_or_insert_with(Instant::now);
         Ok(Box::new(peer))
     }
