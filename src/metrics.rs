@@ -80,6 +80,9 @@ pub struct Metrics {
     /// `gatehouse_upstream_shed_total{upstream}`: requests answered 503 at
     /// once because the pool (or every backend) was at `max_in_flight`.
     pub upstream_shed: IntCounterVec,
+    /// `gatehouse_fallbacks_total{route, reason}`: degraded answers (the
+    /// fallback upstream's or the static one) served in place of an error.
+    pub fallbacks: IntCounterVec,
     /// `gatehouse_upstream_panic_total{upstream}`: requests sent to a pool
     /// none of whose backends was healthy.
     pub upstream_panic: IntCounterVec,
@@ -217,6 +220,14 @@ impl Metrics {
             &["upstream"],
         )
         .expect("valid metric");
+        let fallbacks = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_fallbacks_total",
+                "Degraded answers served in place of an upstream failure, by route and the error code replaced.",
+            ),
+            &["route", "reason"],
+        )
+        .expect("valid metric");
         let upstream_panic = IntCounterVec::new(
             Opts::new(
                 "gatehouse_upstream_panic_total",
@@ -337,6 +348,7 @@ impl Metrics {
             Box::new(upstream_retries.clone()),
             Box::new(upstream_retry_overflow.clone()),
             Box::new(upstream_panic.clone()),
+            Box::new(fallbacks.clone()),
             Box::new(upstream_shed.clone()),
             Box::new(circuit_state.clone()),
             Box::new(circuit_transitions.clone()),
@@ -388,6 +400,7 @@ impl Metrics {
             upstream_retries,
             upstream_retry_overflow,
             upstream_panic,
+            fallbacks,
             upstream_shed,
             circuit_state,
             circuit_transitions,

@@ -26,6 +26,7 @@ use crate::access_log::{AccessLog, Destination};
 use crate::auth::{Auth, RoutePolicy};
 use crate::limit::{Limiter, RouteLimits};
 use crate::metrics::{Metrics, RouteMetrics, NO_ROUTE};
+use crate::proxy::fallback::Fallback;
 use crate::reason::Reason;
 use crate::routing::{canonical_prefix, normalize, RouteTable};
 use crate::tls::CertSet;
@@ -124,6 +125,8 @@ pub struct Route {
     pub policy: RoutePolicy,
     /// Its rate limits.
     pub limits: Option<RouteLimits>,
+    /// What it serves when its upstream cannot answer.
+    pub fallback: Option<Fallback>,
     /// Metric handles of this route.
     pub metrics: RouteMetrics,
     /// Which file defines it.
@@ -275,6 +278,7 @@ fn compile_with(
         errors: Vec::new(),
         base: conf_path.parent().unwrap_or(Path::new(".")).to_path_buf(),
         hasher: DefaultHasher::new(),
+        extra_files: Vec::new(),
         env,
         previous,
     };
@@ -289,7 +293,11 @@ pub(super) struct Compiler<'e> {
     pub(super) errors: Vec<ConfigError>,
     /// Directory of conf.yaml: relative paths in every file start here.
     pub(super) base: PathBuf,
-    hasher: DefaultHasher,
+    /// Hash of every byte read, the config's version.
+    pub(super) hasher: DefaultHasher,
+    /// Files read besides conf.yaml, route files and certificates
+    /// (fallback bodies): watched like them.
+    pub(super) extra_files: Vec<PathBuf>,
     env: &'e dyn Fn(&str) -> Option<String>,
     /// The running config, whose unchanged parts are reused.
     pub(super) previous: Option<&'e Runtime>,
@@ -446,6 +454,7 @@ impl Compiler<'_> {
             metrics,
         };
         let (routes, table) = self.routes(&parsed_routes, &inputs);
+        files.append(&mut self.extra_files);
         let running = self.previous.map_or(0, |p| p.routes.len());
         if routes.is_empty()
             && running > 0
@@ -1070,18 +1079,12 @@ impl Compiler<'_> {
                 })
                 .collect::<Vec<_>>()
         });
-        let pool = match inputs.pools.get(&e.upstream) {
-            Some((p, _)) => Some(Arc::clone(p)),
-            // Defined but invalid: its own errors are reported already.
-            None if inputs.defined.contains(e.upstream.as_str()) => None,
-            None => {
-                self.errors.push(f.err(
-                    &format!("{key}.upstream"),
-                    format!("no upstream named `{}`", e.upstream),
-                ));
-                None
-            }
-        };
+        let pool = self.pool_named(f, &format!("{key}.upstream"), &e.upstream, inputs);
+        let fallback_pool = e
+            .fallback_upstream
+            .as_ref()
+            .and_then(|name| self.pool_named(f, &format!("{key}.fallback_upstream"), name, inputs));
+        let fallback = self.route_fallback(f, key, e, fallback_pool, inputs.metrics);
         let ip_allow = self.cidrs(f, &format!("{key}.ip_allow"), &e.ip_allow);
         let ip_deny = self.cidrs(f, &format!("{key}.ip_deny"), &e.ip_deny);
         let headers = self.header_rules(f, &format!("{key}.headers"), e);
@@ -1115,8 +1118,29 @@ impl Compiler<'_> {
             headers,
             policy,
             limits,
+            fallback,
             file: f.path.clone(),
         })
+    }
+
+    /// The valid pool called `name`, or an error at `key` if none is.
+    fn pool_named(
+        &mut self,
+        f: &Parsed<RouteFile>,
+        key: &str,
+        name: &str,
+        inputs: &RouteInputs,
+    ) -> Option<Arc<Pool>> {
+        match inputs.pools.get(name) {
+            Some((p, _)) => Some(Arc::clone(p)),
+            // Defined but invalid: its own errors are reported already.
+            None if inputs.defined.contains(name) => None,
+            None => {
+                self.errors
+                    .push(f.err(key, format!("no upstream named `{name}`")));
+                None
+            }
+        }
     }
 
     fn header_rules(&mut self, f: &Parsed<RouteFile>, key: &str, e: &RouteEntry) -> HeaderRules {

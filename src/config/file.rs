@@ -576,6 +576,31 @@ pub struct RouteEntry {
     /// Token-bucket limits.
     #[serde(default)]
     pub rate_limit: Option<RouteLimitsFile>,
+    /// The answer served when the upstream cannot give one.
+    #[serde(default)]
+    pub fallback: Option<FallbackFile>,
+    /// The upstream that serves when the route's own cannot.
+    #[serde(default)]
+    pub fallback_upstream: Option<String>,
+}
+
+/// A route's static `fallback` answer.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FallbackFile {
+    /// Its status.
+    #[serde(default = "default_fallback_status")]
+    pub status: u16,
+    /// The file its body is read from (at load; absent: no body).
+    #[serde(default)]
+    pub body_file: Option<String>,
+    /// Its `Content-Type`; absent, guessed from `body_file`'s extension.
+    #[serde(default)]
+    pub content_type: Option<String>,
+}
+
+fn default_fallback_status() -> u16 {
+    200
 }
 
 /// Per-route header edits.

@@ -11,7 +11,7 @@ use crate::limit::LimitHeaders;
 use crate::reject::Rejection;
 use crate::trace::TraceContext;
 use crate::upstream::retry::RetryPermit;
-use crate::upstream::{Lease, Tried};
+use crate::upstream::{Lease, Pool, Tried};
 
 /// Per-request state. Each field is set once, by the phase that decides it.
 pub struct RequestCtx {
@@ -65,6 +65,11 @@ pub struct RequestCtx {
     pub outcome_recorded: bool,
     /// The last backend was picked while none was healthy (panic mode).
     pub panic: bool,
+    /// Whether the request went on to the route's `fallback_upstream`.
+    pub diverted: bool,
+    /// Why a fallback answers, as an index into
+    /// [`super::fallback::REASONS`].
+    pub fallback: Option<usize>,
     /// When the first backend was picked.
     pub upstream_started: Option<Instant>,
     /// Request body bytes seen so far.
@@ -106,6 +111,8 @@ impl RequestCtx {
             retry_permit: None,
             outcome_recorded: false,
             panic: false,
+            diverted: false,
+            fallback: None,
             upstream_started: None,
             body_bytes: 0,
             rejection: None,
@@ -118,5 +125,21 @@ impl RequestCtx {
     /// The matched route.
     pub fn route(&self) -> Option<&Route> {
         Some(&self.runtime.as_ref()?.routes[self.route?])
+    }
+
+    /// The pool serving the request: the route's own, or its fallback
+    /// upstream once the request was diverted there.
+    pub fn pool(&self) -> Option<&Arc<Pool>> {
+        let route = self.route()?;
+        match &route.fallback {
+            Some(f) if self.diverted => f.upstream.as_ref(),
+            _ => Some(&route.pool),
+        }
+    }
+
+    /// The route's `timeout_ms`, which bounds its own upstream: a request
+    /// diverted to the fallback upstream has its own timeouts only.
+    pub fn deadline(&self) -> Option<Duration> {
+        self.route()?.deadline.filter(|_| !self.diverted)
     }
 }

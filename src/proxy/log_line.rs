@@ -3,6 +3,7 @@
 use pingora_proxy::Session;
 
 use super::ctx::RequestCtx;
+use super::fallback::REASONS;
 use crate::access_log::{redacted_target, rfc3339_now, Line};
 use crate::auth::AuthMode;
 use crate::client_ip::ClientIp;
@@ -28,7 +29,7 @@ pub fn line(session: &Session, ctx: &RequestCtx, status: u16, redact: &[String])
         .str("method", req.method.as_str())
         .str("path", &redacted_target(path, req.uri.query(), redact))
         .opt("route", route.map(|r| r.name.as_str()))
-        .opt("upstream", route.map(|r| r.pool.name.as_str()))
+        .opt("upstream", ctx.pool().map(|p| p.name.as_str()))
         .opt(
             "backend",
             ctx.lease.as_ref().map(|l| l.backend().label.as_str()),
@@ -45,7 +46,8 @@ pub fn line(session: &Session, ctx: &RequestCtx, status: u16, redact: &[String])
         .opt("user", ctx.identity.as_ref().map(|i| i.subject.as_str()))
         .str("auth", auth_decision(ctx))
         .opt("limit", limit_decision(ctx))
-        .opt("error", ctx.rejection.as_ref().map(Rejection::code));
+        .opt("error", ctx.rejection.as_ref().map(Rejection::code))
+        .opt("fallback", ctx.fallback.map(|i| REASONS[i]));
     l.finish()
 }
 

@@ -15,6 +15,7 @@
 
 pub mod connection;
 pub mod ctx;
+pub mod fallback;
 pub mod log_line;
 pub mod oauth_filters;
 pub mod request_filters;
@@ -63,6 +64,32 @@ const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 fn same_backend_backoff(n: u32) -> Duration {
     let full = (25u64 << n.saturating_sub(1).min(4)).min(400);
     Duration::from_millis(full / 2 + fastrand::u64(0..=full / 2))
+}
+
+/// Why no backend of a pool could be picked, as the error that answers it.
+fn no_pick_error(no: NoPick) -> Box<Error> {
+    match no {
+        NoPick::Empty => Error::explain(ErrorType::HTTPStatus(503), "no backend"),
+        NoPick::Full => Error::explain(ErrorType::Custom(SHED), "the upstream is at max_in_flight"),
+        NoPick::Open => Error::explain(
+            ErrorType::Custom(CIRCUIT_OPEN),
+            "every backend's circuit breaker is open",
+        ),
+    }
+}
+
+/// What is left of the request's deadline (`Duration::MAX` without one),
+/// or the error that answers a request past it.
+fn remaining(ctx: &RequestCtx) -> Result<Duration> {
+    match ctx.deadline() {
+        Some(d) => d
+            .checked_sub(ctx.started.elapsed())
+            .filter(|left| !left.is_zero())
+            .ok_or_else(|| {
+                Error::explain(ErrorType::Custom(DEADLINE), "past the route's timeout_ms")
+            }),
+        None => Ok(Duration::MAX),
+    }
 }
 
 /// The proxy: the live config, the metrics it records into, and the
@@ -237,57 +264,55 @@ impl ProxyHttp for Gateway {
 
     /// Picks a backend of the route's pool: a healthy one this request has
     /// not tried, else a healthy one again; with none healthy, any (panic
-    /// mode, counted). A granted retry first waits out its backoff.
+    /// mode, counted). A granted retry first waits out its backoff. A pool
+    /// that can pick none (breakers open, shed, empty), or a request past
+    /// the route's deadline, goes on to the route's fallback upstream.
     async fn upstream_peer(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let route = ctx
-            .route()
-            .ok_or_else(|| Error::new(ErrorType::InternalError))?;
-        let pool = Arc::clone(&route.pool);
-        let (deadline, started) = (route.deadline, ctx.started);
-        let left = || match deadline {
-            Some(d) => d
-                .checked_sub(started.elapsed())
-                .filter(|left| !left.is_zero())
-                .ok_or_else(|| {
-                    Error::explain(ErrorType::Custom(DEADLINE), "past the route's timeout_ms")
-                }),
-            None => Ok(Duration::MAX),
-        };
-        let mut buf = [0u8; 16];
-        let key = Self::hash_key(session, ctx, &pool.settings.hash_key, &mut buf);
-        let (lease, pick) = pool.select(key, ctx.tried).map_err(|no| match no {
-            NoPick::Empty => Error::explain(ErrorType::HTTPStatus(503), "no backend"),
-            NoPick::Full => {
-                Error::explain(ErrorType::Custom(SHED), "the upstream is at max_in_flight")
-            }
-            NoPick::Open => Error::explain(
-                ErrorType::Custom(CIRCUIT_OPEN),
-                "every backend's circuit breaker is open",
-            ),
-        })?;
-        ctx.panic = pick == Pick::Panic;
-        if ctx.panic {
-            pool.panics.inc();
-        }
-        // Pingora also retries a request whose reused keep-alive connection
-        // the backend had closed: that is the connection's fault, and it
-        // goes again at once. A retry of the policy waits its backoff, with
-        // the failed backend's in-flight slot given back meanwhile; one on
-        // a backend tried already waits at least long enough for a full
-        // listen backlog to drain.
-        if let Some(wait) = ctx.backoff.take() {
-            ctx.lease = None;
-            let wait = match pick {
-                Pick::Fresh => wait,
-                Pick::Again | Pick::Panic => wait.max(same_backend_backoff(ctx.retries)),
+        let (pool, lease, left) = loop {
+            let pool = Arc::clone(
+                ctx.pool()
+                    .ok_or_else(|| Error::new(ErrorType::InternalError))?,
+            );
+            let picked = {
+                let mut buf = [0u8; 16];
+                let key = Self::hash_key(session, ctx, &pool.settings.hash_key, &mut buf);
+                pool.select(key, ctx.tried).map_err(no_pick_error)
             };
-            tokio::time::sleep(wait.min(left()?)).await;
-        }
-        let left = left()?;
+            let (lease, pick) = match picked {
+                Ok(picked) => picked,
+                Err(e) if fallback::divert(ctx, &Rejection::from_proxy_error(&e)) => continue,
+                Err(e) => return Err(e),
+            };
+            ctx.panic = pick == Pick::Panic;
+            if ctx.panic {
+                pool.panics.inc();
+            }
+            // Pingora also retries a request whose reused keep-alive
+            // connection the backend had closed: that is the connection's
+            // fault, and it goes again at once. A retry of the policy waits
+            // its backoff, with the failed backend's in-flight slot given
+            // back meanwhile; one on a backend tried already waits at least
+            // long enough for a full listen backlog to drain.
+            if let Some(wait) = ctx.backoff.take() {
+                ctx.lease = None;
+                let wait = match pick {
+                    Pick::Fresh => wait,
+                    Pick::Again | Pick::Panic => wait.max(same_backend_backoff(ctx.retries)),
+                };
+                if let Ok(left) = remaining(ctx) {
+                    tokio::time::sleep(wait.min(left)).await;
+                }
+            }
+            match remaining(ctx) {
+                Ok(left) => break (pool, lease, left),
+                Err(_) if fallback::divert(ctx, &Rejection::GatewayTimeout) => continue,
+                Err(e) => return Err(e),
+            }
+        };
         let s = &pool.settings;
         // Each attempt waits at most what is left of the route's deadline;
         // a connect cut short by it is the deadline's doing, not the backend's.
@@ -328,9 +353,9 @@ impl ProxyHttp for Gateway {
     }
 
     /// Weighs a failed connect against its backend (which may eject it, see
-    /// [`crate::upstream::pool`]) and retries while the policy allows. A
-    /// failure on the gateway's own side is counted, answered 503 and
-    /// never held against the backend.
+    /// [`crate::upstream::pool`]) and retries while the policy allows, then
+    /// on the route's fallback upstream. A failure on the gateway's own
+    /// side is counted, answered 503 and never held against the backend.
     fn fail_to_connect(
         &self,
         session: &mut Session,
@@ -360,11 +385,13 @@ impl ProxyHttp for Gateway {
             return Error::because(ErrorType::Custom(LOCAL_ERROR), "local connect failure", e);
         }
         if ctx.deadline_bound && matches!(failure, ConnectFailure::Weak) {
-            return Error::because(
+            let mut e = Error::because(
                 ErrorType::Custom(DEADLINE),
                 "connect cut short by timeout_ms",
                 e,
             );
+            e.set_retry(fallback::divert(ctx, &Rejection::GatewayTimeout));
+            return e;
         }
         lease.backend().record(true);
         if pool.connect_failed(lease.index(), failure) {
@@ -377,9 +404,18 @@ impl ProxyHttp for Gateway {
         }
         ctx.outcome_recorded = true;
         let retry = retrying::grant(session, ctx, RetryFailure::ConnectFailure, &self.metrics);
-        e.set_retry(retry);
-        if !retry && ctx.panic {
-            // Tried anyway and failed too: the pool is down, as the checks said.
+        // Tried anyway and failed too: the pool is down, as the checks said.
+        let cause = if ctx.panic {
+            Rejection::NoHealthyBackend
+        } else {
+            Rejection::from_proxy_error(&e)
+        };
+        if retry || fallback::divert(ctx, &cause) {
+            e.set_retry(true);
+            return e;
+        }
+        e.set_retry(false);
+        if ctx.panic {
             return Error::because(ErrorType::HTTPStatus(503), "no healthy backend", e);
         }
         e
@@ -387,7 +423,8 @@ impl ProxyHttp for Gateway {
 
     /// An attempt failed after its connection was made: Pingora's retry of
     /// a stale keep-alive connection stands (for a request that may go
-    /// twice); anything else goes again only as the retry policy says.
+    /// twice); anything else goes again only as the retry policy says, or
+    /// to the route's fallback upstream once the policy is spent.
     fn error_while_proxy(
         &self,
         peer: &HttpPeer,
@@ -405,7 +442,9 @@ impl ProxyHttp for Gateway {
             return e;
         }
         let retry = retrying::failure_of(&e)
-            .is_some_and(|failure| retrying::grant(session, ctx, failure, &self.metrics));
+            .is_some_and(|failure| retrying::grant(session, ctx, failure, &self.metrics))
+            || (retrying::replayable(session)
+                && fallback::divert(ctx, &Rejection::from_proxy_error(&e)));
         e.set_retry(retry);
         e
     }
@@ -497,6 +536,7 @@ impl ProxyHttp for Gateway {
         if let Some(limits) = &ctx.limit_headers {
             crate::reject::add_limit_headers(upstream_response, limits);
         }
+        fallback::mark_diverted(upstream_response, ctx)?;
         response_modifiers::prepare(
             upstream_response,
             &ctx.request_id,
@@ -546,6 +586,12 @@ impl ProxyHttp for Gateway {
                 ctx.request_id = crate::trace::request_id(None);
             }
             session.set_keepalive(None);
+            if let Some(status) = fallback::answer(session, ctx, &rejection).await {
+                return FailToProxy {
+                    error_code: status,
+                    can_reuse_downstream: false,
+                };
+            }
             if let Err(write_err) = self.reject(session, ctx, rejection).await {
                 warn!("could not send error response: {write_err}");
             }

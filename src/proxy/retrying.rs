@@ -53,8 +53,7 @@ pub fn grant(session: &Session, ctx: &mut RequestCtx, failure: Failure, metrics:
     if reached && !replayable(session) {
         return false;
     }
-    let deadline = ctx.route().and_then(|r| r.deadline);
-    if deadline.is_some_and(|d| ctx.started.elapsed() >= d) {
+    if ctx.deadline().is_some_and(|d| ctx.started.elapsed() >= d) {
         return false;
     }
     // A request that never reached the backend adds no load to it: only

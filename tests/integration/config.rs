@@ -67,7 +67,7 @@ fn errors_name_file_line_and_key() {
         (
             "unknown key",
             "upstreams:\n  web:\n    backends: [127.0.0.1:1]\nroutes:\n  - name: a\n    prefix: /a\n    upstream: web\n    prefixx: /b\n",
-            &["routes/r.yaml:8:5: `routes[0].prefixx`: unknown field `prefixx`, expected one of `name`, `prefix`, `host`, `methods`, `upstream`, `strip_prefix`, `timeout_ms`, `ip_allow`, `ip_deny`, `headers`, `auth`, `session`, `scopes`, `roles`, `on_unauthenticated`, `rate_limit`"],
+            &["routes/r.yaml:8:5: `routes[0].prefixx`: unknown field `prefixx`, expected one of `name`, `prefix`, `host`, `methods`, `upstream`, `strip_prefix`, `timeout_ms`, `ip_allow`, `ip_deny`, `headers`, `auth`, `session`, `scopes`, `roles`, `on_unauthenticated`, `rate_limit`, `fallback`, `fallback_upstream`"],
         ),
         (
             "missing upstream",
@@ -368,5 +368,22 @@ fn retry_errors_name_their_keys() {
     assert!(
         !got.iter().any(|e| e.contains("on[3]")),
         "a quoted status is a status: {got:#?}"
+    );
+}
+
+#[test]
+fn fallback_errors_name_their_keys() {
+    let routes = "upstreams:\n  web:\n    backends: ['127.0.0.1:1']\nroutes:\n  - name: a\n    prefix: /a\n    upstream: web\n    fallback_upstream: nowhere\n  - name: b\n    prefix: /b\n    upstream: web\n    fallback_upstream: web\n    fallback: {status: 99, body_file: missing.json}\n  - name: c\n    prefix: /c\n    upstream: web\n    fallback: {status: 204, body_file: conf.yaml, content_type: \"bad\\nvalue\"}\n";
+    let got = errors("listeners: []\n", &[("r.yaml", routes)]);
+    assert_errors_include(
+        &got,
+        &[
+            "routes/r.yaml:8:5: `routes[0].fallback_upstream`: no upstream named `nowhere`",
+            "`routes[1].fallback_upstream`: is the route's own upstream",
+            "`routes[1].fallback.status`: 99 is not a final status (200-599)",
+            "`routes[1].fallback.body_file`: cannot read missing.json",
+            "`routes[2].fallback.body_file`: a 204 answer has no body",
+            "`routes[2].fallback.content_type`: not a valid header value",
+        ],
     );
 }

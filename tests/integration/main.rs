@@ -10,6 +10,7 @@ mod conformance;
 mod demo;
 mod deploy;
 mod edge;
+mod fallbacks;
 mod fault_peers;
 mod fuzz_regressions;
 mod headers;
