@@ -111,7 +111,7 @@ impl Admin {
                     "name": name,
                     "balance": format!("{:?}", pool.balance),
                     "health_check": spec.path.clone().unwrap_or_else(|| "tcp".into()),
-                    "backends": pool.backends.iter().map(|b| json!({
+                    "backends": pool.members().backends.iter().map(|b| json!({
                         "addr": b.label,
                         "weight": b.weight,
                         "healthy": b.is_healthy(),

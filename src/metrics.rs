@@ -80,6 +80,9 @@ pub struct Metrics {
     /// `gatehouse_upstream_shed_total{upstream}`: requests answered 503 at
     /// once because the pool (or every backend) was at `max_in_flight`.
     pub upstream_shed: IntCounterVec,
+    /// `gatehouse_dns_resolutions_total{upstream, result}`: re-resolutions
+    /// of backends given by name (ok, error, empty).
+    pub dns_resolutions: IntCounterVec,
     /// `gatehouse_fallbacks_total{route, reason}`: degraded answers (the
     /// fallback upstream's or the static one) served in place of an error.
     pub fallbacks: IntCounterVec,
@@ -220,6 +223,14 @@ impl Metrics {
             &["upstream"],
         )
         .expect("valid metric");
+        let dns_resolutions = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_dns_resolutions_total",
+                "DNS resolutions of backends given by name, by upstream and result (ok, error, empty).",
+            ),
+            &["upstream", "result"],
+        )
+        .expect("valid metric");
         let fallbacks = IntCounterVec::new(
             Opts::new(
                 "gatehouse_fallbacks_total",
@@ -349,6 +360,7 @@ impl Metrics {
             Box::new(upstream_retry_overflow.clone()),
             Box::new(upstream_panic.clone()),
             Box::new(fallbacks.clone()),
+            Box::new(dns_resolutions.clone()),
             Box::new(upstream_shed.clone()),
             Box::new(circuit_state.clone()),
             Box::new(circuit_transitions.clone()),
@@ -401,6 +413,7 @@ impl Metrics {
             upstream_retry_overflow,
             upstream_panic,
             fallbacks,
+            dns_resolutions,
             upstream_shed,
             circuit_state,
             circuit_transitions,

@@ -18,9 +18,7 @@ use pingora_core::server::configuration::ServerConf;
 use serde::de::DeserializeOwned;
 
 use super::error::{ConfigError, ConfigErrors};
-use super::file::{
-    BackendFile, Balance, LogFormat, MainFile, PathParams, RouteEntry, RouteFile, UpstreamFile,
-};
+use super::file::{Balance, LogFormat, MainFile, PathParams, RouteEntry, RouteFile, UpstreamFile};
 use super::yaml::MarkedDoc;
 use crate::access_log::{AccessLog, Destination};
 use crate::auth::{Auth, RoutePolicy};
@@ -30,9 +28,9 @@ use crate::proxy::fallback::Fallback;
 use crate::reason::Reason;
 use crate::routing::{canonical_prefix, normalize, RouteTable};
 use crate::tls::CertSet;
-use crate::upstream::breaker::TRANSITIONS;
+use crate::upstream::discovery::{self, Discovery, ResolverSpec, RESULTS};
 use crate::upstream::pool::{HashKey, UpstreamTls};
-use crate::upstream::{EjectionPolicy, HealthSpec, Pool, PoolSettings};
+use crate::upstream::{BackendMetrics, EjectionPolicy, HealthSpec, Pool, PoolSettings};
 use pingora_core::tls::x509::X509;
 
 /// Settings that only a restart or graceful upgrade can change.
@@ -220,7 +218,8 @@ impl Runtime {
             let methods = r.methods.as_ref().map_or("*".to_string(), |m| {
                 m.iter().map(Method::as_str).collect::<Vec<_>>().join(",")
             });
-            let backends: Vec<&str> = r.pool.backends.iter().map(|b| b.label.as_str()).collect();
+            let members = r.pool.members();
+            let backends: Vec<&str> = members.backends.iter().map(|b| b.label.as_str()).collect();
             out.push_str(&format!(
                 "{:<24} {:<20} {:<32} {:<10} {} [{}]{}\n",
                 r.name,
@@ -443,7 +442,8 @@ impl Compiler<'_> {
                 parsed_routes.push(parsed);
             }
         }
-        let (pools, pool_prints) = self.pools(&parsed_routes, metrics);
+        let resolver = self.resolver_spec(&main);
+        let (pools, pool_prints) = self.pools(&parsed_routes, metrics, &resolver);
         let inputs = RouteInputs {
             pools: &pools,
             defined: parsed_routes
@@ -655,6 +655,7 @@ impl Compiler<'_> {
         &mut self,
         files: &[Parsed<RouteFile>],
         metrics: &Metrics,
+        resolver: &ResolverSpec,
     ) -> (Pools, HashMap<String, u64>) {
         let mut pools = BTreeMap::new();
         let mut prints = HashMap::new();
@@ -682,6 +683,8 @@ impl Compiler<'_> {
                         .cloned()
                         .unwrap_or_default();
                     serde_yaml::to_string(&v).unwrap_or_default().hash(&mut h);
+                    // A pool resolving names is rebuilt when the resolver changes.
+                    format!("{resolver:?}").hash(&mut h);
                     h.finish()
                 };
                 prints.insert(name.clone(), print);
@@ -690,7 +693,9 @@ impl Compiler<'_> {
                     .filter(|p| p.fingerprints.pools.get(name) == Some(&print))
                     .and_then(|p| p.pools.get(name))
                     .map(|(pool, spec)| (Arc::clone(pool), spec.clone()));
-                if let Some(pool) = reused.or_else(|| self.pool(f, &key, name, up, metrics)) {
+                if let Some(pool) =
+                    reused.or_else(|| self.pool(f, &key, name, up, metrics, resolver))
+                {
                     pools.insert(name.clone(), pool);
                 }
             }
@@ -788,6 +793,7 @@ impl Compiler<'_> {
         name: &str,
         up: &UpstreamFile,
         metrics: &Metrics,
+        resolver: &ResolverSpec,
     ) -> Option<(Arc<Pool>, HealthSpec)> {
         let before = self.errors.len();
         if !is_label_safe(name) {
@@ -802,24 +808,7 @@ impl Compiler<'_> {
                 "at least one backend is required",
             ));
         }
-        let mut backends = Vec::new();
-        for (i, b) in up.backends.iter().enumerate() {
-            let bkey = format!("{key}.backends[{i}]");
-            let (addr, weight) = match b {
-                BackendFile::Addr(a) => (a.as_str(), 1),
-                BackendFile::Weighted { addr, weight } => (addr.as_str(), *weight),
-            };
-            if weight == 0 {
-                self.errors.push(f.err(&bkey, "weight must be at least 1"));
-            }
-            if let Some(a) = self.socket_addr(f, &bkey, addr) {
-                if backends.iter().any(|(x, _)| *x == a) {
-                    self.errors
-                        .push(f.err(&bkey, format!("backend {a} is listed twice")));
-                }
-                backends.push((a, weight));
-            }
-        }
+        let (backends, targets) = self.backend_entries(f, key, up);
         let hash_key = match (&up.balance, &up.hash_key) {
             (Balance::Hash, None) => {
                 self.errors
@@ -947,28 +936,32 @@ impl Compiler<'_> {
                 .with_label_values(&[name, &failure.label()]);
         }
         metrics.upstream_retry_overflow.with_label_values(&[name]);
-        let gauge = |backend: &str| metrics.backend_healthy.with_label_values(&[name, backend]);
         let panics = metrics.upstream_panic.with_label_values(&[name]);
         let shed = metrics.upstream_shed.with_label_values(&[name]);
-        let pool = Pool::new(
+        let discovery = (!targets.is_empty()).then(|| {
+            let first = discovery::resolve_now(resolver, &targets);
+            Discovery::new(
+                name,
+                targets,
+                backends.clone(),
+                Duration::from_millis(up.resolve_interval_ms),
+                resolver.clone(),
+                RESULTS.map(|r| metrics.dns_resolutions.with_label_values(&[name, r])),
+                &first,
+            )
+        });
+        let members = discovery.as_ref().map_or(backends, Discovery::members);
+        let mut pool = Pool::new(
             name.to_string(),
-            backends,
+            members,
             up.balance,
             settings,
-            gauge,
-            |backend: &str| {
-                let transitions = TRANSITIONS.map(|to| {
-                    metrics
-                        .circuit_transitions
-                        .with_label_values(&[name, backend, to])
-                });
-                (
-                    metrics.circuit_state.with_label_values(&[name, backend]),
-                    transitions,
-                )
-            },
+            BackendMetrics::of(name, metrics),
             [panics, shed],
         );
+        if let Some(d) = discovery {
+            pool = pool.with_discovery(d);
+        }
         Some((Arc::new(pool), health))
     }
 

@@ -110,6 +110,9 @@ pub struct MainFile {
     /// Session store.
     #[serde(default)]
     pub tokenginx: Option<TokenginxFile>,
+    /// The resolver of backends given by name.
+    #[serde(default)]
+    pub dns: Option<DnsFile>,
     /// The gateway as the OAuth 2.1 client of every app.
     #[serde(default)]
     pub oauth: Option<OauthFile>,
@@ -397,6 +400,9 @@ fn default_budget_percent() -> u32 {
 pub struct UpstreamFile {
     /// The servers of the pool.
     pub backends: Vec<BackendFile>,
+    /// Longest time between two DNS resolutions of backends given by name.
+    #[serde(default = "default_resolve_interval_ms")]
+    pub resolve_interval_ms: u64,
     /// Selection algorithm.
     #[serde(default)]
     pub balance: Balance,
@@ -482,7 +488,28 @@ fn default_eject_window_seconds() -> u64 {
     10
 }
 
-/// A backend: `ip:port`, or `{addr, weight}`.
+/// conf.yaml's `dns`: who resolves backends given by name.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsFile {
+    /// `ip:port` of each nameserver; absent: `/etc/resolv.conf`.
+    #[serde(default)]
+    pub nameservers: Vec<String>,
+    /// Longest one query may take.
+    #[serde(default = "default_dns_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_dns_timeout_ms() -> u64 {
+    2000
+}
+
+fn default_resolve_interval_ms() -> u64 {
+    5000
+}
+
+/// A backend: `ip:port` or `host:port`, `{addr, weight}`, or
+/// `{dns, port, weight}` for every address of a name.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 pub enum BackendFile {
@@ -493,6 +520,16 @@ pub enum BackendFile {
         /// `ip:port`.
         addr: String,
         /// Relative share of traffic.
+        #[serde(default = "one")]
+        weight: u32,
+    },
+    /// A backend per A/AAAA record of `dns`.
+    Dns {
+        /// The name.
+        dns: String,
+        /// The port of every address.
+        port: u16,
+        /// Relative share of traffic of each address.
         #[serde(default = "one")]
         weight: u32,
     },

@@ -6,6 +6,7 @@
 pub mod auth_file;
 pub mod compile;
 mod compile_auth;
+mod compile_discovery;
 mod compile_fallback;
 mod compile_limit;
 mod compile_oauth;

@@ -23,7 +23,7 @@ use crate::access_log::{AccessLog, Reopen};
 use crate::lifecycle::{unix_now, Lifecycle, ReloadOutcome};
 use crate::metrics::Metrics;
 use crate::tls::CertStore;
-use crate::upstream::health;
+use crate::upstream::{discovery, health};
 
 /// Opens what a compiled config needs before it serves (the access-log
 /// writer, unless `previous` has the same one).
@@ -58,7 +58,8 @@ pub fn prepare(
 }
 
 /// Starts the background work of the parts `runtime` did not take over
-/// from `previous`: health checkers of new pools, JWKS refreshers and the
+/// from `previous`: health checkers and DNS re-resolution of new pools,
+/// JWKS refreshers and the
 /// TokenginX connection of a new auth config, the rate-limit store's
 /// connection. Must run on a Tokio runtime.
 pub fn activate(runtime: &Runtime, previous: Option<&Runtime>) {
@@ -67,7 +68,8 @@ pub fn activate(runtime: &Runtime, previous: Option<&Runtime>) {
             .and_then(|p| p.pools.get(name))
             .is_some_and(|(old, _)| Arc::ptr_eq(old, pool));
         if !reused {
-            health::spawn(pool, spec.clone());
+            health::spawn(pool, spec, &pool.members().backends);
+            discovery::spawn(pool, spec.clone());
         }
     }
     if !previous.is_some_and(|p| Arc::ptr_eq(&p.auth, &runtime.auth)) {
@@ -225,8 +227,9 @@ fn warn_fixed_settings(old: &ServerSettings, new: &ServerSettings) {
 fn forget_removed_backends(old: &Runtime, new: &Runtime, metrics: &Metrics) {
     for (name, (pool, _)) in &old.pools {
         let kept = new.pools.get(name).map(|(p, _)| p);
-        for b in pool.backends.iter() {
-            let still = kept.is_some_and(|p| p.backends.iter().any(|nb| nb.label == b.label));
+        for b in pool.members().backends.iter() {
+            let still =
+                kept.is_some_and(|p| p.members().backends.iter().any(|nb| nb.label == b.label));
             if !still {
                 let _ = metrics
                     .backend_healthy

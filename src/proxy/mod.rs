@@ -394,7 +394,7 @@ impl ProxyHttp for Gateway {
             return e;
         }
         lease.backend().record(true);
-        if pool.connect_failed(lease.index(), failure) {
+        if pool.connect_failed(lease.backend(), failure) {
             warn!(
                 "upstream {} backend {} ejected: {}",
                 pool.name,

@@ -3,7 +3,8 @@
 //! else's. Probes use Pingora's HTTP or TCP check. A probe that fails for
 //! lack of the gateway's own resources (no file descriptor, no port) gives
 //! no verdict: the backend keeps the health it had. The tasks hold only a
-//! weak reference, so they end by themselves when a reload drops the pool.
+//! weak reference, so they end by themselves when a reload drops the pool
+//! (or DNS takes their backend out of it).
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -12,6 +13,7 @@ use log::{info, warn};
 use pingora_load_balancing::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
 use pingora_load_balancing::Backend as LbBackend;
 
+use super::backend::Backend;
 use super::connect_failure::ConnectFailure;
 use super::pool::{Pool, PoolSettings};
 
@@ -76,10 +78,13 @@ fn describe(e: &pingora_core::Error) -> String {
     }
 }
 
-/// Starts the checkers of `pool`'s backends on the current Tokio runtime.
-pub fn spawn(pool: &Arc<Pool>, spec: HealthSpec) {
+/// Starts the checkers of `backends` (of `pool`) on the current Tokio runtime.
+pub fn spawn(pool: &Arc<Pool>, spec: &HealthSpec, backends: &[Arc<Backend>]) {
+    if backends.is_empty() {
+        return;
+    }
     let checker: Arc<dyn HealthCheck + Send + Sync> = Arc::from(spec.checker(&pool.settings));
-    for (index, b) in pool.backends.iter().enumerate() {
+    for b in backends {
         let target = LbBackend {
             addr: pingora_core::protocols::l4::socket::SocketAddr::Inet(b.addr),
             weight: b.weight as usize,
@@ -87,7 +92,7 @@ pub fn spawn(pool: &Arc<Pool>, spec: HealthSpec) {
         };
         let probe = Probe {
             pool: Arc::downgrade(pool),
-            index,
+            backend: Arc::clone(b),
             checker: Arc::clone(&checker),
             target,
         };
@@ -95,10 +100,11 @@ pub fn spawn(pool: &Arc<Pool>, spec: HealthSpec) {
     }
 }
 
-/// The checker of one backend.
+/// The checker of one backend; it ends with its pool or when the backend
+/// leaves it.
 struct Probe {
     pool: Weak<Pool>,
-    index: usize,
+    backend: Arc<Backend>,
     checker: Arc<dyn HealthCheck + Send + Sync>,
     target: LbBackend,
 }
@@ -109,7 +115,7 @@ impl Probe {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
-            if self.pool.strong_count() == 0 {
+            if self.pool.strong_count() == 0 || self.backend.is_retired() {
                 return;
             }
             let result =
@@ -121,7 +127,7 @@ impl Probe {
             let Some(pool) = self.pool.upgrade() else {
                 return;
             };
-            let backend = &pool.backends[self.index];
+            let backend = &self.backend;
             backend.roll_window();
             let passed = match &result {
                 Ok(()) => true,
@@ -134,7 +140,7 @@ impl Probe {
                 }
                 Err(_) => false,
             };
-            if pool.set_health(self.index, passed) {
+            if pool.set_health(backend, passed) {
                 match result {
                     Ok(()) => info!(
                         "upstream {} backend {} is healthy",

@@ -15,21 +15,26 @@
 //! certainly fails.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ahash::AHashMap;
+use arc_swap::{ArcSwap, Guard};
 use pingora_ketama::{Bucket, Continuum};
-use prometheus::{IntCounter, IntGauge};
+use prometheus::IntCounter;
 
-use super::breaker::{Breaker, BreakerPolicy};
+use super::backend::{Backend, BackendMetrics};
+use super::breaker::BreakerPolicy;
 use super::connect_failure::ConnectFailure;
+use super::discovery::Discovery;
 use super::retry::{RetryBudget, RetryPermit, RetryPolicy};
 
 use crate::config::file::Balance;
 
-/// Which backends a request has already tried (by index), so a retry goes elsewhere.
+/// Which backends a request has already tried (by index), so a retry goes
+/// elsewhere. After the pool's members change (DNS), an index may name
+/// another backend: that only makes a retry less picky.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Tried(u128);
 
@@ -42,122 +47,6 @@ impl Tried {
 
     fn contains(self, i: usize) -> bool {
         self.0 & (1 << (i % 128)) != 0
-    }
-}
-
-/// One backend server of a pool.
-#[derive(Debug)]
-pub struct Backend {
-    /// Where it listens.
-    pub addr: SocketAddr,
-    /// `addr` as text: the `backend` label and the status page key.
-    pub label: String,
-    /// Relative share for `weighted` and `least_conn`.
-    pub weight: u32,
-    /// Whether the last active check passed.
-    check_passed: AtomicBool,
-    /// Ejected by failed connects since the last passing check.
-    ejected: AtomicBool,
-    /// Connect timeouts in a row, and when the first of them happened.
-    timeouts: TimeoutStreak,
-    /// Requests now being proxied to it (for `least_conn`).
-    in_flight: AtomicUsize,
-    /// `gatehouse_upstream_backend_healthy{upstream, backend}`.
-    gauge: IntGauge,
-    /// Its circuit breaker, when the pool has `circuit_breaker`.
-    pub breaker: Option<Breaker>,
-    /// Attempts sent to it, ever.
-    attempts: AtomicU64,
-    /// Attempts that failed (connect error, 5xx, timeout), ever.
-    failures: AtomicU64,
-    /// (attempts, failures) at the last health round, for the recent error rate.
-    last_round: AtomicU64,
-    /// Failure ratio over the last health-check interval, in parts per million.
-    recent_error_ppm: AtomicU64,
-}
-
-impl Backend {
-    /// Whether it may be picked.
-    pub fn is_healthy(&self) -> bool {
-        self.check_passed.load(Relaxed) && !self.ejected.load(Relaxed)
-    }
-
-    /// Whether failed connects ejected it.
-    pub fn is_ejected(&self) -> bool {
-        self.ejected.load(Relaxed)
-    }
-
-    /// An attempt reached the backend: a streak of connect timeouts ends.
-    pub fn reached(&self) {
-        self.timeouts.clear();
-    }
-
-    /// Requests now in flight to it.
-    pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Relaxed)
-    }
-
-    /// Records how one attempt on this backend ended (its breaker too).
-    pub fn record(&self, failed: bool) {
-        self.attempts.fetch_add(1, Relaxed);
-        if failed {
-            self.failures.fetch_add(1, Relaxed);
-        }
-        if let Some(b) = &self.breaker {
-            b.record(failed);
-        }
-    }
-
-    /// Whether its breaker (if any) lets a request through now.
-    fn breaker_allows(&self) -> bool {
-        self.breaker.as_ref().is_none_or(Breaker::allows)
-    }
-
-    /// Closes a measuring window (each health-check round): the error rate
-    /// of the attempts since the previous one becomes the recent rate.
-    pub fn roll_window(&self) {
-        let (a, f) = (self.attempts.load(Relaxed), self.failures.load(Relaxed));
-        let packed = (a & 0xFFFF_FFFF) << 32 | (f & 0xFFFF_FFFF);
-        let prev = self.last_round.swap(packed, Relaxed);
-        let (pa, pf) = (prev >> 32, prev & 0xFFFF_FFFF);
-        let da = (a & 0xFFFF_FFFF).wrapping_sub(pa) & 0xFFFF_FFFF;
-        let df = (f & 0xFFFF_FFFF).wrapping_sub(pf) & 0xFFFF_FFFF;
-        let ppm = (df * 1_000_000).checked_div(da).unwrap_or(0);
-        self.recent_error_ppm.store(ppm, Relaxed);
-    }
-
-    /// Failed share of the attempts in the last window (0.0–1.0).
-    pub fn recent_error_rate(&self) -> f64 {
-        self.recent_error_ppm.load(Relaxed) as f64 / 1e6
-    }
-}
-
-/// Connect timeouts in a row on one backend within a window.
-#[derive(Debug, Default)]
-struct TimeoutStreak {
-    /// How many.
-    count: AtomicU32,
-    /// When the first one happened, in ms since the pool was built.
-    since_ms: AtomicU64,
-}
-
-impl TimeoutStreak {
-    /// Counts one timeout at `now_ms`; returns the streak's length within `window_ms`.
-    fn add(&self, now_ms: u64, window_ms: u64) -> u32 {
-        let since = self.since_ms.load(Relaxed);
-        if self.count.load(Relaxed) == 0 || now_ms.saturating_sub(since) > window_ms {
-            self.since_ms.store(now_ms, Relaxed);
-            self.count.store(1, Relaxed);
-            return 1;
-        }
-        self.count.fetch_add(1, Relaxed) + 1
-    }
-
-    /// Ends the streak (a read first: the common case writes nothing).
-    fn clear(&self) {
-        if self.count.load(Relaxed) != 0 {
-            self.count.store(0, Relaxed);
-        }
     }
 }
 
@@ -305,107 +194,17 @@ impl std::fmt::Debug for HashRing {
     }
 }
 
-/// An upstream pool.
+/// The backends of a pool at one moment, with the selection structures
+/// built over them; replaced whole when DNS changes the set.
 #[derive(Debug)]
-pub struct Pool {
-    /// Name from the route file; the `upstream` label.
-    pub name: String,
-    /// The backends, in config order.
-    pub backends: Box<[Backend]>,
-    /// Timeouts, retries, TLS.
-    pub settings: PoolSettings,
-    /// Balance as configured (for the status page).
-    pub balance: Balance,
-    /// `gatehouse_upstream_panic_total` of this pool.
-    pub panics: IntCounter,
-    /// `gatehouse_upstream_shed_total` of this pool.
-    pub shed: IntCounter,
-    /// Requests in flight on the pool's backends together.
-    in_flight: AtomicUsize,
-    /// Retries in flight, held to `settings.retry.budget_percent`.
-    retry_budget: RetryBudget,
+pub struct Members {
+    /// The backends, in config (then resolution) order.
+    pub backends: Box<[Arc<Backend>]>,
     selector: Selector,
-    cursor: AtomicUsize,
-    /// Serialises ejection decisions, so two at once cannot both pass the floor.
-    ejecting: Mutex<()>,
-    /// Time zero of the backends' timeout streaks.
-    epoch: Instant,
 }
 
-/// A backend picked for a request: keeps its in-flight count up until dropped.
-#[derive(Debug)]
-pub struct Lease {
-    pool: Arc<Pool>,
-    index: usize,
-}
-
-impl Lease {
-    /// Index of the backend in its pool.
-    pub fn index(&self) -> usize {
-        self.index
-    }
-
-    /// The backend.
-    pub fn backend(&self) -> &Backend {
-        &self.pool.backends[self.index]
-    }
-
-    /// The pool it belongs to.
-    pub fn pool(&self) -> &Arc<Pool> {
-        &self.pool
-    }
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        self.pool.backends[self.index]
-            .in_flight
-            .fetch_sub(1, Relaxed);
-        self.pool.in_flight.fetch_sub(1, Relaxed);
-    }
-}
-
-impl Pool {
-    /// Builds a pool; every backend starts healthy until a check says otherwise.
-    /// `gauge_for(label)` gives each backend its health gauge; `panics`
-    /// counts requests sent while no backend was healthy, `shed` those
-    /// refused at `max_in_flight`.
-    pub fn new(
-        name: String,
-        backends: Vec<(SocketAddr, u32)>,
-        balance: Balance,
-        settings: PoolSettings,
-        gauge_for: impl Fn(&str) -> IntGauge,
-        circuit_for: impl Fn(&str) -> (IntGauge, [IntCounter; 3]),
-        [panics, shed]: [IntCounter; 2],
-    ) -> Pool {
-        let backends: Box<[Backend]> = backends
-            .into_iter()
-            .map(|(addr, weight)| {
-                let label = addr.to_string();
-                let gauge = gauge_for(&label);
-                gauge.set(1);
-                let breaker = settings.breaker.map(|policy| {
-                    let (gauge, transitions) = circuit_for(&label);
-                    Breaker::new(policy, gauge, transitions)
-                });
-                Backend {
-                    addr,
-                    label,
-                    weight: weight.max(1),
-                    check_passed: AtomicBool::new(true),
-                    ejected: AtomicBool::new(false),
-                    timeouts: TimeoutStreak::default(),
-                    in_flight: AtomicUsize::new(0),
-                    breaker,
-                    gauge,
-                    attempts: AtomicU64::new(0),
-                    failures: AtomicU64::new(0),
-                    last_round: AtomicU64::new(0),
-                    recent_error_ppm: AtomicU64::new(0),
-                }
-            })
-            .collect();
+impl Members {
+    fn new(backends: Box<[Arc<Backend>]>, balance: Balance) -> Members {
         let selector = match balance {
             Balance::RoundRobin => Selector::RoundRobin,
             Balance::Weighted => Selector::Weighted(weighted_schedule(&backends)),
@@ -428,20 +227,173 @@ impl Pool {
                 }))
             }
         };
+        Members { backends, selector }
+    }
+}
+
+/// An upstream pool.
+#[derive(Debug)]
+pub struct Pool {
+    /// Name from the route file; the `upstream` label.
+    pub name: String,
+    /// Timeouts, retries, TLS.
+    pub settings: PoolSettings,
+    /// Balance as configured (for the status page).
+    pub balance: Balance,
+    /// `gatehouse_upstream_panic_total` of this pool.
+    pub panics: IntCounter,
+    /// `gatehouse_upstream_shed_total` of this pool.
+    pub shed: IntCounter,
+    /// The backend names re-resolved in DNS, when the pool has any.
+    pub discovery: Option<Discovery>,
+    members: ArcSwap<Members>,
+    metrics: BackendMetrics,
+    /// Requests in flight on the pool's backends together.
+    in_flight: AtomicUsize,
+    /// Retries in flight, held to `settings.retry.budget_percent`.
+    retry_budget: RetryBudget,
+    cursor: AtomicUsize,
+    /// Serialises ejection decisions and membership changes, so two at
+    /// once cannot both pass the floor.
+    ejecting: Mutex<()>,
+    /// Time zero of the backends' timeout streaks.
+    epoch: Instant,
+}
+
+/// What a change of membership did.
+#[derive(Debug, Default)]
+pub struct MemberChange {
+    /// Backends that joined (on probation until their first passing check).
+    pub added: Vec<Arc<Backend>>,
+    /// Backends that left (drained: requests in flight finish).
+    pub removed: Vec<Arc<Backend>>,
+}
+
+/// A backend picked for a request: keeps its in-flight count up until dropped.
+#[derive(Debug)]
+pub struct Lease {
+    pool: Arc<Pool>,
+    backend: Arc<Backend>,
+    index: usize,
+}
+
+impl Lease {
+    /// Index of the backend among its pool's members when it was picked.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    /// The pool it belongs to.
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pool
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.backend.in_flight.fetch_sub(1, Relaxed);
+        self.pool.in_flight.fetch_sub(1, Relaxed);
+    }
+}
+
+impl Pool {
+    /// Builds a pool; every backend starts healthy until a check says
+    /// otherwise. Its backends' series live in `metrics`; `panics` counts
+    /// requests sent while no backend was healthy, `shed` those refused at
+    /// `max_in_flight`.
+    pub fn new(
+        name: String,
+        backends: Vec<(SocketAddr, u32)>,
+        balance: Balance,
+        settings: PoolSettings,
+        metrics: BackendMetrics,
+        [panics, shed]: [IntCounter; 2],
+    ) -> Pool {
+        let backends = backends
+            .into_iter()
+            .map(|(addr, weight)| {
+                Arc::new(Backend::new(
+                    addr,
+                    weight,
+                    &metrics,
+                    settings.breaker,
+                    false,
+                ))
+            })
+            .collect();
         Pool {
             name,
-            backends,
+            members: ArcSwap::from_pointee(Members::new(backends, balance)),
             settings,
             balance,
             panics,
             shed,
+            discovery: None,
+            metrics,
             in_flight: AtomicUsize::new(0),
             retry_budget: RetryBudget::default(),
-            selector,
             cursor: AtomicUsize::new(0),
             ejecting: Mutex::new(()),
             epoch: Instant::now(),
         }
+    }
+
+    /// The pool with its DNS names to re-resolve.
+    pub fn with_discovery(mut self, discovery: Discovery) -> Pool {
+        self.discovery = Some(discovery);
+        self
+    }
+
+    /// The backends now.
+    pub fn members(&self) -> Guard<Arc<Members>> {
+        self.members.load()
+    }
+
+    /// Makes `wanted` the pool's backends: those it has already stay as
+    /// they are (health, breaker, requests in flight), new ones join on
+    /// probation (picked once a check passed, or in panic mode), and the
+    /// others leave: no new request goes to them, those in flight finish.
+    pub fn set_members(&self, wanted: &[(SocketAddr, u32)]) -> MemberChange {
+        let Ok(_one_at_a_time) = self.ejecting.lock() else {
+            return MemberChange::default();
+        };
+        let current = self.members.load();
+        let mut change = MemberChange::default();
+        let backends: Box<[Arc<Backend>]> = wanted
+            .iter()
+            .map(
+                |&(addr, weight)| match current.backends.iter().find(|b| b.addr == addr) {
+                    Some(b) => Arc::clone(b),
+                    None => {
+                        let b = Arc::new(Backend::new(
+                            addr,
+                            weight,
+                            &self.metrics,
+                            self.settings.breaker,
+                            true,
+                        ));
+                        change.added.push(Arc::clone(&b));
+                        b
+                    }
+                },
+            )
+            .collect();
+        for b in current.backends.iter() {
+            if !backends.iter().any(|k| Arc::ptr_eq(k, b)) {
+                b.retire(&self.metrics);
+                change.removed.push(Arc::clone(b));
+            }
+        }
+        if !change.added.is_empty() || !change.removed.is_empty() {
+            self.members
+                .store(Arc::new(Members::new(backends, self.balance)));
+        }
+        change
     }
 
     /// A permit for one more retry, if the pool's retry budget has room.
@@ -458,7 +410,8 @@ impl Pool {
     /// `max_in_flight`, or every backend at its limit, the request is shed
     /// ([`NoPick::Full`], counted), never queued.
     pub fn select(self: &Arc<Self>, key: &[u8], tried: Tried) -> Result<(Lease, Pick), NoPick> {
-        if self.backends.is_empty() {
+        let m = self.members.load();
+        if m.backends.is_empty() {
             return Err(NoPick::Empty);
         }
         let s = &self.settings;
@@ -468,11 +421,15 @@ impl Pool {
             return Err(NoPick::Full);
         }
         let room = |b: &Backend| b.in_flight() < s.max_in_flight_per_backend && b.breaker_allows();
-        let fresh = || self.find(key, |b, i| b.is_healthy() && !tried.contains(i) && room(b));
-        let again = || self.find(key, |b, _| b.is_healthy() && room(b));
+        let fresh = || {
+            self.find(&m, key, |b, i| {
+                b.is_healthy() && !tried.contains(i) && room(b)
+            })
+        };
+        let again = || self.find(&m, key, |b, _| b.is_healthy() && room(b));
         let panic = || {
-            self.find(key, |b, i| !tried.contains(i) && room(b))
-                .or_else(|| self.find(key, |b, _| room(b)))
+            self.find(&m, key, |b, i| !tried.contains(i) && room(b))
+                .or_else(|| self.find(&m, key, |b, _| room(b)))
         };
         let picked = match fresh() {
             Some(i) => Some((i, Pick::Fresh)),
@@ -483,29 +440,35 @@ impl Pool {
         };
         let Some((index, pick)) = picked else {
             self.in_flight.fetch_sub(1, Relaxed);
-            if self.backends.iter().all(|b| !b.breaker_allows()) {
+            if m.backends.iter().all(|b| !b.breaker_allows()) {
                 return Err(NoPick::Open);
             }
             self.shed.inc();
             return Err(NoPick::Full);
         };
-        let b = &self.backends[index];
+        let b = &m.backends[index];
         b.in_flight.fetch_add(1, Relaxed);
         if let Some(breaker) = &b.breaker {
             breaker.picked();
         }
         let lease = Lease {
             pool: Arc::clone(self),
+            backend: Arc::clone(b),
             index,
         };
         Ok((lease, pick))
     }
 
     /// The backend the pool's strategy picks among those `usable` accepts.
-    fn find(&self, key: &[u8], usable: impl Fn(&Backend, usize) -> bool) -> Option<usize> {
-        let usable = |i: usize| usable(&self.backends[i], i);
-        let n = self.backends.len();
-        match &self.selector {
+    fn find(
+        &self,
+        m: &Members,
+        key: &[u8],
+        usable: impl Fn(&Backend, usize) -> bool,
+    ) -> Option<usize> {
+        let usable = |i: usize| usable(&m.backends[i], i);
+        let n = m.backends.len();
+        match &m.selector {
             Selector::RoundRobin => {
                 let start = self.cursor.fetch_add(1, Relaxed);
                 (0..n).map(|k| (start + k) % n).find(|&i| usable(i))
@@ -523,7 +486,7 @@ impl Pool {
                     .map(|k| (start + k) % n)
                     .filter(|&i| usable(i))
                     .min_by_key(|&i| {
-                        let b = &self.backends[i];
+                        let b = &m.backends[i];
                         (b.in_flight() as u64 * 1_000_000) / b.weight as u64
                     })
             }
@@ -536,10 +499,9 @@ impl Pool {
         }
     }
 
-    /// Weighs a failed connect to backend `i`; returns whether it ejected
+    /// Weighs a failed connect to backend `b`; returns whether it ejected
     /// the backend. Local failures never count against a backend.
-    pub fn connect_failed(&self, i: usize, failure: ConnectFailure) -> bool {
-        let b = &self.backends[i];
+    pub fn connect_failed(&self, b: &Backend, failure: ConnectFailure) -> bool {
         let policy = &self.settings.ejection;
         match failure {
             ConnectFailure::Local(_) => return false,
@@ -555,13 +517,13 @@ impl Pool {
         let Ok(_one_at_a_time) = self.ejecting.lock() else {
             return false;
         };
-        if !b.is_healthy() {
+        if !b.is_healthy() || b.is_retired() {
             return false;
         }
-        let healthy = self.backends.iter().filter(|b| b.is_healthy()).count();
-        let ejected = self.backends.iter().filter(|b| b.is_ejected()).count();
-        let allowed =
-            (ejected + 1) * 100 <= policy.max_ejected_percent as usize * self.backends.len();
+        let m = self.members.load();
+        let healthy = m.backends.iter().filter(|b| b.is_healthy()).count();
+        let ejected = m.backends.iter().filter(|b| b.is_ejected()).count();
+        let allowed = (ejected + 1) * 100 <= policy.max_ejected_percent as usize * m.backends.len();
         if healthy < 2 || !allowed {
             return false;
         }
@@ -570,10 +532,9 @@ impl Pool {
         true
     }
 
-    /// Records an active check's verdict on backend `i` (a pass also ends
+    /// Records an active check's verdict on backend `b` (a pass also ends
     /// an ejection); returns whether the backend's health changed.
-    pub fn set_health(&self, i: usize, passed: bool) -> bool {
-        let b = &self.backends[i];
+    pub fn set_health(&self, b: &Backend, passed: bool) -> bool {
         let was = b.is_healthy();
         b.check_passed.store(passed, Relaxed);
         if passed {
@@ -589,14 +550,15 @@ impl Pool {
 
     /// Healthy and total backend counts.
     pub fn health_counts(&self) -> (usize, usize) {
-        let healthy = self.backends.iter().filter(|b| b.is_healthy()).count();
-        (healthy, self.backends.len())
+        let m = self.members.load();
+        let healthy = m.backends.iter().filter(|b| b.is_healthy()).count();
+        (healthy, m.backends.len())
     }
 }
 
 /// Smooth weighted round-robin (as nginx does it): for weights 5,1,1 the
 /// schedule is a a b a c a a, never five a's in a row.
-fn weighted_schedule(backends: &[Backend]) -> Box<[u16]> {
+fn weighted_schedule(backends: &[Arc<Backend>]) -> Box<[u16]> {
     let gcd = backends.iter().fold(0u32, |g, b| gcd(g, b.weight));
     let weights: Vec<i64> = backends
         .iter()
@@ -631,6 +593,7 @@ fn gcd(a: u32, b: u32) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::Metrics;
 
     fn pool(balance: Balance, weights: &[u32]) -> Arc<Pool> {
         limited(balance, weights, usize::MAX, usize::MAX)
@@ -656,20 +619,13 @@ mod tests {
             max_in_flight_per_backend: each,
             breaker: None,
         };
-        let gauge = |_: &str| IntGauge::new("g", "g").unwrap();
         let counter = || IntCounter::new("c", "c").unwrap();
         Arc::new(Pool::new(
             "p".into(),
             backends,
             balance,
             settings,
-            gauge,
-            |_| {
-                (
-                    IntGauge::new("g", "g").unwrap(),
-                    [counter(), counter(), counter()],
-                )
-            },
+            BackendMetrics::of("p", &Metrics::new()),
             [counter(), counter()],
         ))
     }
@@ -700,8 +656,8 @@ mod tests {
         let again = p.select(b"", Tried::default()).unwrap().0;
         assert_ne!(again.index(), first.index());
         // Unhealthy backends (panic mode) obey the limit too.
-        p.set_health(0, false);
-        p.set_health(1, false);
+        p.set_health(&p.members().backends[0], false);
+        p.set_health(&p.members().backends[1], false);
         assert_eq!(p.select(b"", Tried::default()).unwrap_err(), NoPick::Full);
     }
 
@@ -709,7 +665,7 @@ mod tests {
     fn round_robin_skips_unhealthy() {
         let p = pool(Balance::RoundRobin, &[1, 5, 1]);
         assert_eq!(picks(&p, 6, b""), [0, 1, 2, 0, 1, 2]);
-        p.set_health(1, false);
+        p.set_health(&p.members().backends[1], false);
         let after = picks(&p, 6, b"");
         assert!(!after.contains(&1) && after.contains(&0) && after.contains(&2));
     }
@@ -739,7 +695,7 @@ mod tests {
         let p = pool(Balance::Hash, &[1, 1, 1]);
         let first = picks(&p, 5, b"user-42");
         assert!(first.iter().all(|&i| i == first[0]));
-        p.set_health(first[0], false);
+        p.set_health(&p.members().backends[first[0]], false);
         let second = picks(&p, 5, b"user-42");
         assert!(second.iter().all(|&i| i == second[0] && i != first[0]));
     }
@@ -747,7 +703,8 @@ mod tests {
     #[test]
     fn recent_error_rate_covers_the_last_window() {
         let p = pool(Balance::RoundRobin, &[1]);
-        let b = &p.backends[0];
+        let m = p.members();
+        let b = &m.backends[0];
         for i in 0..10 {
             b.record(i < 5);
         }
@@ -771,8 +728,8 @@ mod tests {
         assert_eq!((lease.index(), pick), (1, Pick::Fresh));
         tried.add(1);
         assert_eq!(p.select(b"", tried).unwrap().1, Pick::Again);
-        p.set_health(0, false);
-        p.set_health(1, false);
+        p.set_health(&p.members().backends[0], false);
+        p.set_health(&p.members().backends[1], false);
         assert_eq!(p.health_counts(), (0, 2));
         let (lease, pick) = p.select(b"", Tried::default()).unwrap();
         assert_eq!(pick, Pick::Panic);
@@ -786,13 +743,13 @@ mod tests {
     #[test]
     fn ejection_never_takes_the_last_healthy_backend() {
         let p = pool(Balance::RoundRobin, &[1]);
-        assert!(!p.connect_failed(0, ConnectFailure::Refused));
-        assert!(p.backends[0].is_healthy());
+        assert!(!p.connect_failed(&p.members().backends[0], ConnectFailure::Refused));
+        assert!(p.members().backends[0].is_healthy());
         let p = pool(Balance::RoundRobin, &[1, 1]);
-        assert!(p.connect_failed(0, ConnectFailure::Refused));
-        assert!(!p.connect_failed(1, ConnectFailure::Refused));
+        assert!(p.connect_failed(&p.members().backends[0], ConnectFailure::Refused));
+        assert!(!p.connect_failed(&p.members().backends[1], ConnectFailure::Refused));
         assert_eq!(p.health_counts(), (1, 2));
-        p.set_health(0, true);
+        p.set_health(&p.members().backends[0], true);
         assert_eq!(p.health_counts(), (2, 2));
     }
 
@@ -800,11 +757,11 @@ mod tests {
     fn ejection_stops_at_max_ejected_percent() {
         let p = pool(Balance::RoundRobin, &[1, 1, 1, 1, 1]);
         let ejected = (0..5)
-            .filter(|&i| p.connect_failed(i, ConnectFailure::Refused))
+            .filter(|&i| p.connect_failed(&p.members().backends[i], ConnectFailure::Refused))
             .count();
         assert_eq!(ejected, 2, "50 % of 5 backends is 2");
         // An active check that fails still takes a backend down.
-        p.set_health(4, false);
+        p.set_health(&p.members().backends[4], false);
         assert_eq!(p.health_counts(), (2, 5));
     }
 
@@ -812,13 +769,16 @@ mod tests {
     fn timeouts_eject_only_in_a_row_and_local_errors_never() {
         let p = pool(Balance::RoundRobin, &[1, 1]);
         for _ in 0..10 {
-            assert!(!p.connect_failed(0, ConnectFailure::Local(0)));
+            assert!(!p.connect_failed(&p.members().backends[0], ConnectFailure::Local(0)));
         }
-        assert!(!p.connect_failed(0, ConnectFailure::Weak));
-        assert!(!p.connect_failed(0, ConnectFailure::Weak));
-        p.backends[0].reached();
-        assert!(!p.connect_failed(0, ConnectFailure::Weak));
-        assert!(!p.connect_failed(0, ConnectFailure::Weak));
-        assert!(p.connect_failed(0, ConnectFailure::Weak), "third in a row");
+        assert!(!p.connect_failed(&p.members().backends[0], ConnectFailure::Weak));
+        assert!(!p.connect_failed(&p.members().backends[0], ConnectFailure::Weak));
+        p.members().backends[0].reached();
+        assert!(!p.connect_failed(&p.members().backends[0], ConnectFailure::Weak));
+        assert!(!p.connect_failed(&p.members().backends[0], ConnectFailure::Weak));
+        assert!(
+            p.connect_failed(&p.members().backends[0], ConnectFailure::Weak),
+            "third in a row"
+        );
     }
 }

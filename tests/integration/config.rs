@@ -91,7 +91,7 @@ fn errors_name_file_line_and_key() {
             "bad backend and hash without key",
             "upstreams:\n  web:\n    backends: [not-an-addr]\n    balance: hash\n",
             &[
-                "routes/r.yaml:3:16: `upstreams.web.backends[0]`: `not-an-addr` is not a valid ip:port",
+                "routes/r.yaml:3:16: `upstreams.web.backends[0]`: `not-an-addr` is not a valid ip:port or host:port",
                 "routes/r.yaml:4:5: `upstreams.web.balance`: `hash` needs `hash_key`",
             ],
         ),
@@ -151,7 +151,7 @@ fn main_file_errors_are_all_reported() {
     );
     assert_eq!(
         errors("listeners: []\nroutes_dir: missing\ncolour: blue\n", &[]),
-        ["conf.yaml:3:1: `colour`: unknown field `colour`, expected one of `version`, `daemon`, `error_log`, `pid_file`, `upgrade_sock`, `user`, `group`, `threads`, `work_stealing`, `grace_period_seconds`, `graceful_shutdown_timeout_seconds`, `upstream_keepalive_pool_size`, `ca_file`, `listeners`, `admin`, `routes_dir`, `allow_empty_routes`, `trusted_proxies`, `forwarded_header`, `client_ip_header`, `security_headers`, `max_request_body_bytes`, `h2c`, `max_uri_bytes`, `path_params`, `max_header_bytes`, `client_body_timeout_ms`, `client_header_timeout_ms`, `keepalive_timeout_seconds`, `jwt`, `tokenginx`, `oauth`, `rate_limit`, `access_log`, `forward_identity`"]
+        ["conf.yaml:3:1: `colour`: unknown field `colour`, expected one of `version`, `daemon`, `error_log`, `pid_file`, `upgrade_sock`, `user`, `group`, `threads`, `work_stealing`, `grace_period_seconds`, `graceful_shutdown_timeout_seconds`, `upstream_keepalive_pool_size`, `ca_file`, `listeners`, `admin`, `routes_dir`, `allow_empty_routes`, `trusted_proxies`, `forwarded_header`, `client_ip_header`, `security_headers`, `max_request_body_bytes`, `h2c`, `max_uri_bytes`, `path_params`, `max_header_bytes`, `client_body_timeout_ms`, `client_header_timeout_ms`, `keepalive_timeout_seconds`, `jwt`, `tokenginx`, `dns`, `oauth`, `rate_limit`, `access_log`, `forward_identity`"]
     );
 }
 
@@ -384,6 +384,25 @@ fn fallback_errors_name_their_keys() {
             "`routes[1].fallback.body_file`: cannot read missing.json",
             "`routes[2].fallback.body_file`: a 204 answer has no body",
             "`routes[2].fallback.content_type`: not a valid header value",
+        ],
+    );
+}
+
+#[test]
+fn dns_backend_errors_name_their_keys() {
+    let main = "listeners: []\ndns: {nameservers: ['127.0.0.1:5353', 'resolver.example'], timeout_ms: 5}\n";
+    let routes = "upstreams:\n  named:\n    backends: ['bad_host!:80', {dns: app.test, port: 0}, 'app.test:0', {dns: app.test, port: 0}]\n    resolve_interval_ms: 10\nroutes:\n  - {name: a, prefix: /a, upstream: named}\n";
+    let got = errors(main, &[("r.yaml", routes)]);
+    assert_errors_include(
+        &got,
+        &[
+            "conf.yaml:2:39: `dns.nameservers[1]`: `resolver.example` is not an ip or ip:port",
+            "`dns.timeout_ms`: 5 ms is outside 10..=60000 ms",
+            "`upstreams.named.backends[0]`: `bad_host!` is not a host name",
+            "`upstreams.named.backends[1]`: port must be 1-65535",
+            "`upstreams.named.backends[2]`: `app.test:0` is not a valid ip:port or host:port",
+            "`upstreams.named.backends[3]`: backend app.test:0 is listed twice",
+            "`upstreams.named.resolve_interval_ms`: 10 ms is outside 100..=3600000 ms",
         ],
     );
 }

@@ -10,6 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::{client, free_port, metric, metrics_text, Gateway, Killed, Upstream};
+use crate::oauth_support::JsonBody;
 
 /// `dnsmasq` serving the names of one hosts file until dropped.
 struct Dns {
@@ -65,7 +66,8 @@ impl Dns {
     /// Whether it answers a query on its UDP port (any answer will do).
     fn answers(&self) -> bool {
         let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
         // A query for `x.` type A, id 0x1234.
         let query = [
             0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1, b'x', 0, 0, 1, 0, 1,
@@ -91,7 +93,10 @@ impl Dns {
 /// A gateway resolving `app.test` through `dns` every `interval_ms`, for
 /// the backends `{dns: app.test, port}` of the one route `/p`.
 fn gateway(dns: &Dns, port: u16, interval_ms: u64) -> Gateway {
-    let conf = format!("dns: {{nameservers: ['127.0.0.1:{}'], timeout_ms: 300}}", dns.port);
+    let conf = format!(
+        "dns: {{nameservers: ['127.0.0.1:{}'], timeout_ms: 300}}",
+        dns.port
+    );
     let routes = format!(
         "upstreams:\n  app:\n    backends: [{{dns: app.test, port: {port}}}]\n    resolve_interval_ms: {interval_ms}\n    health_check: {{path: /health, interval_ms: 100}}\nroutes:\n  - {{name: p, prefix: /p, upstream: app}}\n"
     );
@@ -132,7 +137,11 @@ async fn addresses_that_appear_join_and_addresses_that_go_are_drained() {
     dns.set("127.0.0.1 app.test\n127.0.0.2 app.test\n");
     serve_for(&gw, Duration::from_millis(800)).await;
     let both = serve_for(&gw, Duration::from_millis(600)).await;
-    assert!(both.get("one") > Some(&0) && both.get("two") > Some(&0), "{both:?}\n{}", gw.log());
+    assert!(
+        both.get("one") > Some(&0) && both.get("two") > Some(&0),
+        "{both:?}\n{}",
+        gw.log()
+    );
 
     // A removed address stops receiving requests, and none fails meanwhile.
     dns.set("127.0.0.2 app.test\n");
@@ -142,12 +151,20 @@ async fn addresses_that_appear_join_and_addresses_that_go_are_drained() {
 
     let text = metrics_text(&gw).await;
     assert_eq!(
-        metric(&text, &format!("gatehouse_upstream_backend_healthy{{backend=\"{one}\",upstream=\"app\"}}")),
+        metric(
+            &text,
+            &format!("gatehouse_upstream_backend_healthy{{backend=\"{one}\",upstream=\"app\"}}")
+        ),
         0.0,
         "the removed backend's series is gone"
     );
     assert!(!text.contains(&format!("backend=\"{one}\"")), "{text}");
-    assert!(metric(&text, "gatehouse_dns_resolutions_total{result=\"ok\",upstream=\"app\"}") >= 3.0);
+    assert!(
+        metric(
+            &text,
+            "gatehouse_dns_resolutions_total{result=\"ok\",upstream=\"app\"}"
+        ) >= 3.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -165,9 +182,15 @@ async fn a_dns_server_that_stops_answering_keeps_the_last_good_set() {
     assert_eq!(served.keys().collect::<Vec<_>>(), ["one"]);
     let text = metrics_text(&gw).await;
     assert!(
-        metric(&text, "gatehouse_dns_resolutions_total{result=\"error\",upstream=\"app\"}") >= 1.0,
+        metric(
+            &text,
+            "gatehouse_dns_resolutions_total{result=\"error\",upstream=\"app\"}"
+        ) >= 1.0,
         "{text}"
     );
     let log = gw.log();
-    assert!(log.contains("keeps its last"), "the failure is reported:\n{log}");
+    assert!(
+        log.contains("keeps its last"),
+        "the failure is reported:\n{log}"
+    );
 }

@@ -9,6 +9,7 @@ mod config;
 mod conformance;
 mod demo;
 mod deploy;
+mod discovery;
 mod edge;
 mod fallbacks;
 mod fault_peers;
