@@ -257,6 +257,7 @@ fn identity(expires_at: u64) -> Identity {
         ],
         expires_at,
         session_key: None,
+        consumer: false,
     }
 }
 

@@ -176,7 +176,11 @@ fn auth_summary(p: &RoutePolicy) -> String {
         AuthMode::Opaque => "opaque".to_string(),
         AuthMode::Any => "jwt|opaque".to_string(),
         AuthMode::Oauth => "oauth".to_string(),
+        AuthMode::ApiKey => "api_key".to_string(),
     };
+    if p.api_key && p.mode != AuthMode::ApiKey {
+        s.push_str("|api_key");
+    }
     if p.session == SessionMode::Required {
         s.push_str(" session");
     }

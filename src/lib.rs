@@ -33,6 +33,7 @@ pub mod admin;
 pub mod auth;
 pub mod client_ip;
 pub mod config;
+pub mod cors;
 pub mod demo;
 pub mod lifecycle;
 pub mod limit;

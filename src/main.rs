@@ -47,6 +47,13 @@ enum Command {
         #[arg(short = 'c', long = "conf", default_value = "conf.yaml")]
         conf: PathBuf,
     },
+    /// Print the `key_sha256` of an API key for a consumer file: of a new
+    /// random key (printed once, beside it), or of the key on stdin.
+    HashKey {
+        /// Read the key from stdin instead of making one.
+        #[arg(long)]
+        stdin: bool,
+    },
     /// Start the gateway with sample apps on :3001-:3005 and print curl commands.
     Demo {
         /// Config file.
@@ -61,9 +68,29 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Check { conf }) => check(&conf),
         Some(Command::Demo { conf }) => gatehouse::demo::run(&conf),
+        Some(Command::HashKey { stdin }) => hash_key(stdin),
         Some(Command::Run(args)) => run(&args),
         None => run(&cli.run),
     }
+}
+
+/// `gatehouse hash-key`: the key never goes on a command line (shell
+/// history, `ps`), so it comes from stdin or is made here.
+fn hash_key(stdin: bool) -> ExitCode {
+    use gatehouse::auth::api_key::{new_key, sha256_hex};
+    if stdin {
+        let mut key = String::new();
+        if std::io::stdin().read_line(&mut key).is_err() || key.trim().is_empty() {
+            eprintln!("gatehouse hash-key --stdin: no key on stdin");
+            return ExitCode::FAILURE;
+        }
+        println!("key_sha256: '{}'", sha256_hex(key.trim()));
+    } else {
+        let key = new_key();
+        println!("key: {key}");
+        println!("key_sha256: '{}'", sha256_hex(&key));
+    }
+    ExitCode::SUCCESS
 }
 
 fn check(conf: &std::path::Path) -> ExitCode {

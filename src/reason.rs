@@ -33,6 +33,8 @@ pub enum Reason {
     Scope,
     /// No accepted role.
     Role,
+    /// An API key no consumer has (or one revoked).
+    ApiKey,
     /// Client IP refused.
     Ip,
 }
@@ -73,6 +75,7 @@ impl Reason {
             Reason::Session => "session",
             Reason::Scope => "scope",
             Reason::Role => "role",
+            Reason::ApiKey => "api_key",
             Reason::Ip => "ip",
         }
     }
@@ -92,6 +95,7 @@ impl Reason {
             Reason::Session => "the session has ended",
             Reason::Scope => "the access token lacks a required scope",
             Reason::Role => "the caller lacks a required role",
+            Reason::ApiKey => "the API key is unknown or revoked",
             Reason::Ip => "your address is not allowed on this route",
         }
     }

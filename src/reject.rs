@@ -47,6 +47,11 @@ pub enum Rejection {
     InvalidReturnUrl,
     /// A cookie-authenticated unsafe request from another origin.
     CsrfRejected,
+    /// A CORS preflight the route's policy allows: 204 with these headers.
+    CorsPreflight(Vec<(http::HeaderName, http::HeaderValue)>),
+    /// A CORS preflight from an origin, or for a method or headers, the
+    /// route's policy does not allow.
+    CorsRejected,
     /// The token lacks a scope; carries the required scopes (403).
     InsufficientScope(String),
     /// The caller lacks every accepted role (403).
@@ -123,7 +128,9 @@ impl Rejection {
             | Rejection::InsufficientScope(_)
             | Rejection::InsufficientRole
             | Rejection::OauthDenied
-            | Rejection::CsrfRejected => 403,
+            | Rejection::CsrfRejected
+            | Rejection::CorsRejected => 403,
+            Rejection::CorsPreflight(_) => 204,
             Rejection::NoRoute => 404,
             Rejection::MethodNotAllowed(_) => 405,
             Rejection::BodyTooLarge => 413,
@@ -164,6 +171,8 @@ impl Rejection {
             Rejection::OauthUnavailable => "oauth_unavailable",
             Rejection::InvalidReturnUrl => "invalid_return_url",
             Rejection::CsrfRejected => "csrf_rejected",
+            Rejection::CorsPreflight(_) => "cors_preflight",
+            Rejection::CorsRejected => "cors_rejected",
             Rejection::InsufficientScope(_) => "insufficient_scope",
             Rejection::InsufficientRole => "insufficient_role",
             Rejection::AuthUnavailable(_) => "auth_unavailable",
@@ -203,6 +212,10 @@ impl Rejection {
             Rejection::OauthUnavailable => "the authorization server is unavailable; retry shortly",
             Rejection::InvalidReturnUrl => "the return address must be a path on this site",
             Rejection::CsrfRejected => "this request must come from the site itself",
+            Rejection::CorsPreflight(_) => "allowed",
+            Rejection::CorsRejected => {
+                "this route does not allow the origin, method or headers of the cross-origin request"
+            }
             Rejection::InsufficientScope(_) => Reason::Scope.message(),
             Rejection::InsufficientRole => Reason::Role.message(),
             Rejection::AuthUnavailable(what) => what,
@@ -240,8 +253,9 @@ impl Rejection {
             "message": self.message(),
             "request_id": request_id,
         });
-        // A redirect of the login flow carries no error, so no body.
-        let redirect = matches!(self, Rejection::Redirect(_));
+        // A redirect of the login flow, or a preflight's 204, carries no
+        // error, so no body.
+        let redirect = matches!(self, Rejection::Redirect(_) | Rejection::CorsPreflight(_));
         let body = if redirect {
             Bytes::new()
         } else {
@@ -252,7 +266,9 @@ impl Rejection {
         if !redirect {
             let _ = h.insert_header(http::header::CONTENT_TYPE, "application/json");
         }
-        let _ = h.insert_header(http::header::CONTENT_LENGTH, body.len());
+        if self.status() != 204 {
+            let _ = h.insert_header(http::header::CONTENT_LENGTH, body.len());
+        }
         let _ = h.insert_header(http::header::CACHE_CONTROL, "no-store");
         let _ = h.insert_header("x-request-id", request_id);
         match self {
@@ -289,6 +305,11 @@ impl Rejection {
                     http::header::WWW_AUTHENTICATE,
                     format!("Bearer realm=\"gatehouse\", error=\"insufficient_scope\", scope=\"{scopes}\""),
                 );
+            }
+            Rejection::CorsPreflight(headers) => {
+                for (name, value) in headers {
+                    let _ = h.insert_header(name.clone(), value.clone());
+                }
             }
             Rejection::LoginRedirect(location) => {
                 let _ = h.insert_header(http::header::LOCATION, location.as_str());

@@ -156,18 +156,21 @@ impl Supervisor {
         (!conf.daemon).then(|| PathBuf::from(&conf.pid_file))
     }
 
-    /// conf.yaml, every file of the routes directory (new files count) and
-    /// the files the running config read (certificates included).
+    /// conf.yaml, every file of the routes and consumers directories (new
+    /// files count) and the files the running config read (certificates
+    /// included).
     fn watched(&self) -> Vec<PathBuf> {
         let rt = self.live.load();
         let mut files = vec![self.reloader.conf().clone()];
         files.extend(rt.files.iter().cloned());
-        if let Ok(entries) = std::fs::read_dir(&rt.routes_dir) {
-            files.extend(
-                entries
-                    .filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|p| is_route_file_name(p)),
-            );
+        for dir in [&rt.routes_dir, &rt.consumers_dir] {
+            if let Ok(entries) = std::fs::read_dir(dir) {
+                files.extend(
+                    entries
+                        .filter_map(|e| e.ok().map(|e| e.path()))
+                        .filter(|p| is_route_file_name(p)),
+                );
+            }
         }
         files.sort();
         files.dedup();

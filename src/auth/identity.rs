@@ -18,6 +18,8 @@ pub struct Identity {
     pub expires_at: u64,
     /// The TokenginX key of this JWT's session, when its claims name one.
     pub session_key: Option<String>,
+    /// An API key's consumer (the subject is its name), not a user.
+    pub consumer: bool,
 }
 
 impl Identity {
@@ -164,6 +166,7 @@ mod tests {
             headers: vec![],
             expires_at: 0,
             session_key: None,
+            consumer: false,
         };
         assert!(id.has_scopes(&["admin".into()]));
         assert!(!id.has_scopes(&["admin".into(), "write".into()]));

@@ -158,6 +158,7 @@ impl Verifier {
             scopes,
             roles,
             expires_at: exp.saturating_add(self.leeway_seconds),
+            consumer: false,
         };
         Ok((identity, claims))
     }

@@ -3,6 +3,7 @@
 //!
 //! | module | holds |
 //! |---|---|
+//! | [`api_key`] | API keys: consumers by key hash, from files or TokenginX |
 //! | [`extract`] | the token: `Authorization: Bearer` or cookies, per `token_sources` |
 //! | [`jwt`] | JWT verification per issuer |
 //! | [`jwks`] | issuers' public keys, fetched and refreshed |
@@ -17,6 +18,7 @@
 //! TokenginX whether the session lives; an opaque token is looked up in
 //! TokenginX; last, scopes and roles. Every refusal is a [`Failure`].
 
+pub mod api_key;
 pub mod extract;
 pub mod identity;
 pub mod jwks;
@@ -32,6 +34,7 @@ use pingora_http::RequestHeader;
 
 pub use crate::config::auth_file::AuthMode;
 pub use crate::reason::Reason;
+pub use api_key::ApiKeys;
 pub use identity::Identity;
 
 use crate::config::auth_file::{OnError, SessionMode};
@@ -70,8 +73,10 @@ impl Failure {
 /// What a route requires of its callers.
 #[derive(Debug, Clone, Default)]
 pub struct RoutePolicy {
-    /// How callers authenticate.
+    /// How callers authenticate (`api_key` when keys are the only way).
     pub mode: AuthMode,
+    /// Whether an API key will do (alone, or beside `mode`).
+    pub api_key: bool,
     /// Whether a JWT's session must be alive in TokenginX.
     pub session: SessionMode,
     /// Every one required.
@@ -113,14 +118,26 @@ pub fn now() -> u64 {
 
 impl Auth {
     /// Authenticates and authorizes a request for a route with `policy`.
-    /// `Ok(None)` for public routes.
+    /// `Ok(None)` for public routes. A route that takes API keys checks a
+    /// key when the request presents one, its token mode otherwise.
     pub async fn check(
         &self,
         req: &RequestHeader,
         policy: &RoutePolicy,
+        keys: Option<&ApiKeys>,
     ) -> Result<Option<Arc<Identity>>, Failure> {
         if policy.mode == AuthMode::None {
             return Ok(None);
+        }
+        if policy.api_key {
+            if let Some((keys, key)) = keys.and_then(|k| Some((k, k.find(req)?))) {
+                let identity = keys.identify(key, self.tokenginx.as_deref()).await?;
+                authorize(&identity, policy)?;
+                return Ok(Some(identity));
+            }
+            if policy.mode == AuthMode::ApiKey {
+                return Err(Failure::Unauthenticated(Reason::Missing));
+            }
         }
         let token = match extract::find(req, &self.sources) {
             Found::Token(t) => t,

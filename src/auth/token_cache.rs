@@ -66,6 +66,7 @@ mod tests {
             headers: vec![],
             expires_at: exp,
             session_key: None,
+            consumer: false,
         })
     }
 

@@ -186,16 +186,27 @@ impl Tokenginx {
             return Verdict::Missing;
         };
         let ttl = self.settings.cache_ttl.as_secs() + 1;
-        self.cached(&key, async |conn| {
-            let record: Option<String> = redis::cmd("GET").arg(&key).query_async(conn).await?;
+        self.record(&key, |v| self.opaque_identity(v, now + ttl))
+            .await
+    }
+
+    /// The identity `build` reads from the JSON record at `key`: missing
+    /// when there is none, or `build` finds none in it.
+    pub async fn record(
+        &self,
+        key: &str,
+        build: impl FnOnce(&serde_json::Value) -> Option<Identity>,
+    ) -> Verdict {
+        self.cached(key, async |conn| {
+            let record: Option<String> = redis::cmd("GET").arg(key).query_async(conn).await?;
             Ok(
                 match record
                     .as_deref()
                     .map(serde_json::from_str::<serde_json::Value>)
                 {
-                    Some(Ok(v)) => self
-                        .opaque_identity(&v, now + ttl)
-                        .map_or(Verdict::Missing, |id| Verdict::Found(Some(Arc::new(id)))),
+                    Some(Ok(v)) => {
+                        build(&v).map_or(Verdict::Missing, |id| Verdict::Found(Some(Arc::new(id))))
+                    }
                     _ => Verdict::Missing,
                 },
             )
@@ -218,6 +229,7 @@ impl Tokenginx {
             roles,
             expires_at,
             session_key: None,
+            consumer: false,
         })
     }
 

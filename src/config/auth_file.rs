@@ -158,6 +158,52 @@ pub enum AuthMode {
     /// The gateway's own login session (cookie), or a bearer JWT of a
     /// configured issuer.
     Oauth,
+    /// An API key of a consumer.
+    ApiKey,
+}
+
+/// A route's `auth`: one mode, or a list of modes any of which will do
+/// (`[jwt, api_key]`).
+#[derive(Debug, Deserialize, Clone, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum AuthSpec {
+    /// `auth: jwt`.
+    One(AuthMode),
+    /// `auth: [jwt, api_key]`.
+    Any(Vec<AuthMode>),
+}
+
+impl Default for AuthSpec {
+    fn default() -> Self {
+        AuthSpec::One(AuthMode::None)
+    }
+}
+
+impl AuthSpec {
+    /// Every mode listed.
+    pub fn modes(&self) -> &[AuthMode] {
+        match self {
+            AuthSpec::One(m) => std::slice::from_ref(m),
+            AuthSpec::Any(list) => list,
+        }
+    }
+
+    /// The mode other than `api_key` (`api_key` when it is the only one,
+    /// `none` for an empty list).
+    pub fn token_mode(&self) -> AuthMode {
+        let modes = self.modes();
+        modes
+            .iter()
+            .copied()
+            .find(|m| *m != AuthMode::ApiKey)
+            .or(modes.first().copied())
+            .unwrap_or(AuthMode::None)
+    }
+
+    /// Whether API keys are accepted.
+    pub fn accepts_api_keys(&self) -> bool {
+        self.modes().contains(&AuthMode::ApiKey)
+    }
 }
 
 /// Whether a JWT's session must be alive in TokenginX.

@@ -17,11 +17,13 @@ use ipnet::IpNet;
 use pingora_core::server::configuration::ServerConf;
 use serde::de::DeserializeOwned;
 
+pub use super::compile_transform::Rewrite;
 use super::error::{ConfigError, ConfigErrors};
 use super::file::{Balance, LogFormat, MainFile, PathParams, RouteEntry, RouteFile, UpstreamFile};
 use super::yaml::MarkedDoc;
 use crate::access_log::{AccessLog, Destination};
-use crate::auth::{Auth, RoutePolicy};
+use crate::auth::{ApiKeys, Auth, RoutePolicy};
+use crate::cors::Cors;
 use crate::limit::{Limiter, RouteLimits};
 use crate::metrics::{Metrics, RouteMetrics, NO_ROUTE};
 use crate::proxy::fallback::Fallback;
@@ -125,6 +127,10 @@ pub struct Route {
     pub limits: Option<RouteLimits>,
     /// What it serves when its upstream cannot answer.
     pub fallback: Option<Fallback>,
+    /// Its cross-origin policy.
+    pub cors: Option<Cors>,
+    /// Its path rewrite.
+    pub rewrite: Option<Rewrite>,
     /// Metric handles of this route.
     pub metrics: RouteMetrics,
     /// Which file defines it.
@@ -160,6 +166,10 @@ pub struct Runtime {
     pub files: Vec<PathBuf>,
     /// The routes directory (watched for new files).
     pub routes_dir: PathBuf,
+    /// API-key consumers and where keys are found.
+    pub api_keys: Arc<ApiKeys>,
+    /// The consumers directory (watched for new files).
+    pub consumers_dir: PathBuf,
     /// Where access-log lines go; `None` when `format: off`.
     pub access_log: Option<AccessLogSpec>,
     /// The running access-log writer (set by [`super::reload::prepare`]).
@@ -345,7 +355,7 @@ impl<T> Parsed<T> {
 }
 
 impl Compiler<'_> {
-    fn read<T: DeserializeOwned>(&mut self, path: &Path) -> Option<Parsed<T>> {
+    pub(super) fn read<T: DeserializeOwned>(&mut self, path: &Path) -> Option<Parsed<T>> {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) => {
@@ -454,6 +464,7 @@ impl Compiler<'_> {
             metrics,
         };
         let (routes, table) = self.routes(&parsed_routes, &inputs);
+        let (api_keys, consumers_dir) = self.api_keys(&main, &base, &mut files);
         files.append(&mut self.extra_files);
         let running = self.previous.map_or(0, |p| p.routes.len());
         if routes.is_empty()
@@ -482,6 +493,8 @@ impl Compiler<'_> {
             pools,
             files,
             routes_dir,
+            api_keys,
+            consumers_dir,
             fingerprints: Fingerprints {
                 auth: auth_print,
                 limiter: limiter_print,
@@ -1078,6 +1091,8 @@ impl Compiler<'_> {
             .as_ref()
             .and_then(|name| self.pool_named(f, &format!("{key}.fallback_upstream"), name, inputs));
         let fallback = self.route_fallback(f, key, e, fallback_pool, inputs.metrics);
+        let cors = self.route_cors(f, key, e, methods.as_deref());
+        let rewrite = self.route_rewrite(f, key, e);
         let ip_allow = self.cidrs(f, &format!("{key}.ip_allow"), &e.ip_allow);
         let ip_deny = self.cidrs(f, &format!("{key}.ip_deny"), &e.ip_deny);
         let headers = self.header_rules(f, &format!("{key}.headers"), e);
@@ -1093,6 +1108,9 @@ impl Compiler<'_> {
         let mut reasons = Vec::new();
         if policy.mode != crate::auth::AuthMode::None {
             reasons.extend(Reason::TOKEN);
+        }
+        if policy.api_key {
+            reasons.push(Reason::ApiKey);
         }
         if !ip_allow.is_empty() || !ip_deny.is_empty() {
             reasons.push(Reason::Ip);
@@ -1112,6 +1130,8 @@ impl Compiler<'_> {
             policy,
             limits,
             fallback,
+            cors,
+            rewrite,
             file: f.path.clone(),
         })
     }
@@ -1227,7 +1247,7 @@ pub(super) fn resolve(base: &Path, p: &str) -> PathBuf {
 /// Every `*.yaml`/`*.yml` in `dir` that is not a directory, in name order.
 /// A dangling or unreadable one is listed too, so that reading it fails
 /// loudly instead of its routes vanishing.
-fn list_yaml(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+pub(super) fn list_yaml(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut out: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| is_route_file_name(p) && !p.is_dir())

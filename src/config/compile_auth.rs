@@ -84,12 +84,20 @@ impl Compiler<'_> {
             verifier,
             tokenginx,
             oauth,
-            identity_headers: forward.iter().map(|(_, h)| h.clone()).collect(),
+            // X-Consumer-Id is the gateway's whether or not keys are in use.
+            identity_headers: forward
+                .iter()
+                .map(|(_, h)| h.clone())
+                .chain([crate::auth::api_key::CONSUMER_HEADER])
+                .collect(),
             allowed_on_error: metrics.auth_allowed_on_error.clone(),
         }
     }
 
-    fn forward_identity(&mut self, main: &Parsed<MainFile>) -> Vec<(String, HeaderName)> {
+    pub(super) fn forward_identity(
+        &mut self,
+        main: &Parsed<MainFile>,
+    ) -> Vec<(String, HeaderName)> {
         let map: BTreeMap<String, String> = match &main.content.forward_identity {
             Some(m) => m.clone(),
             None => DEFAULT_FORWARD
@@ -341,14 +349,28 @@ impl Compiler<'_> {
         e: &RouteEntry,
         main: &MainFile,
     ) -> RoutePolicy {
-        if e.auth == AuthMode::Oauth && main.oauth.is_none() {
+        let mode = e.auth.token_mode();
+        let api_key = e.auth.accepts_api_keys();
+        let tokens = e
+            .auth
+            .modes()
+            .iter()
+            .filter(|m| **m != AuthMode::ApiKey)
+            .count();
+        if tokens > 1 || e.auth.modes().contains(&AuthMode::None) && e.auth.modes().len() > 1 {
+            self.errors.push(f.err(
+                &format!("{key}.auth"),
+                "list `api_key` with at most one of jwt, opaque, any, oauth (and never `none`)",
+            ));
+        }
+        if mode == AuthMode::Oauth && main.oauth.is_none() {
             self.errors.push(f.err(
                 &format!("{key}.auth"),
                 "needs the `oauth` section in conf.yaml",
             ));
         }
-        let needs_jwt = matches!(e.auth, AuthMode::Jwt | AuthMode::Any);
-        let needs_store = matches!(e.auth, AuthMode::Opaque | AuthMode::Any);
+        let needs_jwt = matches!(mode, AuthMode::Jwt | AuthMode::Any);
+        let needs_store = matches!(mode, AuthMode::Opaque | AuthMode::Any);
         if needs_jwt && main.jwt.is_none() {
             self.errors.push(f.err(
                 &format!("{key}.auth"),
@@ -375,7 +397,7 @@ impl Compiler<'_> {
                 ));
             }
         }
-        if e.auth == AuthMode::None {
+        if mode == AuthMode::None {
             for (k, set) in [
                 ("scopes", !e.scopes.is_empty()),
                 ("roles", !e.roles.is_empty()),
@@ -396,7 +418,7 @@ impl Compiler<'_> {
             }
         }
         let login = e.on_unauthenticated.as_deref() == Some("login");
-        if login && e.auth != AuthMode::Oauth {
+        if login && mode != AuthMode::Oauth {
             self.errors.push(f.err(
                 &format!("{key}.on_unauthenticated"),
                 "`login` starts the gateway's own login: use `auth: oauth`",
@@ -422,7 +444,8 @@ impl Compiler<'_> {
             },
         };
         RoutePolicy {
-            mode: e.auth,
+            mode,
+            api_key,
             session: e.session,
             scopes: e.scopes.clone(),
             roles: e.roles.clone(),

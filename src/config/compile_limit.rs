@@ -136,7 +136,10 @@ impl Compiler<'_> {
             if limit_key.is_none() {
                 self.errors.push(f.err(
                     &format!("{k}.key"),
-                    format!("`{}` is not ip, user, route or header:NAME", l.key),
+                    format!(
+                        "`{}` is not ip, user, consumer, route or header:NAME",
+                        l.key
+                    ),
                 ));
             }
             let rate = parse_rate(&l.rate);

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::auth_file::{AuthMode, JwtFile, SessionMode, TokenginxFile};
+use super::auth_file::{AuthSpec, JwtFile, SessionMode, TokenginxFile};
 use super::limit_file::{RateLimitFile, RouteLimitsFile};
 use super::oauth_file::OauthFile;
 
@@ -113,6 +113,9 @@ pub struct MainFile {
     /// The resolver of backends given by name.
     #[serde(default)]
     pub dns: Option<DnsFile>,
+    /// API keys: where they are found, consumers, TokenginX lookup.
+    #[serde(default)]
+    pub api_keys: Option<ApiKeysFile>,
     /// The gateway as the OAuth 2.1 client of every app.
     #[serde(default)]
     pub oauth: Option<OauthFile>,
@@ -488,6 +491,56 @@ fn default_eject_window_seconds() -> u64 {
     10
 }
 
+/// conf.yaml's `api_keys`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeysFile {
+    /// Where keys are looked for, in order: `header:NAME`, `authorization:SCHEME`.
+    #[serde(default = "default_key_sources")]
+    pub sources: Vec<String>,
+    /// Directory of the consumer files, relative to conf.yaml.
+    #[serde(default = "default_consumers_dir")]
+    pub consumers_dir: String,
+    /// TokenginX key of a consumer record (`{sha256}` of the key).
+    #[serde(default)]
+    pub lookup_key: Option<String>,
+}
+
+/// Where keys are looked for without `api_keys.sources`.
+pub fn default_key_sources() -> Vec<String> {
+    vec!["header:X-Api-Key".into(), "authorization:ApiKey".into()]
+}
+
+/// The consumers directory without `api_keys.consumers_dir`.
+pub fn default_consumers_dir() -> String {
+    "consumers".into()
+}
+
+/// One `consumers/*.yaml` file.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumersFile {
+    /// Its consumers.
+    #[serde(default)]
+    pub consumers: Vec<ConsumerEntry>,
+}
+
+/// One consumer.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumerEntry {
+    /// Unique name: the identity and `X-Consumer-Id`.
+    pub name: String,
+    /// Lower-case hex SHA-256 of its key (`gatehouse hash-key`).
+    pub key_sha256: String,
+    /// Granted scopes.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Roles.
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
 /// conf.yaml's `dns`: who resolves backends given by name.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -597,7 +650,7 @@ pub struct RouteEntry {
     pub headers: HeadersFile,
     /// How callers authenticate.
     #[serde(default)]
-    pub auth: AuthMode,
+    pub auth: AuthSpec,
     /// Whether a JWT's session must be alive in TokenginX.
     #[serde(default)]
     pub session: SessionMode,
@@ -619,6 +672,49 @@ pub struct RouteEntry {
     /// The upstream that serves when the route's own cannot.
     #[serde(default)]
     pub fallback_upstream: Option<String>,
+    /// Cross-origin resource sharing.
+    #[serde(default)]
+    pub cors: Option<CorsFile>,
+    /// A regex rewrite of the normalised path, after matching.
+    #[serde(default)]
+    pub rewrite: Option<RewriteFile>,
+}
+
+/// A route's `cors` policy.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsFile {
+    /// `https://app.example.com`, `https://*.example.com`, or `*`.
+    pub allow_origins: Vec<String>,
+    /// Methods of actual requests; absent: the route's, or GET, HEAD, POST.
+    #[serde(default)]
+    pub allow_methods: Option<Vec<String>>,
+    /// Request headers allowed; absent: those the preflight names.
+    #[serde(default)]
+    pub allow_headers: Option<Vec<String>>,
+    /// Response headers scripts may read beyond the safelisted ones.
+    #[serde(default)]
+    pub expose_headers: Vec<String>,
+    /// Whether cookies and HTTP authentication may come along.
+    #[serde(default)]
+    pub allow_credentials: bool,
+    /// How long browsers may cache a preflight's answer.
+    #[serde(default = "default_cors_max_age")]
+    pub max_age_seconds: u64,
+}
+
+fn default_cors_max_age() -> u64 {
+    600
+}
+
+/// A route's `rewrite` of the path.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RewriteFile {
+    /// Matched against the normalised path (the `regex` crate's syntax).
+    pub regex: String,
+    /// The new path; `$1`, `${name}` insert capture groups.
+    pub replacement: String,
 }
 
 /// A route's static `fallback` answer.

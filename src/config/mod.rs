@@ -5,6 +5,7 @@
 
 pub mod auth_file;
 pub mod compile;
+mod compile_api_keys;
 mod compile_auth;
 mod compile_discovery;
 mod compile_fallback;
@@ -12,6 +13,7 @@ mod compile_limit;
 mod compile_oauth;
 mod compile_redis;
 mod compile_resilience;
+mod compile_transform;
 pub mod error;
 pub mod file;
 pub mod limit_file;
@@ -21,7 +23,7 @@ pub mod reload;
 pub mod yaml;
 
 pub use compile::{
-    load, load_reusing, AccessLogSpec, HeaderRules, Listener, Route, Runtime, ServerSettings,
-    Settings,
+    load, load_reusing, AccessLogSpec, HeaderRules, Listener, Rewrite, Route, Runtime,
+    ServerSettings, Settings,
 };
 pub use error::{ConfigError, ConfigErrors, Position};

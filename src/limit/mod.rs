@@ -36,6 +36,8 @@ pub enum LimitKey {
     Ip,
     /// Verified user id; anonymous requests count by IP.
     User,
+    /// The API key's consumer; other requests count by IP.
+    Consumer,
     /// One bucket for the whole route.
     Route,
     /// A request header's value; requests without it share one bucket.
@@ -48,16 +50,23 @@ impl LimitKey {
         match text.split_once(':') {
             None if text == "ip" => Some(LimitKey::Ip),
             None if text == "user" => Some(LimitKey::User),
+            None if text == "consumer" => Some(LimitKey::Consumer),
             None if text == "route" => Some(LimitKey::Route),
             Some(("header", name)) => HeaderName::try_from(name).ok().map(LimitKey::Header),
             _ => None,
         }
     }
 
+    /// Whether it counts by who authenticated (so runs after authentication).
+    fn needs_identity(&self) -> bool {
+        matches!(self, LimitKey::User | LimitKey::Consumer)
+    }
+
     fn label(&self) -> String {
         match self {
             LimitKey::Ip => "ip".into(),
             LimitKey::User => "user".into(),
+            LimitKey::Consumer => "consumer".into(),
             LimitKey::Route => "route".into(),
             LimitKey::Header(h) => format!("header-{h}"),
         }
@@ -113,7 +122,7 @@ impl RouteLimits {
         self.limits
             .iter()
             .enumerate()
-            .filter(move |(_, l)| (l.key == LimitKey::User) == after_auth)
+            .filter(move |(_, l)| l.key.needs_identity() == after_auth)
     }
 }
 
@@ -123,6 +132,8 @@ pub struct RequestKeys<'a> {
     pub ip: IpAddr,
     /// Verified user id, if any.
     pub user: Option<&'a str>,
+    /// The API key's consumer, if the request presented one.
+    pub consumer: Option<&'a str>,
     /// The request (for header keys).
     pub req: &'a RequestHeader,
 }
@@ -326,6 +337,14 @@ fn bucket_key(route: &str, index: usize, key: &LimitKey, k: &RequestKeys) -> Str
                 let _ = write!(s, "ip={}", k.ip);
             }
         },
+        LimitKey::Consumer => match k.consumer {
+            Some(c) => {
+                let _ = write!(s, "consumer={c}");
+            }
+            None => {
+                let _ = write!(s, "ip={}", k.ip);
+            }
+        },
         LimitKey::Route => s.push_str("route"),
         LimitKey::Header(name) => match k.req.headers.get(name) {
             Some(v) => {
@@ -379,6 +398,7 @@ mod tests {
         let k = RequestKeys {
             ip: "10.0.0.1".parse().unwrap(),
             user: None,
+            consumer: None,
             req: &req,
         };
         let h = LimitKey::parse("header:X-Api-Key").unwrap();

@@ -93,6 +93,7 @@ impl OauthClient {
             headers,
             expires_at: record.access_expires_at,
             session_key: None,
+            consumer: false,
         };
         let live = Arc::new(LiveSession {
             identity: Arc::new(identity),

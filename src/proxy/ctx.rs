@@ -30,6 +30,8 @@ pub struct RequestCtx {
     pub client_ip: Option<ClientIp>,
     /// Normalised path, when it differs from what the client sent.
     pub normalized_path: Option<String>,
+    /// The path the upstream receives, when the route's `rewrite` changed it.
+    pub upstream_path: Option<String>,
     /// Canonical Host for the upstream, when it differs from what the
     /// client sent.
     pub canonical_host: Option<http::HeaderValue>,
@@ -78,6 +80,9 @@ pub struct RequestCtx {
     pub rejection: Option<Rejection>,
     /// The verified caller, on authenticated routes.
     pub identity: Option<Arc<Identity>>,
+    /// `Access-Control-Allow-Origin` for a request from an origin the
+    /// route's CORS policy allows.
+    pub cors_origin: Option<http::HeaderValue>,
     /// RateLimit headers of a rate-limited route.
     pub limit_headers: Option<LimitHeaders>,
     /// Keeps the request counted as in flight until the context is dropped
@@ -97,6 +102,7 @@ impl RequestCtx {
             client_ip: None,
             normalized_path: None,
             canonical_host: None,
+            upstream_path: None,
             tls: false,
             upgrade: false,
             http10: false,
@@ -118,6 +124,7 @@ impl RequestCtx {
             rejection: None,
             identity: None,
             limit_headers: None,
+            cors_origin: None,
             _in_flight: in_flight,
         }
     }

@@ -118,6 +118,7 @@ pub async fn answer(session: &mut Session, ctx: &mut RequestCtx, cause: &Rejecti
         &ctx.request_id,
         ctx.tls,
         Some(route),
+        ctx.cors_origin.as_ref(),
         &rt.settings,
     )
     .ok()?;

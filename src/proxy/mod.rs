@@ -132,6 +132,12 @@ impl Gateway {
                 response_modifiers::add_security_headers(&mut header, ctx.tls)?;
             }
         }
+        // A script on an allowed origin may read the gateway's refusals too.
+        if let Some(cors) = ctx.route().and_then(|r| r.cors.as_ref()) {
+            if !matches!(r, Rejection::CorsPreflight(_) | Rejection::CorsRejected) {
+                cors.decorate(&mut header, ctx.cors_origin.as_ref())?;
+            }
+        }
         ctx.rejection = Some(r);
         session
             .write_response_header(Box::new(header), false)
@@ -542,6 +548,7 @@ impl ProxyHttp for Gateway {
             &ctx.request_id,
             ctx.tls,
             ctx.route(),
+            ctx.cors_origin.as_ref(),
             &rt.settings,
         )
     }

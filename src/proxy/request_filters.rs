@@ -13,6 +13,7 @@ use super::oauth_filters::{self, Origin};
 use crate::auth::{AuthMode, Failure, Identity, Reason};
 use crate::client_ip::{client_ip, is_trusted, ClientIp};
 use crate::config::{Route, Runtime};
+use crate::cors;
 use crate::limit::{Refusal, RequestKeys};
 use crate::reject::Rejection;
 use crate::routing::{check_parameters, normalize, parse_authority, Authority};
@@ -24,7 +25,8 @@ use crate::trace::{request_id, TraceContext};
 ///    expectations (417), path normalisation (400 when ambiguous, or for
 ///    `;` path parameters unless allowed);
 /// 3. route match on host and normalised path (404), then method (405);
-/// 4. client IP rules of the route (403);
+/// 4. client IP rules of the route (403); a CORS preflight is answered
+///    here (204, or 403 `cors_rejected`), before any credential is asked;
 /// 5. declared body size (413);
 /// 6. rate limits keyed by IP, header or route (429);
 /// 7. authentication and authorization (401/302, 403, 503) — crypto and
@@ -74,15 +76,41 @@ pub async fn admit(session: &Session, ctx: &mut RequestCtx) -> Result<(), Reject
             return Err(answer);
         }
     }
-    let id = match_route(&runtime, &authority.host, &path, &req.method)?;
+    let id = match preflight_route(&runtime, &authority.host, &path, req) {
+        Some(id) => id,
+        None => match_route(&runtime, &authority.host, &path, &req.method)?,
+    };
     ctx.canonical_host = canonical_host_header(req, &authority);
     if let std::borrow::Cow::Owned(p) = path {
         ctx.normalized_path = Some(p);
     }
     ctx.route = Some(id);
     let route = &runtime.routes[id];
+    if let Some(rw) = &route.rewrite {
+        let path = ctx.normalized_path.as_deref().unwrap_or(req.uri.path());
+        if let std::borrow::Cow::Owned(new) = rw.regex.replace(path, rw.replacement.as_str()) {
+            // Captures may join into a dot-segment (`/api/.` + `./x`): the
+            // result is normalised again, never forwarded as written.
+            let normal = normalize(&new).map_err(Rejection::BadPath)?;
+            ctx.upstream_path = Some(normal.into_owned());
+        }
+    }
 
     check_ip(route, client).inspect_err(|_| route.metrics.auth_failures.inc(Reason::Ip))?;
+    if let Some(policy) = &route.cors {
+        match policy.judge(req) {
+            cors::Verdict::Allowed(origin) if cors::is_preflight(req) => {
+                return Err(policy
+                    .preflight(req, origin)
+                    .map_or(Rejection::CorsRejected, Rejection::CorsPreflight));
+            }
+            cors::Verdict::Allowed(origin) => ctx.cors_origin = Some(origin),
+            cors::Verdict::Refused if cors::is_preflight(req) => {
+                return Err(Rejection::CorsRejected)
+            }
+            cors::Verdict::Refused | cors::Verdict::NoOrigin => {}
+        }
+    }
     check_declared_body(&runtime, session)?;
     limit(&runtime, route, ctx, req, false).await?;
     ctx.identity = match runtime.auth.oauth.as_deref() {
@@ -112,6 +140,11 @@ async fn limit(
             .client_ip
             .map_or(IpAddr::from([0, 0, 0, 0]), ClientIp::key),
         user: ctx.identity.as_deref().map(|i| i.subject.as_str()),
+        consumer: ctx
+            .identity
+            .as_deref()
+            .filter(|i| i.consumer)
+            .map(|i| i.subject.as_str()),
         req,
     };
     let headers = ctx.limit_headers.get_or_insert_with(Default::default);
@@ -130,7 +163,11 @@ async fn authenticate(
     runtime: &Runtime,
     route: &Route,
 ) -> Result<Option<Arc<Identity>>, Rejection> {
-    let failure = match runtime.auth.check(req, &route.policy).await {
+    let failure = match runtime
+        .auth
+        .check(req, &route.policy, Some(&runtime.api_keys))
+        .await
+    {
         Ok(identity) => return Ok(identity),
         Err(f) => f,
     };
@@ -229,6 +266,34 @@ fn canonical_host_header(req: &RequestHeader, authority: &Authority) -> Option<h
         return None;
     }
     http::HeaderValue::from_str(&authority.to_header()).ok()
+}
+
+/// For a CORS preflight, the route with a CORS policy that answers it:
+/// the one the actual request (the method it asks about) would take, or
+/// else the first at this host and path with a policy, which refuses the
+/// method. `None`: routed as any `OPTIONS` request.
+fn preflight_route(
+    runtime: &Runtime,
+    host: &str,
+    path: &str,
+    req: &RequestHeader,
+) -> Option<usize> {
+    if !cors::is_preflight(req) {
+        return None;
+    }
+    let asked = req
+        .headers
+        .get(http::header::ACCESS_CONTROL_REQUEST_METHOD)
+        .and_then(|m| http::Method::from_bytes(m.as_bytes()).ok());
+    let ids = runtime.table.lookup(host, path)?;
+    let with_cors = |id: &&usize| runtime.routes[**id].cors.is_some();
+    let taking = ids
+        .iter()
+        .find(|&&id| asked.as_ref().is_some_and(|m| runtime.routes[id].allows(m)));
+    match taking {
+        Some(id) => Some(id).filter(with_cors).copied(),
+        None => ids.iter().find(with_cors).copied(),
+    }
 }
 
 fn match_route(

@@ -72,13 +72,17 @@ pub fn prepare(
     Ok(())
 }
 
-/// The backend sees the normalised path (minus the prefix with
-/// `strip_prefix`), always in origin form (an absolute-form target is
+/// The backend sees the normalised path (as `rewrite` made it, or minus
+/// the prefix with `strip_prefix`), always in origin form (an absolute-form target is
 /// rewritten; its host was checked against Host already, and Host is
 /// replaced by the canonical host when the client spelled it otherwise).
 fn rewrite_path(req: &mut RequestHeader, ctx: &RequestCtx, route: &Route) -> Result<()> {
     let original = req.uri.path();
-    let mut path = ctx.normalized_path.as_deref().unwrap_or(original);
+    let mut path = ctx
+        .upstream_path
+        .as_deref()
+        .or(ctx.normalized_path.as_deref())
+        .unwrap_or(original);
     if route.strip_prefix && route.prefix != "/" {
         path = path.strip_prefix(route.prefix.as_str()).unwrap_or(path);
         if path.is_empty() {

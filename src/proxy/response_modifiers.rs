@@ -13,12 +13,13 @@ const HSTS: &str = "max-age=31536000; includeSubDomains";
 
 /// Removes the upstream connection's hop-by-hop headers and headers that
 /// advertise the stack, adds security headers the app did not set, the
-/// request id, and the route's response edits.
+/// request id, the route's CORS headers and its response edits.
 pub fn prepare(
     resp: &mut ResponseHeader,
     request_id: &str,
     tls: bool,
     route: Option<&Route>,
+    cors_origin: Option<&HeaderValue>,
     settings: &Settings,
 ) -> Result<()> {
     normalize_framing(resp)?;
@@ -30,6 +31,9 @@ pub fn prepare(
     }
     resp.insert_header("x-request-id", request_id)?;
     if let Some(route) = route {
+        if let Some(cors) = &route.cors {
+            cors.decorate(resp, cors_origin)?;
+        }
         for name in &route.headers.response_remove {
             resp.remove_header(name);
         }

@@ -634,3 +634,30 @@ pub fn wrk(url: String, secs: u64) -> tokio::task::JoinHandle<WrkReport> {
         WrkReport { text, requests }
     })
 }
+
+/// `npm ci` of the node package in `dir` (relative to the repository),
+/// once per test run, when its node_modules does not hold the version of
+/// `package` its lockfile names.
+pub fn npm_installed(dir: &str, package: &str) {
+    static DONE: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut done = DONE.lock().unwrap_or_else(|e| e.into_inner());
+    if done.iter().any(|d| d == dir) {
+        return;
+    }
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+    let version = |file: &str| -> serde_json::Value {
+        let text = std::fs::read(path.join(file)).unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_slice(&text).unwrap_or_default();
+        v["packages"][format!("node_modules/{package}")]["version"].clone()
+    };
+    let wanted = version("package-lock.json");
+    if wanted.is_null() || version("node_modules/.package-lock.json") != wanted {
+        let status = std::process::Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+            .current_dir(&path)
+            .status()
+            .expect("npm is needed: apt-get install -y nodejs npm");
+        assert!(status.success(), "npm ci in {dir} failed");
+    }
+    done.push(dir.to_string());
+}

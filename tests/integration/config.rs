@@ -67,7 +67,7 @@ fn errors_name_file_line_and_key() {
         (
             "unknown key",
             "upstreams:\n  web:\n    backends: [127.0.0.1:1]\nroutes:\n  - name: a\n    prefix: /a\n    upstream: web\n    prefixx: /b\n",
-            &["routes/r.yaml:8:5: `routes[0].prefixx`: unknown field `prefixx`, expected one of `name`, `prefix`, `host`, `methods`, `upstream`, `strip_prefix`, `timeout_ms`, `ip_allow`, `ip_deny`, `headers`, `auth`, `session`, `scopes`, `roles`, `on_unauthenticated`, `rate_limit`, `fallback`, `fallback_upstream`"],
+            &["routes/r.yaml:8:5: `routes[0].prefixx`: unknown field `prefixx`, expected one of `name`, `prefix`, `host`, `methods`, `upstream`, `strip_prefix`, `timeout_ms`, `ip_allow`, `ip_deny`, `headers`, `auth`, `session`, `scopes`, `roles`, `on_unauthenticated`, `rate_limit`, `fallback`, `fallback_upstream`, `cors`, `rewrite`"],
         ),
         (
             "missing upstream",
@@ -151,7 +151,7 @@ fn main_file_errors_are_all_reported() {
     );
     assert_eq!(
         errors("listeners: []\nroutes_dir: missing\ncolour: blue\n", &[]),
-        ["conf.yaml:3:1: `colour`: unknown field `colour`, expected one of `version`, `daemon`, `error_log`, `pid_file`, `upgrade_sock`, `user`, `group`, `threads`, `work_stealing`, `grace_period_seconds`, `graceful_shutdown_timeout_seconds`, `upstream_keepalive_pool_size`, `ca_file`, `listeners`, `admin`, `routes_dir`, `allow_empty_routes`, `trusted_proxies`, `forwarded_header`, `client_ip_header`, `security_headers`, `max_request_body_bytes`, `h2c`, `max_uri_bytes`, `path_params`, `max_header_bytes`, `client_body_timeout_ms`, `client_header_timeout_ms`, `keepalive_timeout_seconds`, `jwt`, `tokenginx`, `dns`, `oauth`, `rate_limit`, `access_log`, `forward_identity`"]
+        ["conf.yaml:3:1: `colour`: unknown field `colour`, expected one of `version`, `daemon`, `error_log`, `pid_file`, `upgrade_sock`, `user`, `group`, `threads`, `work_stealing`, `grace_period_seconds`, `graceful_shutdown_timeout_seconds`, `upstream_keepalive_pool_size`, `ca_file`, `listeners`, `admin`, `routes_dir`, `allow_empty_routes`, `trusted_proxies`, `forwarded_header`, `client_ip_header`, `security_headers`, `max_request_body_bytes`, `h2c`, `max_uri_bytes`, `path_params`, `max_header_bytes`, `client_body_timeout_ms`, `client_header_timeout_ms`, `keepalive_timeout_seconds`, `jwt`, `tokenginx`, `dns`, `api_keys`, `oauth`, `rate_limit`, `access_log`, `forward_identity`"]
     );
 }
 
@@ -403,6 +403,46 @@ fn dns_backend_errors_name_their_keys() {
             "`upstreams.named.backends[2]`: `app.test:0` is not a valid ip:port or host:port",
             "`upstreams.named.backends[3]`: backend app.test:0 is listed twice",
             "`upstreams.named.resolve_interval_ms`: 10 ms is outside 100..=3600000 ms",
+        ],
+    );
+}
+
+#[test]
+fn cors_and_rewrite_errors_name_their_keys() {
+    let routes = "upstreams:\n  web:\n    backends: ['127.0.0.1:1']\nroutes:\n  - name: a\n    prefix: /a\n    upstream: web\n    cors: {allow_origins: ['*'], allow_credentials: true}\n  - name: b\n    prefix: /b\n    upstream: web\n    cors: {allow_origins: ['null', 'https://a.test/path', 'https://ok.test'], allow_methods: ['G E T'], allow_headers: ['*'], allow_credentials: true, max_age_seconds: 100000}\n  - name: c\n    prefix: /c\n    upstream: web\n    strip_prefix: true\n    rewrite: {regex: '^/c/(unclosed', replacement: 'api'}\n  - name: d\n    prefix: /d\n    upstream: web\n    rewrite: {regex: '^/d/(.*)$', replacement: '/x/$2/$${name}'}\n";
+    let got = errors("listeners: []\n", &[("r.yaml", routes)]);
+    assert_errors_include(
+        &got,
+        &[
+            "routes/r.yaml:8:12: `routes[0].cors.allow_origins`: `*` with `allow_credentials: true`",
+            "`routes[1].cors.allow_origins[0]`: `null` is not an origin",
+            "`routes[1].cors.allow_origins[1]`: `https://a.test/path` is not an origin",
+            "`routes[1].cors.allow_methods[0]`: `G E T` is not a method",
+            "`routes[1].cors.allow_headers`: `*` is not honoured with credentials",
+            "`routes[1].cors.max_age_seconds`: must be at most 86400",
+            "`routes[2].strip_prefix`: `rewrite` replaces `strip_prefix`",
+            "`routes[2].rewrite.replacement`: must be a path starting with /",
+            "`routes[2].rewrite.regex`: not a valid regex",
+            "`routes[3].rewrite.replacement`: `$2` names no group of the regex",
+            "`routes[3].rewrite.replacement`: `$name` names no group of the regex",
+        ],
+    );
+}
+
+#[test]
+fn api_key_errors_name_their_keys() {
+    let main = "listeners: []\napi_keys: {sources: ['query:key'], lookup_key: 'apikey:{token}'}\n";
+    let routes = "upstreams:\n  web:\n    backends: ['127.0.0.1:1']\nroutes:\n  - {name: a, prefix: /a, upstream: web, auth: [jwt, opaque, api_key]}\n  - {name: b, prefix: /b, upstream: web, auth: [none, api_key]}\n  - {name: c, prefix: /c, upstream: web, auth: api_key, rate_limit: {key: consumers, rate: 1/s}}\n";
+    let got = errors(main, &[("r.yaml", routes)]);
+    assert_errors_include(
+        &got,
+        &[
+            "`api_keys.sources[0]`: `query:key` is not `header:NAME` or `authorization:SCHEME`",
+            "`api_keys.lookup_key`: needs the `tokenginx` section",
+            "`api_keys.lookup_key`:",
+            "`routes[0].auth`: list `api_key` with at most one of jwt, opaque, any, oauth",
+            "`routes[1].auth`: list `api_key` with at most one of jwt, opaque, any, oauth",
+            "is not ip, user, consumer, route or header:NAME",
         ],
     );
 }

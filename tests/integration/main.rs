@@ -2,11 +2,14 @@
 //! servers on loopback ports chosen at run time.
 
 mod admin;
+mod api_keys;
 mod auth;
 mod auth_support;
+mod browser;
 mod common;
 mod config;
 mod conformance;
+mod cors;
 mod demo;
 mod deploy;
 mod discovery;

@@ -8,38 +8,9 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::common::{free_port, Gateway, Killed};
-
-/// `npm ci` of `tests/oauth`, once per test run, when its node_modules
-/// does not match the lockfile.
-fn installed() {
-    static DONE: OnceLock<()> = OnceLock::new();
-    DONE.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oauth");
-        let marker = dir.join("node_modules/.package-lock.json");
-        let lock = std::fs::read(dir.join("package-lock.json")).unwrap_or_default();
-        let current = std::fs::read(&marker).map(|m| {
-            let (a, b): (serde_json::Value, serde_json::Value) = (
-                serde_json::from_slice(&m).unwrap_or_default(),
-                serde_json::from_slice(&lock).unwrap_or_default(),
-            );
-            a["packages"]["node_modules/oidc-provider"]["version"]
-                == b["packages"]["node_modules/oidc-provider"]["version"]
-        });
-        if current.unwrap_or(false) {
-            return;
-        }
-        let status = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-            .current_dir(&dir)
-            .status()
-            .expect("npm is needed for the login tests: apt-get install -y nodejs npm");
-        assert!(status.success(), "npm ci in tests/oauth failed");
-    });
-}
+use crate::common::{free_port, npm_installed, Gateway, Killed};
 
 /// A running oidc-provider.
 pub struct Provider {
@@ -56,7 +27,7 @@ impl Provider {
     /// Starts a provider on `port` whose client `gatehouse` may come back
     /// to each of `gateways`, with access tokens living `access_ttl` s.
     pub fn start(port: u16, gateways: &[&Gateway], access_ttl: u64, extra: &[&str]) -> Provider {
-        installed();
+        npm_installed("tests/oauth", "oidc-provider");
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oauth/provider.mjs");
         let mut cmd = Command::new("node");
         cmd.arg(script)
