@@ -49,6 +49,7 @@ pub mod supervisor;
 pub mod tls;
 pub mod trace;
 pub mod upstream;
+pub mod validate;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -47,6 +47,8 @@ pub enum Rejection {
     InvalidReturnUrl,
     /// A cookie-authenticated unsafe request from another origin.
     CsrfRejected,
+    /// A body that is not JSON, or does not match the route's schema.
+    InvalidRequest(Vec<crate::validate::Violation>),
     /// A CORS preflight the route's policy allows: 204 with these headers.
     CorsPreflight(Vec<(http::HeaderName, http::HeaderValue)>),
     /// A CORS preflight from an origin, or for a method or headers, the
@@ -120,7 +122,8 @@ impl Rejection {
             | Rejection::BadRequest
             | Rejection::BadHost(_)
             | Rejection::InvalidOauthState
-            | Rejection::InvalidReturnUrl => 400,
+            | Rejection::InvalidReturnUrl
+            | Rejection::InvalidRequest(_) => 400,
             Rejection::LoginRedirect(_) => 302,
             Rejection::Redirect(r) => r.status,
             Rejection::Unauthenticated(_) => 401,
@@ -172,6 +175,7 @@ impl Rejection {
             Rejection::InvalidReturnUrl => "invalid_return_url",
             Rejection::CsrfRejected => "csrf_rejected",
             Rejection::CorsPreflight(_) => "cors_preflight",
+            Rejection::InvalidRequest(_) => "invalid_request",
             Rejection::CorsRejected => "cors_rejected",
             Rejection::InsufficientScope(_) => "insufficient_scope",
             Rejection::InsufficientRole => "insufficient_role",
@@ -213,6 +217,7 @@ impl Rejection {
             Rejection::InvalidReturnUrl => "the return address must be a path on this site",
             Rejection::CsrfRejected => "this request must come from the site itself",
             Rejection::CorsPreflight(_) => "allowed",
+            Rejection::InvalidRequest(_) => "the request body does not match the route's schema",
             Rejection::CorsRejected => {
                 "this route does not allow the origin, method or headers of the cross-origin request"
             }
@@ -248,11 +253,17 @@ impl Rejection {
 
     /// The response header and JSON body for this refusal.
     pub fn response(&self, request_id: &str) -> (ResponseHeader, Bytes) {
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "error": self.code(),
             "message": self.message(),
             "request_id": request_id,
         });
+        if let Rejection::InvalidRequest(violations) = self {
+            body["violations"] = violations
+                .iter()
+                .map(|v| serde_json::json!({"path": v.path, "message": v.message}))
+                .collect();
+        }
         // A redirect of the login flow, or a preflight's 204, carries no
         // error, so no body.
         let redirect = matches!(self, Rejection::Redirect(_) | Rejection::CorsPreflight(_));

@@ -33,6 +33,7 @@ use crate::tls::CertSet;
 use crate::upstream::discovery::{self, Discovery, ResolverSpec, RESULTS};
 use crate::upstream::pool::{HashKey, UpstreamTls};
 use crate::upstream::{BackendMetrics, EjectionPolicy, HealthSpec, Pool, PoolSettings};
+use crate::validate::BodySchema;
 use pingora_core::tls::x509::X509;
 
 /// Settings that only a restart or graceful upgrade can change.
@@ -131,6 +132,8 @@ pub struct Route {
     pub cors: Option<Cors>,
     /// Its path rewrite.
     pub rewrite: Option<Rewrite>,
+    /// The schema its request bodies must match.
+    pub validate: Option<BodySchema>,
     /// Metric handles of this route.
     pub metrics: RouteMetrics,
     /// Which file defines it.
@@ -1093,6 +1096,7 @@ impl Compiler<'_> {
         let fallback = self.route_fallback(f, key, e, fallback_pool, inputs.metrics);
         let cors = self.route_cors(f, key, e, methods.as_deref());
         let rewrite = self.route_rewrite(f, key, e);
+        let validate = self.route_schema(f, key, e);
         let ip_allow = self.cidrs(f, &format!("{key}.ip_allow"), &e.ip_allow);
         let ip_deny = self.cidrs(f, &format!("{key}.ip_deny"), &e.ip_deny);
         let headers = self.header_rules(f, &format!("{key}.headers"), e);
@@ -1132,6 +1136,7 @@ impl Compiler<'_> {
             fallback,
             cors,
             rewrite,
+            validate,
             file: f.path.clone(),
         })
     }

@@ -1,12 +1,17 @@
-//! Validation and compilation of a route's browser and path keys: `cors`
-//! (see [`crate::cors`]) and `rewrite`.
+//! Validation and compilation of a route's request transformation keys:
+//! `cors` (see [`crate::cors`]), `rewrite` and `validate` (see
+//! [`crate::validate`]).
 
 use http::{HeaderName, HeaderValue, Method};
 use regex::Regex;
 
-use super::compile::{Compiler, Parsed};
+use std::hash::Hash;
+use std::sync::Arc;
+
+use super::compile::{resolve, Compiler, Parsed};
 use super::file::{CorsFile, RouteEntry, RouteFile};
 use crate::cors::{Cors, OriginPattern};
+use crate::validate::BodySchema;
 
 /// Methods of actual requests when neither `allow_methods` nor the route's
 /// `methods` say.
@@ -135,6 +140,61 @@ impl Compiler<'_> {
             credentials: c.allow_credentials,
             max_age: HeaderValue::from(c.max_age_seconds),
         })
+    }
+
+    /// Route `key`'s body schema, if it has one: the file is read and the
+    /// schema compiled now (its references must be inside it: nothing is
+    /// fetched), and the file is watched like the config.
+    pub(super) fn route_schema(
+        &mut self,
+        f: &Parsed<RouteFile>,
+        key: &str,
+        e: &RouteEntry,
+    ) -> Option<BodySchema> {
+        let v = e.validate.as_ref()?;
+        let vkey = format!("{key}.validate.json_schema");
+        let path = resolve(&self.base, &v.json_schema);
+        let text = match std::fs::read(&path) {
+            Ok(t) => t,
+            Err(err) => {
+                self.errors
+                    .push(f.err(&vkey, format!("cannot read {}: {err}", path.display())));
+                return None;
+            }
+        };
+        text.hash(&mut self.hasher);
+        self.extra_files.push(path.clone());
+        let schema: serde_json::Value = match serde_json::from_slice(&text) {
+            Ok(s) => s,
+            Err(err) => {
+                self.errors.push(f.err(
+                    &vkey,
+                    format!(
+                        "{} is not JSON: line {}, column {}: {err}",
+                        path.display(),
+                        err.line(),
+                        err.column()
+                    ),
+                ));
+                return None;
+            }
+        };
+        match jsonschema::validator_for(&schema) {
+            Ok(validator) => Some(BodySchema {
+                validator: Arc::new(validator),
+            }),
+            Err(err) => {
+                self.errors.push(f.err(
+                    &vkey,
+                    format!(
+                        "{} is not a valid JSON Schema: {err} (at {})",
+                        path.display(),
+                        err.schema_path()
+                    ),
+                ));
+                None
+            }
+        }
     }
 
     /// Route `key`'s path rewrite, if it has one.

@@ -678,6 +678,17 @@ pub struct RouteEntry {
     /// A regex rewrite of the normalised path, after matching.
     #[serde(default)]
     pub rewrite: Option<RewriteFile>,
+    /// A JSON Schema the request body must match.
+    #[serde(default)]
+    pub validate: Option<ValidateFile>,
+}
+
+/// A route's `validate`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidateFile {
+    /// The schema file (JSON), relative to conf.yaml.
+    pub json_schema: String,
 }
 
 /// A route's `cors` policy.

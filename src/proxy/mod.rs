@@ -3,7 +3,7 @@
 //!
 //! | phase | module |
 //! |---|---|
-//! | `request_filter` | [`request_filters`] — route, IP rules, body size |
+//! | `request_filter` | [`request_filters`] — route, IP rules, body size; [`crate::validate`] — body schema |
 //! | `upstream_peer` | [`crate::upstream`] — backend choice, timeouts |
 //! | `upstream_request_filter` | [`request_modifiers`] — path, forwarding headers |
 //! | `response_filter` | [`response_modifiers`] — security headers |
@@ -76,6 +76,15 @@ fn no_pick_error(no: NoPick) -> Box<Error> {
             "every backend's circuit breaker is open",
         ),
     }
+}
+
+/// The request body limit of the config serving `ctx`.
+fn runtime_body_limit(ctx: &RequestCtx) -> usize {
+    ctx.runtime
+        .as_ref()
+        .map_or(0, |rt| rt.settings.max_request_body_bytes)
+        .try_into()
+        .unwrap_or(usize::MAX)
 }
 
 /// What is left of the request's deadline (`Duration::MAX` without one),
@@ -241,6 +250,16 @@ impl ProxyHttp for Gateway {
                     downstream.set_close_on_response_before_downstream_finish(false);
                     downstream.write_continue_response().await?;
                     downstream.set_close_on_response_before_downstream_finish(true);
+                }
+                let schema = ctx.route().and_then(|r| r.validate.clone());
+                if let Some(schema) = schema {
+                    let limit = runtime_body_limit(ctx);
+                    if let Err(r) = crate::validate::check(session, &schema, limit).await {
+                        // The body may be left unread: the connection ends.
+                        session.set_keepalive(None);
+                        self.reject(session, ctx, r).await?;
+                        return Ok(true);
+                    }
                 }
                 Ok(false)
             }

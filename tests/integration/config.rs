@@ -67,7 +67,7 @@ fn errors_name_file_line_and_key() {
         (
             "unknown key",
             "upstreams:\n  web:\n    backends: [127.0.0.1:1]\nroutes:\n  - name: a\n    prefix: /a\n    upstream: web\n    prefixx: /b\n",
-            &["routes/r.yaml:8:5: `routes[0].prefixx`: unknown field `prefixx`, expected one of `name`, `prefix`, `host`, `methods`, `upstream`, `strip_prefix`, `timeout_ms`, `ip_allow`, `ip_deny`, `headers`, `auth`, `session`, `scopes`, `roles`, `on_unauthenticated`, `rate_limit`, `fallback`, `fallback_upstream`, `cors`, `rewrite`"],
+            &["routes/r.yaml:8:5: `routes[0].prefixx`: unknown field `prefixx`, expected one of `name`, `prefix`, `host`, `methods`, `upstream`, `strip_prefix`, `timeout_ms`, `ip_allow`, `ip_deny`, `headers`, `auth`, `session`, `scopes`, `roles`, `on_unauthenticated`, `rate_limit`, `fallback`, `fallback_upstream`, `cors`, `rewrite`, `validate`"],
         ),
         (
             "missing upstream",
@@ -443,6 +443,34 @@ fn api_key_errors_name_their_keys() {
             "`routes[0].auth`: list `api_key` with at most one of jwt, opaque, any, oauth",
             "`routes[1].auth`: list `api_key` with at most one of jwt, opaque, any, oauth",
             "is not ip, user, consumer, route or header:NAME",
+        ],
+    );
+}
+
+#[test]
+fn validate_errors_name_their_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("broken.json"), "{\"type\": ").unwrap();
+    std::fs::write(dir.path().join("wrong.json"), "{\"type\": \"integr\"}").unwrap();
+    let routes = "upstreams:\n  web:\n    backends: ['127.0.0.1:1']\nroutes:\n  - {name: a, prefix: /a, upstream: web, validate: {json_schema: missing.json}}\n  - {name: b, prefix: /b, upstream: web, validate: {json_schema: broken.json}}\n  - {name: c, prefix: /c, upstream: web, validate: {json_schema: wrong.json}}\n";
+    let conf = write_config(dir.path(), "listeners: []\n", &[("r.yaml", routes)]);
+    let got: Vec<String> = match load_with_env(&conf, &Metrics::new(), &env) {
+        Ok(_) => Vec::new(),
+        Err(e) => {
+            e.0.iter()
+                .map(|e| {
+                    e.to_string()
+                        .replace(&format!("{}/", dir.path().display()), "")
+                })
+                .collect()
+        }
+    };
+    assert_errors_include(
+        &got,
+        &[
+            "routes/r.yaml:5:53: `routes[0].validate.json_schema`: cannot read missing.json",
+            "`routes[1].validate.json_schema`: broken.json is not JSON: line 1, column 9",
+            "`routes[2].validate.json_schema`: wrong.json is not a valid JSON Schema",
         ],
     );
 }

@@ -189,3 +189,116 @@ async fn rewrites_use_capture_groups_keep_the_query_and_cannot_escape() {
         .await;
     assert_eq!(body["path"], "/y", "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bodies_are_validated_against_the_routes_schema_before_they_go_on() {
+    let up = Upstream::start("orders").await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("schemas")).unwrap();
+    std::fs::write(
+        dir.path().join("schemas/order.json"),
+        r#"{"type": "object", "required": ["symbol", "qty"], "additionalProperties": false,
+            "properties": {"symbol": {"type": "string", "pattern": "^[A-Z]{3,6}$"},
+                           "qty": {"type": "integer", "minimum": 1}}}"#,
+    )
+    .unwrap();
+    let routes = route_file(
+        &[up.addr],
+        "",
+        &[(
+            "orders",
+            "/orders",
+            "validate: {json_schema: schemas/order.json}",
+        )],
+    );
+    let gw = Gateway::start_in(dir, "", &[("r.yaml", &routes)]);
+    let post = |body: &str, ctype: &str| {
+        client()
+            .post(gw.url("/orders/new"))
+            .header("content-type", ctype)
+            .body(body.to_string())
+            .send()
+    };
+    // Valid: the app gets the body as sent, whole.
+    let r = post(r#"{"symbol": "BTC", "qty": 2}"#, "application/json")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", gw.log());
+    let body = r.json_value().await;
+    assert_eq!(body["body_bytes"], 27, "{body}");
+    // Chunked works the same.
+    let stream = futures_util::stream::iter(vec![
+        Ok::<_, std::io::Error>(bytes::Bytes::from_static(br#"{"symbol": "ETH","#)),
+        Ok(bytes::Bytes::from_static(br#" "qty": 1}"#)),
+    ]);
+    let r = client()
+        .post(gw.url("/orders/new"))
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Invalid: 400 with the violations, the value sent never echoed.
+    let r = post(
+        r#"{"symbol": "secret-value", "qty": 0, "extra": 1}"#,
+        "application/json",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 400);
+    let body = r.json_value().await;
+    assert_eq!(body["error"], "invalid_request", "{body}");
+    let paths: Vec<&str> = body["violations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["path"].as_str().unwrap())
+        .collect();
+    assert!(
+        paths.contains(&"/symbol") && paths.contains(&"/qty"),
+        "{body}"
+    );
+    assert!(!body.to_string().contains("secret-value"), "{body}");
+    for (text, ctype, want) in [
+        ("{not json", "application/json", "not JSON"),
+        (
+            r#"{"symbol": "BTC", "qty": 1}"#,
+            "text/plain",
+            "must be JSON",
+        ),
+        ("", "application/json", "is required"),
+    ] {
+        let r = post(text, ctype).await.unwrap();
+        assert_eq!(r.status(), 400, "{text:?}");
+        let body = r.json_value().await;
+        assert!(
+            body["violations"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains(want),
+            "{body}"
+        );
+    }
+    // Over the 64 KiB a validated body may have: 413.
+    let big = format!(
+        r#"{{"symbol": "BTC", "qty": 1, "pad": "{}"}}"#,
+        "x".repeat(70_000)
+    );
+    let r = post(&big, "application/json").await.unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(
+        up_requests(&gw).await,
+        2.0,
+        "only the two valid bodies reached the app"
+    );
+}
+
+/// Requests of route `orders` the upstream answered.
+async fn up_requests(gw: &Gateway) -> f64 {
+    let text = crate::common::metrics_text(gw).await;
+    crate::common::metric(
+        &text,
+        "gatehouse_requests_total{method=\"POST\",route=\"orders\",status=\"200\"}",
+    )
+}
