@@ -34,12 +34,20 @@ impl Compiler<'_> {
         ] {
             self.bounded(f, &format!("{ckey}.{k}"), v, 1, max);
         }
+        self.bounded(
+            f,
+            &format!("{ckey}.consecutive_failures"),
+            c.consecutive_failures.into(),
+            0,
+            1000,
+        );
         Some(BreakerPolicy {
             error_ratio: c.error_ratio,
             min_requests: c.min_requests,
             window: Duration::from_secs(c.window_seconds),
             open_for: Duration::from_secs(c.open_seconds),
             half_open_requests: c.half_open_requests,
+            consecutive_failures: c.consecutive_failures,
         })
     }
 

@@ -242,6 +242,14 @@ pub struct CircuitBreakerFile {
     /// Trial requests of a half-open breaker.
     #[serde(default = "default_half_open")]
     pub half_open_requests: u32,
+    /// Failures in a row that open a breaker at once, whatever the
+    /// window's ratio (0: only the ratio).
+    #[serde(default = "default_consecutive_failures")]
+    pub consecutive_failures: u32,
+}
+
+fn default_consecutive_failures() -> u32 {
+    5
 }
 
 fn default_error_ratio() -> f64 {

@@ -1,6 +1,7 @@
 //! A circuit breaker per backend: closed while its failure ratio over a
-//! window stays under `error_ratio` (once `min_requests` were seen), open
-//! for `open_seconds` after that (no traffic), then half-open: up to
+//! window stays under `error_ratio` (once `min_requests` were seen) and it
+//! has not failed `consecutive_failures` times in a row, open for
+//! `open_seconds` after that (no traffic), then half-open: up to
 //! `half_open_requests` trial requests, which close it if all succeed and
 //! open it again at the first failure. Failures are what the backend did:
 //! 5xx answers, timeouts, resets and refused connects, never the gateway's
@@ -24,6 +25,10 @@ pub struct BreakerPolicy {
     pub open_for: Duration,
     /// Trial requests of a half-open breaker.
     pub half_open_requests: u32,
+    /// Failures in a row that open it at once (0: off), as Envoy's
+    /// `consecutive_5xx`: a backend that turns bad mid-window is cut
+    /// before the window's earlier successes stop diluting its ratio.
+    pub consecutive_failures: u32,
 }
 
 /// Where a breaker stands; the value of `gatehouse_circuit_state`.
@@ -58,6 +63,7 @@ enum State {
         since: Instant,
         requests: u32,
         failures: u32,
+        streak: u32,
     },
     Open {
         until: Instant,
@@ -88,6 +94,7 @@ impl Breaker {
                 since: Instant::now(),
                 requests: 0,
                 failures: 0,
+                streak: 0,
             }),
             gauge,
             transitions,
@@ -143,14 +150,17 @@ impl Breaker {
                 since,
                 requests,
                 failures,
+                streak,
             } => {
                 if now.duration_since(*since) > p.window {
                     (*since, *requests, *failures) = (now, 0, 0);
                 }
                 *requests += 1;
                 *failures += u32::from(failed);
+                *streak = if failed { *streak + 1 } else { 0 };
                 let ratio = f64::from(*failures) / f64::from(*requests);
-                if *requests >= p.min_requests && ratio >= p.error_ratio {
+                let in_a_row = p.consecutive_failures > 0 && *streak >= p.consecutive_failures;
+                if in_a_row || (*requests >= p.min_requests && ratio >= p.error_ratio) {
                     *state = State::Open {
                         until: now + p.open_for,
                     };
@@ -170,6 +180,7 @@ impl Breaker {
                             since: now,
                             requests: 0,
                             failures: 0,
+                            streak: 0,
                         };
                         self.entered(Circuit::Closed);
                     }
@@ -196,9 +207,26 @@ mod tests {
             window: Duration::from_secs(10),
             open_for: Duration::from_millis(open_ms),
             half_open_requests: 2,
+            consecutive_failures: 3,
         };
         let c = || IntCounter::new("c", "c").unwrap();
         Breaker::new(policy, IntGauge::new("g", "g").unwrap(), [c(), c(), c()])
+    }
+
+    #[test]
+    fn failures_in_a_row_open_it_whatever_the_ratio() {
+        let b = breaker(30);
+        for _ in 0..20 {
+            b.record(false);
+        }
+        b.record(true);
+        b.record(true);
+        b.record(false);
+        b.record(true);
+        b.record(true);
+        assert_eq!(b.circuit(), Circuit::Closed, "a success ends the streak");
+        b.record(true);
+        assert_eq!(b.circuit(), Circuit::Open, "3 in a row, at a ratio of 5/26");
     }
 
     #[test]

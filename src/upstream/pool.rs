@@ -470,15 +470,18 @@ impl Pool {
         let n = m.backends.len();
         match &m.selector {
             Selector::RoundRobin => {
-                let start = self.cursor.fetch_add(1, Relaxed);
-                (0..n).map(|k| (start + k) % n).find(|&i| usable(i))
+                let turn = self.cursor.fetch_add(1, Relaxed) % n;
+                if usable(turn) {
+                    return Some(turn);
+                }
+                spread(m, n, usable, |_| 1)
             }
             Selector::Weighted(schedule) => {
-                let start = self.cursor.fetch_add(1, Relaxed);
-                let len = schedule.len();
-                (0..len)
-                    .map(|k| schedule[(start + k) % len] as usize)
-                    .find(|&i| usable(i))
+                let turn = schedule[self.cursor.fetch_add(1, Relaxed) % schedule.len()] as usize;
+                if usable(turn) {
+                    return Some(turn);
+                }
+                spread(m, n, usable, |b| u64::from(b.weight))
             }
             Selector::LeastConn => {
                 let start = self.cursor.fetch_add(1, Relaxed);
@@ -554,6 +557,34 @@ impl Pool {
         let healthy = m.backends.iter().filter(|b| b.is_healthy()).count();
         (healthy, m.backends.len())
     }
+}
+
+/// The backend that takes the turn of one that cannot: drawn at random
+/// among the usable ones in proportion to `weight`, so the skipped share
+/// spreads over all of them (taking the next in line would give the
+/// skipped backend's successor a double share).
+fn spread(
+    m: &Members,
+    n: usize,
+    usable: impl Fn(usize) -> bool,
+    weight: impl Fn(&Backend) -> u64,
+) -> Option<usize> {
+    let total: u64 = (0..n)
+        .filter(|&i| usable(i))
+        .map(|i| weight(&m.backends[i]))
+        .sum();
+    if total == 0 {
+        return None;
+    }
+    let mut draw = fastrand::u64(..total);
+    (0..n).filter(|&i| usable(i)).find(|&i| {
+        let w = weight(&m.backends[i]);
+        if draw < w {
+            return true;
+        }
+        draw -= w;
+        false
+    })
 }
 
 /// Smooth weighted round-robin (as nginx does it): for weights 5,1,1 the
@@ -668,6 +699,23 @@ mod tests {
         p.set_health(&p.members().backends[1], false);
         let after = picks(&p, 6, b"");
         assert!(!after.contains(&1) && after.contains(&0) && after.contains(&2));
+    }
+
+    #[test]
+    fn a_skipped_backends_turns_spread_over_the_others() {
+        for balance in [Balance::RoundRobin, Balance::Weighted] {
+            let p = pool(balance, &[1, 1, 1, 1]);
+            p.set_health(&p.members().backends[2], false);
+            let mut counts = [0usize; 4];
+            for i in picks(&p, 4000, b"") {
+                counts[i] += 1;
+            }
+            assert_eq!(counts[2], 0);
+            // 1333 each when spread; the next in line alone would get 2000.
+            for i in [0, 1, 3] {
+                assert!((1150..1550).contains(&counts[i]), "{balance:?}: {counts:?}");
+            }
+        }
     }
 
     #[test]
