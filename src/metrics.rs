@@ -83,6 +83,9 @@ pub struct Metrics {
     /// `gatehouse_dns_resolutions_total{upstream, result}`: re-resolutions
     /// of backends given by name (ok, error, empty).
     pub dns_resolutions: IntCounterVec,
+    /// `gatehouse_aggregate_parts_total{route, part, result}`: parts of
+    /// aggregated answers (ok, error, timeout).
+    pub aggregate_parts: IntCounterVec,
     /// `gatehouse_fallbacks_total{route, reason}`: degraded answers (the
     /// fallback upstream's or the static one) served in place of an error.
     pub fallbacks: IntCounterVec,
@@ -231,6 +234,14 @@ impl Metrics {
             &["upstream", "result"],
         )
         .expect("valid metric");
+        let aggregate_parts = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_aggregate_parts_total",
+                "Parts of aggregated answers, by route, part and result (ok, error, timeout).",
+            ),
+            &["route", "part", "result"],
+        )
+        .expect("valid metric");
         let fallbacks = IntCounterVec::new(
             Opts::new(
                 "gatehouse_fallbacks_total",
@@ -360,6 +371,7 @@ impl Metrics {
             Box::new(upstream_retry_overflow.clone()),
             Box::new(upstream_panic.clone()),
             Box::new(fallbacks.clone()),
+            Box::new(aggregate_parts.clone()),
             Box::new(dns_resolutions.clone()),
             Box::new(upstream_shed.clone()),
             Box::new(circuit_state.clone()),
@@ -413,6 +425,7 @@ impl Metrics {
             upstream_retry_overflow,
             upstream_panic,
             fallbacks,
+            aggregate_parts,
             dns_resolutions,
             upstream_shed,
             circuit_state,

@@ -26,6 +26,7 @@ use crate::auth::{ApiKeys, Auth, RoutePolicy};
 use crate::cors::Cors;
 use crate::limit::{Limiter, RouteLimits};
 use crate::metrics::{Metrics, RouteMetrics, NO_ROUTE};
+use crate::proxy::aggregate::Aggregate;
 use crate::proxy::fallback::Fallback;
 use crate::reason::Reason;
 use crate::routing::{canonical_prefix, normalize, RouteTable};
@@ -134,6 +135,8 @@ pub struct Route {
     pub rewrite: Option<Rewrite>,
     /// The schema its request bodies must match.
     pub validate: Option<BodySchema>,
+    /// The parts it answers with, instead of proxying.
+    pub aggregate: Option<Aggregate>,
     /// Metric handles of this route.
     pub metrics: RouteMetrics,
     /// Which file defines it.
@@ -1088,7 +1091,23 @@ impl Compiler<'_> {
                 })
                 .collect::<Vec<_>>()
         });
-        let pool = self.pool_named(f, &format!("{key}.upstream"), &e.upstream, inputs);
+        let aggregate = self.route_aggregate(f, key, e, inputs.metrics, |this, k, name| {
+            this.pool_named(f, k, name, inputs)
+        });
+        let pool = match (&e.upstream, &aggregate) {
+            (Some(name), _) => self.pool_named(f, &format!("{key}.upstream"), name, inputs),
+            // An aggregate's metrics and logs name its first part's upstream.
+            (None, Some(a)) => a.parts.first().map(|p| Arc::clone(&p.pool)),
+            (None, None) => {
+                if e.aggregate.is_none() {
+                    self.errors.push(f.err(
+                        key,
+                        "`upstream` is required (unless the route has `aggregate`)",
+                    ));
+                }
+                None
+            }
+        };
         let fallback_pool = e
             .fallback_upstream
             .as_ref()
@@ -1137,6 +1156,7 @@ impl Compiler<'_> {
             cors,
             rewrite,
             validate,
+            aggregate,
             file: f.path.clone(),
         })
     }

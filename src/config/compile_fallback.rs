@@ -33,7 +33,7 @@ impl Compiler<'_> {
         if e.fallback.is_none() && e.fallback_upstream.is_none() {
             return None;
         }
-        if e.fallback_upstream.as_ref() == Some(&e.upstream) {
+        if e.fallback_upstream.is_some() && e.fallback_upstream == e.upstream {
             self.errors.push(f.err(
                 &format!("{key}.fallback_upstream"),
                 "is the route's own upstream: name another one",

@@ -639,8 +639,9 @@ pub struct RouteEntry {
     /// Allowed methods; absent allows all.
     #[serde(default)]
     pub methods: Option<Vec<String>>,
-    /// Name of the upstream pool.
-    pub upstream: String,
+    /// Name of the upstream pool (an `aggregate` route may leave it out).
+    #[serde(default)]
+    pub upstream: Option<String>,
     /// Remove the prefix before forwarding.
     #[serde(default)]
     pub strip_prefix: bool,
@@ -689,6 +690,43 @@ pub struct RouteEntry {
     /// A JSON Schema the request body must match.
     #[serde(default)]
     pub validate: Option<ValidateFile>,
+    /// Answer GETs with the JSON of several upstream paths at once.
+    #[serde(default)]
+    pub aggregate: Option<AggregateFile>,
+}
+
+/// A route's `aggregate`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggregateFile {
+    /// The parts, fetched in parallel.
+    pub parts: Vec<AggregatePartFile>,
+    /// Longest the whole fan-out may take.
+    #[serde(default = "default_aggregate_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_aggregate_timeout_ms() -> u64 {
+    2000
+}
+
+/// One part of an `aggregate`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggregatePartFile {
+    /// Its key in the answer.
+    pub name: String,
+    /// The upstream it is fetched from.
+    pub upstream: String,
+    /// The upstream path.
+    pub path: String,
+    /// Whether its failure fails the request (else it becomes `null`).
+    #[serde(default = "default_required")]
+    pub required: bool,
+}
+
+fn default_required() -> bool {
+    true
 }
 
 /// A route's `validate`.

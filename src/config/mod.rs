@@ -5,6 +5,7 @@
 
 pub mod auth_file;
 pub mod compile;
+mod compile_aggregate;
 mod compile_api_keys;
 mod compile_auth;
 mod compile_discovery;

@@ -13,6 +13,7 @@
 //!
 //! [`connection`] holds the service's connection loop around it.
 
+pub mod aggregate;
 pub mod connection;
 pub mod ctx;
 pub mod fallback;
@@ -154,6 +155,43 @@ impl Gateway {
         session.write_response_body(Some(body), true).await
     }
 
+    /// Answers an aggregate route's request with its parts (see
+    /// [`aggregate`]), or the refusal a required part's failure means.
+    async fn aggregate(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+        let Some(rt) = ctx.runtime.clone() else {
+            return Ok(());
+        };
+        let Some(route) = ctx.route.map(|i| &rt.routes[i]) else {
+            return Ok(());
+        };
+        let Some(agg) = &route.aggregate else {
+            return Ok(());
+        };
+        ctx.upstream_started = Some(Instant::now());
+        let query = session.req_header().uri.query().map(str::to_string);
+        match aggregate::answer(agg, ctx, query.as_deref()).await {
+            Ok((mut header, body)) => {
+                response_modifiers::prepare(
+                    &mut header,
+                    &ctx.request_id,
+                    ctx.tls,
+                    Some(route),
+                    ctx.cors_origin.as_ref(),
+                    &rt.settings,
+                )?;
+                let head = session.req_header().method == http::Method::HEAD;
+                session
+                    .write_response_header(Box::new(header), head)
+                    .await?;
+                if !head {
+                    session.write_response_body(Some(body), true).await?;
+                }
+                Ok(())
+            }
+            Err(r) => self.reject(session, ctx, r).await,
+        }
+    }
+
     fn hash_key<'a>(
         session: &'a Session,
         ctx: &'a RequestCtx,
@@ -260,6 +298,10 @@ impl ProxyHttp for Gateway {
                         self.reject(session, ctx, r).await?;
                         return Ok(true);
                     }
+                }
+                if ctx.route().is_some_and(|r| r.aggregate.is_some()) {
+                    self.aggregate(session, ctx).await?;
+                    return Ok(true);
                 }
                 Ok(false)
             }

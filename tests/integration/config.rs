@@ -67,7 +67,7 @@ fn errors_name_file_line_and_key() {
         (
             "unknown key",
             "upstreams:\n  web:\n    backends: [127.0.0.1:1]\nroutes:\n  - name: a\n    prefix: /a\n    upstream: web\n    prefixx: /b\n",
-            &["routes/r.yaml:8:5: `routes[0].prefixx`: unknown field `prefixx`, expected one of `name`, `prefix`, `host`, `methods`, `upstream`, `strip_prefix`, `timeout_ms`, `ip_allow`, `ip_deny`, `headers`, `auth`, `session`, `scopes`, `roles`, `on_unauthenticated`, `rate_limit`, `fallback`, `fallback_upstream`, `cors`, `rewrite`, `validate`"],
+            &["routes/r.yaml:8:5: `routes[0].prefixx`: unknown field `prefixx`, expected one of `name`, `prefix`, `host`, `methods`, `upstream`, `strip_prefix`, `timeout_ms`, `ip_allow`, `ip_deny`, `headers`, `auth`, `session`, `scopes`, `roles`, `on_unauthenticated`, `rate_limit`, `fallback`, `fallback_upstream`, `cors`, `rewrite`, `validate`, `aggregate`"],
         ),
         (
             "missing upstream",
@@ -471,6 +471,24 @@ fn validate_errors_name_their_keys() {
             "routes/r.yaml:5:53: `routes[0].validate.json_schema`: cannot read missing.json",
             "`routes[1].validate.json_schema`: broken.json is not JSON: line 1, column 9",
             "`routes[2].validate.json_schema`: wrong.json is not a valid JSON Schema",
+        ],
+    );
+}
+
+#[test]
+fn aggregate_errors_name_their_keys() {
+    let routes = "upstreams:\n  web:\n    backends: ['127.0.0.1:1']\n  secure:\n    backends: ['127.0.0.1:2']\n    tls: true\nroutes:\n  - name: a\n    prefix: /a\n    aggregate:\n      timeout_ms: 0\n      parts:\n        - {name: x, upstream: web, path: /x}\n        - {name: x, upstream: nowhere, path: 'y/../z'}\n        - {name: z, upstream: secure, path: /z}\n  - {name: b, prefix: /b}\n";
+    let got = errors("listeners: []\n", &[("r.yaml", routes)]);
+    assert_errors_include(
+        &got,
+        &[
+            "`routes[0].methods`: an aggregate answers reads only",
+            "`routes[0].aggregate.timeout_ms`: 0 ms is outside 1..=600000 ms",
+            "`routes[0].aggregate.parts[1].name`: `x`: part names must be unique",
+            "`routes[0].aggregate.parts[1].path`: `y/../z` is not a normalised path",
+            "`routes[0].aggregate.parts[1].upstream`: no upstream named `nowhere`",
+            "`routes[0].aggregate.parts[2].upstream`: `secure` speaks TLS or HTTP/2",
+            "`routes[1]`: `upstream` is required (unless the route has `aggregate`)",
         ],
     );
 }

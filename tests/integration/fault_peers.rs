@@ -151,7 +151,7 @@ impl ResettingApp {
 pub struct ServerProcess {
     pub addr: SocketAddr,
     process: Killed,
-    _root: tempfile::TempDir,
+    root: tempfile::TempDir,
 }
 
 impl ServerProcess {
@@ -184,8 +184,13 @@ impl ServerProcess {
         ServerProcess {
             addr,
             process: Killed(child),
-            _root: root,
+            root,
         }
+    }
+
+    /// Serves `content` at `/{name}` from now on.
+    pub fn put(&self, name: &str, content: &str) {
+        std::fs::write(self.root.path().join(name), content).unwrap();
     }
 
     /// Sends `sig` (SIGSTOP, SIGCONT) to the process.

@@ -2,6 +2,7 @@
 //! servers on loopback ports chosen at run time.
 
 mod admin;
+mod aggregate;
 mod api_keys;
 mod auth;
 mod auth_support;
