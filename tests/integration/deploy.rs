@@ -126,6 +126,17 @@ fn prometheus_files_pass_promtool() {
     promtool(&["check", "config", "deploy/prometheus/prometheus.yml"]);
     // Which alerts fire on made-up series (alerts_test.yml).
     promtool(&["test", "rules", "deploy/prometheus/alerts_test.yml"]);
+    let amtool = Command::new("amtool")
+        .args(["check-config", "deploy/alertmanager/alertmanager.yml"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("amtool is needed: apt-get install -y prometheus-alertmanager");
+    assert!(
+        amtool.status.success(),
+        "amtool check-config:\n{}{}",
+        String::from_utf8_lossy(&amtool.stdout),
+        String::from_utf8_lossy(&amtool.stderr)
+    );
     // The dashboard's queries, with Grafana's variables filled in, as
     // recording rules: promtool then parses each one.
     let (_, exprs) = dashboard();

@@ -3,6 +3,7 @@
 
 mod admin;
 mod aggregate;
+mod alerts;
 mod api_keys;
 mod auth;
 mod auth_support;
