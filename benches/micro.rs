@@ -592,9 +592,10 @@ fn bench_upstream_request(c: &mut Criterion) {
         ctx.runtime = Some(Arc::clone(&rt));
         ctx.route = Some(route);
         ctx.request_id = gatehouse::trace::request_id(None);
-        ctx.trace = Some(TraceContext::continue_or_start(Some(
-            b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-        )));
+        ctx.trace = Some(TraceContext::continue_or_start(
+            Some(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            1.0,
+        ));
         ctx.client_ip = peer.map(gatehouse::client_ip::ClientIp::Known);
         ctx.identity = identity.map(Arc::new);
         ctx

@@ -40,6 +40,7 @@ pub mod limit;
 pub mod listeners;
 pub mod metrics;
 pub mod oauth;
+pub mod otlp;
 pub mod proxy;
 pub mod reason;
 pub mod reject;

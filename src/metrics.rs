@@ -83,6 +83,10 @@ pub struct Metrics {
     /// `gatehouse_dns_resolutions_total{upstream, result}`: re-resolutions
     /// of backends given by name (ok, error, empty).
     pub dns_resolutions: IntCounterVec,
+    /// `gatehouse_trace_spans_dropped_total`: spans the full export queue refused.
+    pub trace_spans_dropped: IntCounter,
+    /// `gatehouse_trace_exports_total{result}`: OTLP export requests (ok, error).
+    pub trace_exports: IntCounterVec,
     /// `gatehouse_aggregate_parts_total{route, part, result}`: parts of
     /// aggregated answers (ok, error, timeout).
     pub aggregate_parts: IntCounterVec,
@@ -234,6 +238,22 @@ impl Metrics {
             &["upstream", "result"],
         )
         .expect("valid metric");
+        let trace_spans_dropped = IntCounter::new(
+            "gatehouse_trace_spans_dropped_total",
+            "Spans dropped because the export queue was full.",
+        )
+        .expect("valid metric");
+        let trace_exports = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_trace_exports_total",
+                "OTLP trace export requests, by result (ok, error).",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        for r in ["ok", "error"] {
+            trace_exports.with_label_values(&[r]);
+        }
         let aggregate_parts = IntCounterVec::new(
             Opts::new(
                 "gatehouse_aggregate_parts_total",
@@ -372,6 +392,8 @@ impl Metrics {
             Box::new(upstream_panic.clone()),
             Box::new(fallbacks.clone()),
             Box::new(aggregate_parts.clone()),
+            Box::new(trace_spans_dropped.clone()),
+            Box::new(trace_exports.clone()),
             Box::new(dns_resolutions.clone()),
             Box::new(upstream_shed.clone()),
             Box::new(circuit_state.clone()),
@@ -426,6 +448,8 @@ impl Metrics {
             upstream_panic,
             fallbacks,
             aggregate_parts,
+            trace_spans_dropped,
+            trace_exports,
             dns_resolutions,
             upstream_shed,
             circuit_state,

@@ -51,30 +51,49 @@ pub struct TraceContext {
     trace_id: [u8; 32],
     span_id: [u8; 16],
     flags: [u8; 2],
+    /// The caller's span id, when the trace was continued.
+    parent: Option<[u8; 16]>,
 }
 
 impl TraceContext {
     /// Continues the client's trace if its `traceparent` is valid, else starts one.
-    pub fn continue_or_start(traceparent: Option<&[u8]>) -> TraceContext {
+    pub fn continue_or_start(traceparent: Option<&[u8]>, sample_ratio: f64) -> TraceContext {
         let mut span_id = [0u8; 16];
         write_hex(&mut span_id, u128::from(fastrand::u64(1..)));
-        if let Some((trace_id, flags)) = traceparent.and_then(parse_traceparent) {
+        if let Some((trace_id, parent, flags)) = traceparent.and_then(parse_traceparent) {
             return TraceContext {
                 trace_id,
                 span_id,
                 flags,
+                parent: Some(parent),
             };
         }
         let mut trace_id = [0u8; 32];
         write_hex(&mut trace_id, fastrand::u128(1..));
+        let sampled = sample_ratio >= 1.0 || fastrand::f64() < sample_ratio;
         TraceContext {
             trace_id,
             span_id,
-            flags: *b"01",
+            flags: if sampled { *b"01" } else { *b"00" },
+            parent: None,
         }
     }
 
-    /// 32 hex digits, shared by every hop of the trace.
+    /// Whether the trace is sampled (the `sampled` flag): only then are
+    /// its spans exported.
+    pub fn sampled(&self) -> bool {
+        // The low bit of the last hex digit.
+        matches!(
+            self.flags[1],
+            b'1' | b'3' | b'5' | b'7' | b'9' | b'b' | b'd' | b'f'
+        )
+    }
+
+    /// The caller's span id (hex), when the trace was continued.
+    pub fn parent_id(&self) -> Option<&str> {
+        self.parent.as_ref().map(|p| ascii(p))
+    }
+
     pub fn trace_id(&self) -> &str {
         ascii(&self.trace_id)
     }
@@ -98,7 +117,7 @@ impl TraceContext {
 }
 
 /// Trace id and flags of a valid version-00 `traceparent`.
-fn parse_traceparent(v: &[u8]) -> Option<([u8; 32], [u8; 2])> {
+fn parse_traceparent(v: &[u8]) -> Option<([u8; 32], [u8; 16], [u8; 2])> {
     let s = std::str::from_utf8(v).ok()?.trim();
     let mut parts = s.split('-');
     let (version, trace, parent, flags) =
@@ -115,6 +134,7 @@ fn parse_traceparent(v: &[u8]) -> Option<([u8; 32], [u8; 2])> {
         && parent.bytes().any(|b| b != b'0');
     Some((
         trace.as_bytes().try_into().ok()?,
+        parent.as_bytes().try_into().ok()?,
         flags.as_bytes().try_into().ok()?,
     ))
     .filter(|_| valid)
@@ -136,7 +156,9 @@ mod tests {
     #[test]
     fn traceparent_is_continued_or_started() {
         let incoming = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        let t = TraceContext::continue_or_start(Some(incoming));
+        let t = TraceContext::continue_or_start(Some(incoming), 1.0);
+        assert_eq!(t.parent_id(), Some("00f067aa0ba902b7"));
+        assert!(t.sampled());
         assert_eq!(t.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_ne!(t.span_id(), "00f067aa0ba902b7");
         let header = t.header();
@@ -150,7 +172,7 @@ mod tests {
             b"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
             b"garbage",
         ] {
-            let t = TraceContext::continue_or_start(Some(bad));
+            let t = TraceContext::continue_or_start(Some(bad), 1.0);
             assert_ne!(t.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
             assert_eq!(t.trace_id().len(), 32);
             assert_eq!(t.header().len(), 55);

@@ -26,6 +26,7 @@ use crate::auth::{ApiKeys, Auth, RoutePolicy};
 use crate::cors::Cors;
 use crate::limit::{Limiter, RouteLimits};
 use crate::metrics::{Metrics, RouteMetrics, NO_ROUTE};
+use crate::otlp::{Exporter, TracingSpec};
 use crate::proxy::aggregate::Aggregate;
 use crate::proxy::fallback::Fallback;
 use crate::reason::Reason;
@@ -174,6 +175,8 @@ pub struct Runtime {
     pub routes_dir: PathBuf,
     /// API-key consumers and where keys are found.
     pub api_keys: Arc<ApiKeys>,
+    /// The trace exporter, with `tracing`.
+    pub traces: Option<Arc<Exporter>>,
     /// The consumers directory (watched for new files).
     pub consumers_dir: PathBuf,
     /// Where access-log lines go; `None` when `format: off`.
@@ -471,6 +474,7 @@ impl Compiler<'_> {
         };
         let (routes, table) = self.routes(&parsed_routes, &inputs);
         let (api_keys, consumers_dir) = self.api_keys(&main, &base, &mut files);
+        let traces = self.tracing(&main, metrics);
         files.append(&mut self.extra_files);
         let running = self.previous.map_or(0, |p| p.routes.len());
         if routes.is_empty()
@@ -501,6 +505,7 @@ impl Compiler<'_> {
             routes_dir,
             api_keys,
             consumers_dir,
+            traces,
             fingerprints: Fingerprints {
                 auth: auth_print,
                 limiter: limiter_print,
@@ -778,6 +783,51 @@ impl Compiler<'_> {
             client_cert,
             verify: up.verify,
         }
+    }
+
+    /// conf.yaml's `tracing`: the running exporter when its settings did
+    /// not change (its queue and task go on), else a new one.
+    fn tracing(&mut self, main: &Parsed<MainFile>, metrics: &Metrics) -> Option<Arc<Exporter>> {
+        let t = main.content.tracing.as_ref()?;
+        let ok = t
+            .otlp_endpoint
+            .parse::<http::Uri>()
+            .is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
+        if !ok {
+            self.errors.push(main.err(
+                "tracing.otlp_endpoint",
+                format!("`{}` is not an http(s) URL", t.otlp_endpoint),
+            ));
+        }
+        if !(0.0..=1.0).contains(&t.sample_ratio) {
+            self.errors
+                .push(main.err("tracing.sample_ratio", "must be between 0 and 1"));
+        }
+        if t.queue_size == 0 || t.queue_size > 1_000_000 {
+            self.errors
+                .push(main.err("tracing.queue_size", "must be between 1 and 1000000"));
+        }
+        self.millis(main, "tracing.timeout_ms", t.timeout_ms, 1, 60_000);
+        let spec = TracingSpec {
+            endpoint: t.otlp_endpoint.clone(),
+            sample_ratio: t.sample_ratio,
+            queue: t.queue_size,
+            service_name: t.service_name.clone(),
+            timeout: Duration::from_millis(t.timeout_ms),
+        };
+        if let Some(running) = self
+            .previous
+            .and_then(|p| p.traces.as_ref())
+            .filter(|e| e.spec == spec)
+        {
+            return Some(Arc::clone(running));
+        }
+        let exports = ["ok", "error"].map(|r| metrics.trace_exports.with_label_values(&[r]));
+        Some(Arc::new(Exporter::new(
+            spec,
+            metrics.trace_spans_dropped.clone(),
+            exports,
+        )))
     }
 
     fn access_log(&mut self, main: &Parsed<MainFile>, base: &Path) -> Option<AccessLogSpec> {

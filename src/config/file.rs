@@ -116,6 +116,9 @@ pub struct MainFile {
     /// API keys: where they are found, consumers, TokenginX lookup.
     #[serde(default)]
     pub api_keys: Option<ApiKeysFile>,
+    /// Trace export over OTLP/HTTP.
+    #[serde(default)]
+    pub tracing: Option<TracingFile>,
     /// The gateway as the OAuth 2.1 client of every app.
     #[serde(default)]
     pub oauth: Option<OauthFile>,
@@ -497,6 +500,39 @@ fn default_eject_after_failures() -> u32 {
 }
 fn default_eject_window_seconds() -> u64 {
     10
+}
+
+/// conf.yaml's `tracing`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TracingFile {
+    /// `http://collector:4318/v1/traces`.
+    pub otlp_endpoint: String,
+    /// Share of new traces sampled.
+    #[serde(default = "default_sample_ratio")]
+    pub sample_ratio: f64,
+    /// Spans queued for export before new ones are dropped.
+    #[serde(default = "default_trace_queue")]
+    pub queue_size: usize,
+    /// The `service.name` of the spans.
+    #[serde(default = "default_service_name")]
+    pub service_name: String,
+    /// Longest one export may take.
+    #[serde(default = "default_export_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_sample_ratio() -> f64 {
+    1.0
+}
+fn default_trace_queue() -> usize {
+    4096
+}
+fn default_service_name() -> String {
+    "gatehouse".into()
+}
+fn default_export_timeout_ms() -> u64 {
+    2000
 }
 
 /// conf.yaml's `api_keys`.

@@ -72,6 +72,9 @@ pub fn activate(runtime: &Runtime, previous: Option<&Runtime>) {
             discovery::spawn(pool, spec.clone());
         }
     }
+    if let Some(t) = &runtime.traces {
+        t.start();
+    }
     if !previous.is_some_and(|p| Arc::ptr_eq(&p.auth, &runtime.auth)) {
         runtime.auth.start();
     }

@@ -72,6 +72,9 @@ pub struct RequestCtx {
     /// Why a fallback answers, as an index into
     /// [`super::fallback::REASONS`].
     pub fallback: Option<usize>,
+    /// Each upstream attempt's start, backend and failure, kept only while
+    /// traces are exported (one client span each).
+    pub attempt_log: Vec<(Instant, std::net::SocketAddr, bool)>,
     /// When the first backend was picked.
     pub upstream_started: Option<Instant>,
     /// Request body bytes seen so far.
@@ -120,6 +123,7 @@ impl RequestCtx {
             diverted: false,
             fallback: None,
             upstream_started: None,
+            attempt_log: Vec::new(),
             body_bytes: 0,
             rejection: None,
             identity: None,

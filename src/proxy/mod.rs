@@ -25,6 +25,7 @@ pub mod request_modifiers;
 pub mod response_modifiers;
 pub mod retrying;
 pub mod rewound;
+pub mod spans;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -411,6 +412,10 @@ impl ProxyHttp for Gateway {
             peer.group_key = UPGRADE_POOL_GROUP;
             peer.options.idle_timeout = Some(Duration::ZERO);
         }
+        if ctx.runtime.as_ref().is_some_and(|rt| rt.traces.is_some()) {
+            ctx.attempt_log
+                .push((Instant::now(), lease.backend().addr, false));
+        }
         ctx.tried.add(lease.index());
         ctx.attempts += 1;
         ctx.lease = Some(lease);
@@ -434,6 +439,9 @@ impl ProxyHttp for Gateway {
             return e;
         };
         let pool = lease.pool();
+        if let Some(last) = ctx.attempt_log.last_mut() {
+            last.2 = true;
+        }
         let failure = ConnectFailure::of(&e);
         if let ConnectFailure::Local(kind) = failure {
             let counter = &self.metrics.local_errors_by_kind[kind];
@@ -501,6 +509,9 @@ impl ProxyHttp for Gateway {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
+        if let Some(last) = ctx.attempt_log.last_mut() {
+            last.2 = true;
+        }
         if e.etype() == &ErrorType::Custom(RETRY_STATUS) {
             return e;
         }
@@ -703,6 +714,9 @@ impl ProxyHttp for Gateway {
         }
         if let Some(log) = ctx.runtime.as_ref().and_then(|r| r.log.as_ref()) {
             log.write(log_line::line(session, ctx, status, &log.redact_query));
+        }
+        if let Some(traces) = ctx.runtime.as_ref().and_then(|r| r.traces.as_ref()) {
+            spans::export(traces, session, ctx, status);
         }
         ctx.lease = None;
     }

@@ -35,10 +35,12 @@ use crate::trace::{request_id, TraceContext};
 pub async fn admit(session: &Session, ctx: &mut RequestCtx) -> Result<(), Rejection> {
     let req = session.req_header();
     ctx.request_id = request_id(req.headers.get("x-request-id").map(|v| v.as_bytes()));
+    let runtime = ctx.runtime.clone().ok_or(Rejection::Internal)?;
+    let ratio = runtime.traces.as_ref().map_or(1.0, |t| t.spec.sample_ratio);
     ctx.trace = Some(TraceContext::continue_or_start(
         req.headers.get("traceparent").map(|v| v.as_bytes()),
+        ratio,
     ));
-    let runtime = ctx.runtime.clone().ok_or(Rejection::Internal)?;
     let digest = session.digest();
     ctx.tls = digest.is_some_and(|d| d.ssl_digest.is_some());
     let peer = session

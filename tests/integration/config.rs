@@ -151,7 +151,7 @@ fn main_file_errors_are_all_reported() {
     );
     assert_eq!(
         errors("listeners: []\nroutes_dir: missing\ncolour: blue\n", &[]),
-        ["conf.yaml:3:1: `colour`: unknown field `colour`, expected one of `version`, `daemon`, `error_log`, `pid_file`, `upgrade_sock`, `user`, `group`, `threads`, `work_stealing`, `grace_period_seconds`, `graceful_shutdown_timeout_seconds`, `upstream_keepalive_pool_size`, `ca_file`, `listeners`, `admin`, `routes_dir`, `allow_empty_routes`, `trusted_proxies`, `forwarded_header`, `client_ip_header`, `security_headers`, `max_request_body_bytes`, `h2c`, `max_uri_bytes`, `path_params`, `max_header_bytes`, `client_body_timeout_ms`, `client_header_timeout_ms`, `keepalive_timeout_seconds`, `jwt`, `tokenginx`, `dns`, `api_keys`, `oauth`, `rate_limit`, `access_log`, `forward_identity`"]
+        ["conf.yaml:3:1: `colour`: unknown field `colour`, expected one of `version`, `daemon`, `error_log`, `pid_file`, `upgrade_sock`, `user`, `group`, `threads`, `work_stealing`, `grace_period_seconds`, `graceful_shutdown_timeout_seconds`, `upstream_keepalive_pool_size`, `ca_file`, `listeners`, `admin`, `routes_dir`, `allow_empty_routes`, `trusted_proxies`, `forwarded_header`, `client_ip_header`, `security_headers`, `max_request_body_bytes`, `h2c`, `max_uri_bytes`, `path_params`, `max_header_bytes`, `client_body_timeout_ms`, `client_header_timeout_ms`, `keepalive_timeout_seconds`, `jwt`, `tokenginx`, `dns`, `api_keys`, `tracing`, `oauth`, `rate_limit`, `access_log`, `forward_identity`"]
     );
 }
 
@@ -489,6 +489,20 @@ fn aggregate_errors_name_their_keys() {
             "`routes[0].aggregate.parts[1].upstream`: no upstream named `nowhere`",
             "`routes[0].aggregate.parts[2].upstream`: `secure` speaks TLS or HTTP/2",
             "`routes[1]`: `upstream` is required (unless the route has `aggregate`)",
+        ],
+    );
+}
+
+#[test]
+fn tracing_errors_name_their_keys() {
+    let main = "listeners: []\ntracing: {otlp_endpoint: 'collector:4318', sample_ratio: 1.5, queue_size: 0}\n";
+    let got = errors(main, &[]);
+    assert_errors_include(
+        &got,
+        &[
+            "`tracing.otlp_endpoint`: `collector:4318` is not an http(s) URL",
+            "`tracing.sample_ratio`: must be between 0 and 1",
+            "`tracing.queue_size`: must be between 1 and 1000000",
         ],
     );
 }

@@ -36,4 +36,5 @@ mod retries;
 mod routing;
 mod slowloris;
 mod tls;
+mod traces;
 mod upstreams;

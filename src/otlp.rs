@@ -1,0 +1,260 @@
+//! Trace export over OTLP/HTTP (protobuf), conf.yaml `tracing`: one
+//! server span per sampled request and a client span per upstream
+//! attempt, retries included, with the OpenTelemetry HTTP semantic
+//! conventions' attributes. The spans' trace id is the one of the request's
+//! `traceparent` and of the access log.
+//!
+//! `logging` hands finished spans to a bounded queue (`try_send`: a full
+//! queue drops them, counted in `gatehouse_trace_spans_dropped_total`, and
+//! never blocks a request); one task batches them and POSTs
+//! `ExportTraceServiceRequest`s, encoded with the official protos of the
+//! `opentelemetry-proto` crate, to `otlp_endpoint`.
+
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use log::warn;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{
+    span::SpanKind, status::StatusCode, ResourceSpans, ScopeSpans, Span, Status,
+};
+use prometheus::IntCounter;
+use prost::Message;
+use tokio::sync::mpsc;
+
+/// Spans sent in one export at most.
+const BATCH: usize = 512;
+
+/// Longest a span waits for its batch.
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
+
+/// conf.yaml's `tracing`, compiled.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TracingSpec {
+    /// `http://host:4318/v1/traces`.
+    pub endpoint: String,
+    /// Share of new traces sampled (a caller's sampled flag always wins).
+    pub sample_ratio: f64,
+    /// Spans the queue holds before dropping.
+    pub queue: usize,
+    /// The `service.name` resource attribute.
+    pub service_name: String,
+    /// Longest one export may take.
+    pub timeout: Duration,
+}
+
+/// An attribute value.
+#[derive(Debug, Clone)]
+pub enum Attr {
+    /// A string.
+    Str(String),
+    /// An integer.
+    Int(i64),
+}
+
+/// One finished span.
+#[derive(Debug, Clone)]
+pub struct SpanRecord {
+    /// 32 hex digits.
+    pub trace_id: String,
+    /// 16 hex digits.
+    pub span_id: String,
+    /// The parent's 16 hex digits, if any.
+    pub parent_id: Option<String>,
+    /// Its name.
+    pub name: String,
+    /// Server (the request) or client (an upstream attempt).
+    pub server: bool,
+    /// Start and end.
+    pub start: SystemTime,
+    /// End.
+    pub end: SystemTime,
+    /// Attributes.
+    pub attrs: Vec<(&'static str, Attr)>,
+    /// Whether it failed (status ERROR).
+    pub error: bool,
+}
+
+/// The exporter of one `tracing` config.
+pub struct Exporter {
+    /// Its settings.
+    pub spec: TracingSpec,
+    tx: mpsc::Sender<SpanRecord>,
+    rx: Mutex<Option<mpsc::Receiver<SpanRecord>>>,
+    dropped: IntCounter,
+    exports: [IntCounter; 2],
+}
+
+impl Exporter {
+    /// An exporter whose task starts with [`Exporter::start`]; `dropped`
+    /// counts spans the full queue refused, `exports` ok and failed POSTs.
+    pub fn new(spec: TracingSpec, dropped: IntCounter, exports: [IntCounter; 2]) -> Exporter {
+        let (tx, rx) = mpsc::channel(spec.queue.max(1));
+        Exporter {
+            spec,
+            tx,
+            rx: Mutex::new(Some(rx)),
+            dropped,
+            exports,
+        }
+    }
+
+    /// Queues `span` for export, or drops it (counted) when the queue is full.
+    pub fn submit(&self, span: SpanRecord) {
+        if self.tx.try_send(span).is_err() {
+            self.dropped.inc();
+        }
+    }
+
+    /// Starts the export task on the current Tokio runtime (once).
+    pub fn start(&self) {
+        let Some(rx) = self.rx.lock().ok().and_then(|mut r| r.take()) else {
+            return;
+        };
+        let client = match reqwest::Client::builder()
+            .no_proxy()
+            .timeout(self.spec.timeout)
+            .build()
+        {
+            Ok(c) => c,
+            Err(e) => {
+                warn!("tracing: no HTTP client ({e}); spans are not exported");
+                return;
+            }
+        };
+        tokio::spawn(export_loop(
+            rx,
+            client,
+            self.spec.clone(),
+            self.exports.clone(),
+        ));
+    }
+}
+
+async fn export_loop(
+    mut rx: mpsc::Receiver<SpanRecord>,
+    client: reqwest::Client,
+    spec: TracingSpec,
+    [ok, failed]: [IntCounter; 2],
+) {
+    let mut batch = Vec::with_capacity(BATCH);
+    loop {
+        let Some(first) = rx.recv().await else {
+            return;
+        };
+        batch.push(first);
+        let until = tokio::time::Instant::now() + FLUSH_EVERY;
+        while batch.len() < BATCH {
+            match tokio::time::timeout_at(until, rx.recv()).await {
+                Ok(Some(s)) => batch.push(s),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let body = encode(&spec.service_name, batch.drain(..));
+        let sent = client
+            .post(&spec.endpoint)
+            .header(http::header::CONTENT_TYPE, "application/x-protobuf")
+            .body(body)
+            .send()
+            .await;
+        match sent {
+            Ok(r) if r.status().is_success() => ok.inc(),
+            other => {
+                failed.inc();
+                // Logged at 1, 2, 4, 8, … failures.
+                if failed.get().is_power_of_two() {
+                    let why = match other {
+                        Ok(r) => format!("status {}", r.status()),
+                        Err(e) => e.to_string(),
+                    };
+                    warn!(
+                        "tracing: export to {} failed ({why}; {} so far)",
+                        spec.endpoint,
+                        failed.get()
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// An `ExportTraceServiceRequest` of `spans`, protobuf-encoded.
+fn encode(service: &str, spans: impl Iterator<Item = SpanRecord>) -> Vec<u8> {
+    let spans: Vec<Span> = spans.map(to_proto).collect();
+    let request = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", Attr::Str(service.to_string()))],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                scope: Some(InstrumentationScope {
+                    name: "gatehouse".into(),
+                    version: env!("CARGO_PKG_VERSION").into(),
+                    ..Default::default()
+                }),
+                spans,
+                schema_url: String::new(),
+            }],
+            schema_url: String::new(),
+        }],
+    };
+    request.encode_to_vec()
+}
+
+fn to_proto(s: SpanRecord) -> Span {
+    let nanos = |t: SystemTime| {
+        t.duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+    };
+    Span {
+        trace_id: unhex(&s.trace_id),
+        span_id: unhex(&s.span_id),
+        parent_span_id: s.parent_id.as_deref().map(unhex).unwrap_or_default(),
+        name: s.name,
+        kind: if s.server {
+            SpanKind::Server
+        } else {
+            SpanKind::Client
+        } as i32,
+        start_time_unix_nano: nanos(s.start),
+        end_time_unix_nano: nanos(s.end),
+        attributes: s.attrs.into_iter().map(|(k, v)| kv(k, v)).collect(),
+        status: Some(Status {
+            code: if s.error {
+                StatusCode::Error
+            } else {
+                StatusCode::Unset
+            } as i32,
+            message: String::new(),
+        }),
+        ..Default::default()
+    }
+}
+
+fn kv(key: &str, value: Attr) -> KeyValue {
+    let value = match value {
+        Attr::Str(s) => any_value::Value::StringValue(s),
+        Attr::Int(i) => any_value::Value::IntValue(i),
+    };
+    KeyValue {
+        key: key.to_string(),
+        value: Some(AnyValue { value: Some(value) }),
+        ..Default::default()
+    }
+}
+
+/// Bytes of a lower-case hex string (its digits were checked already).
+fn unhex(hex: &str) -> Vec<u8> {
+    hex.as_bytes()
+        .chunks(2)
+        .filter_map(|pair| u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok())
+        .collect()
+}
+
+/// A new span id, 16 hex digits, never zero.
+pub fn new_span_id() -> String {
+    format!("{:016x}", fastrand::u64(1..))
+}
