@@ -49,10 +49,12 @@ impl KeySource {
 
 /// The lower-case hex SHA-256 of `key`.
 pub fn sha256_hex(key: &str) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let digest = openssl::sha::sha256(key.as_bytes());
     let mut out = String::with_capacity(64);
     for b in digest {
-        out.push_str(&format!("{b:02x}"));
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 15)] as char);
     }
     out
 }
@@ -140,6 +142,29 @@ impl ApiKeys {
                 (s.eq_ignore_ascii_case(scheme) && !key.is_empty()).then_some(key)
             }
         })
+    }
+
+    /// Removes the presented key from a request going upstream: the
+    /// gateway checked it, and the app must not see (or log) it.
+    pub fn strip(&self, req: &mut RequestHeader) {
+        for source in &self.sources {
+            match source {
+                KeySource::Header(name) => {
+                    req.remove_header(name);
+                }
+                KeySource::Authorization(scheme) => {
+                    let presented = req
+                        .headers
+                        .get(http::header::AUTHORIZATION)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().split_once(' '))
+                        .is_some_and(|(s, _)| s.eq_ignore_ascii_case(scheme));
+                    if presented {
+                        req.remove_header(&http::header::AUTHORIZATION);
+                    }
+                }
+            }
+        }
     }
 
     /// The consumer of `key`: from the consumer files, else TokenginX.

@@ -566,6 +566,9 @@ impl ProxyHttp for Gateway {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
+        if ctx.identity.as_ref().is_some_and(|i| i.consumer) {
+            rt.api_keys.strip(upstream_request);
+        }
         request_modifiers::prepare(
             upstream_request,
             ctx,

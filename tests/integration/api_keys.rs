@@ -94,6 +94,12 @@ async fn consumers_authenticate_by_key_and_get_their_scopes_and_limits() {
         assert_eq!(body["headers"]["x-consumer-id"], json!(["partner"]));
         assert_eq!(body["headers"]["x-user-scopes"], json!(["kline:read"]));
         assert!(body["headers"].get("x_consumer_id").is_none());
+        for name in ["x-api-key", "authorization"] {
+            assert!(
+                body["headers"].get(name).is_none(),
+                "the key went upstream: {body}"
+            );
+        }
     }
     // The script consumer lacks the scope.
     let (status, body) = get(&gw, "/kline/candles", &[("x-api-key", SCRIPT_KEY)]).await;
