@@ -8,6 +8,12 @@
 #   gatehouse             wrk -> gatehouse -> upstream        (one route `prefix: /`, no auth)
 #   gatehouse-auth        wrk -> gatehouse -> upstream        (route `auth: jwt` (HS256) + a
 #                         per-user rate limit that is never hit, local store)
+#   gatehouse-api         wrk -> gatehouse -> upstream        (the API-consumer features at
+#                         once: route `auth: api_key` with `scopes: [kline:read]` (a
+#                         consumer file, key sent as `X-Api-Key`), `cors` (an `Origin`
+#                         on every request, credentials, an exposed header), a
+#                         `rewrite` of /api/(.*) to /$1 and a never-hit per-consumer
+#                         limit, local store)
 #   gatehouse-session     the gateway's own login session: route `auth: oauth`,
 #                         the same never-hit per-user limit, a `Cookie:
 #                         gatehouse_session=<id>` on every request whose record
@@ -28,11 +34,12 @@
 # Each gatehouse target is its own gatehouse process (own conf, ports, pid
 # file, upgrade socket), so RSS and CPU are that target's alone. The protected
 # targets get `Authorization: Bearer <HS256 JWT>` on every request (one token:
-# the verified-token cache is warm after the first request).
+# the verified-token cache is warm after the first request); gatehouse-api
+# gets `X-Api-Key: <key>` and `Origin: https://app.example.com` instead.
 # The upstream is nginx (1 worker) answering every path with a fixed 1024-byte
 # body over HTTP/1.1 keep-alive. wrk drives each target with keep-alive
 # connections and --latency; targets run in alternating rounds (direct,
-# nginx-proxy, gatehouse, gatehouse-auth, gatehouse-auth-redis, direct, ...)
+# nginx-proxy, gatehouse, gatehouse-auth, gatehouse-api, ..., direct, ...)
 # after a short warm-up of each, so a noisy neighbour hurts all alike.
 # Reported per target: median req/s, p50 and p99 latency (ms) over the rounds,
 # RSS (MB) right after the last round, req/s relative to nginx-proxy, CPU µs
@@ -48,7 +55,7 @@
 # a copy named by date and commit is kept next to it).
 #
 # Knobs (environment):
-#   TARGETS="direct nginx-proxy gatehouse gatehouse-auth gatehouse-session gatehouse-auth-redis gatehouse-full"
+#   TARGETS="direct nginx-proxy gatehouse gatehouse-auth gatehouse-api gatehouse-session gatehouse-auth-redis gatehouse-full"
 #                      targets to run (space- or comma-separated; always run
 #                      in that order); the ratio column needs nginx-proxy
 #   THREADS=2          gatehouse `threads:` and nginx-proxy worker_processes
@@ -102,7 +109,7 @@ SCALE_CONNS=${SCALE_CONNS:-10000}
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$BENCH_DIR/.." && pwd)
 RESULTS_DIR=$BENCH_DIR/results
-ALL_TARGETS=(direct nginx-proxy gatehouse gatehouse-auth gatehouse-session gatehouse-auth-redis gatehouse-full)
+ALL_TARGETS=(direct nginx-proxy gatehouse gatehouse-auth gatehouse-api gatehouse-session gatehouse-auth-redis gatehouse-full)
 TARGETS=${TARGETS:-${ALL_TARGETS[*]}}
 
 log() { printf '==> %s\n' "$*"; }
@@ -258,13 +265,13 @@ show_log() {
 
 # --- ports ------------------------------------------------------------------
 
-# Fourteen distinct free loopback ports: bound together to :0, then released.
+# Eighteen distinct free loopback ports: bound together to :0, then released.
 # upstream, nginx proxy, redis, then listener + admin for each gatehouse, the
 # JWKS server, the TLS listeners of nginx proxy and gatehouse.
 read -ra ports < <(python3 -c '
 import socket
 socks = []
-for _ in range(16):
+for _ in range(18):
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     socks.append(s)
@@ -272,15 +279,15 @@ print(*(s.getsockname()[1] for s in socks))
 for s in socks:
     s.close()
 ')
-((${#ports[@]} == 16)) || die "could not pick free ports"
+((${#ports[@]} == 18)) || die "could not pick free ports"
 UP_PORT=${ports[0]} PROXY_PORT=${ports[1]} REDIS_PORT=${ports[2]}
 declare -A PORT=([direct]=$UP_PORT [nginx-proxy]=$PROXY_PORT
     [gatehouse]=${ports[3]} [gatehouse-auth]=${ports[5]} [gatehouse-auth-redis]=${ports[7]}
     [gatehouse-full]=${ports[9]} [nginx-proxy-h2]=${ports[12]} [gatehouse-h2]=${ports[13]}
-    [gatehouse-session]=${ports[14]})
+    [gatehouse-session]=${ports[14]} [gatehouse-api]=${ports[16]})
 declare -A ADMIN_PORT=(
     [gatehouse]=${ports[4]} [gatehouse-auth]=${ports[6]} [gatehouse-auth-redis]=${ports[8]}
-    [gatehouse-full]=${ports[10]} [gatehouse-session]=${ports[15]})
+    [gatehouse-full]=${ports[10]} [gatehouse-session]=${ports[15]} [gatehouse-api]=${ports[17]})
 JWKS_PORT=${ports[11]}
 
 # --- helpers ----------------------------------------------------------------
@@ -374,6 +381,9 @@ EOF
         listen 127.0.0.1:$UP_PORT;
         default_type text/plain;
         location / { return 200 "$BODY"; }
+        # gatehouse-api rewrites /api/X to /X: a request that arrives
+        # here unrewritten is a 404, an error in the table.
+        location /api/ { return 404 "not rewritten"; }
     }
 }
 EOF
@@ -435,6 +445,8 @@ fi
 mapfile -t UP_WORKERS < <(ps --ppid "$UP_PID" -o pid= | tr -d ' ')
 size=$(curl -s "http://127.0.0.1:$UP_PORT/any/path" | wc -c)
 [[ $size == 1024 ]] || die "upstream body is $size bytes, expected 1024"
+code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$UP_PORT/api/kline" || true)
+[[ $code == 404 ]] || die "upstream answered /api/kline with $code, expected 404 (the unrewritten path)"
 
 if selected nginx-proxy; then
     log "starting nginx proxy on 127.0.0.1:$PROXY_PORT ($THREADS workers)"
@@ -563,22 +575,41 @@ PY3
     [[ $(redis_cli set "$key" "$record" EX "$TOKEN_LIFETIME") == OK ]] || die "could not SET the bench session in redis"
 fi
 
+# gatehouse-api: a consumer key (made like `gatehouse hash-key` makes one;
+# the consumer file holds only its SHA-256) and a second consumer's key,
+# valid but without the route's scope, for the 403 check.
+new_api_key() { python3 -c 'import base64, secrets; print("gh_" + base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=").decode())'; }
+API_KEY=$(new_api_key)
+API_KEY_NOSCOPE=$(new_api_key)
+API_ORIGIN=https://app.example.com
+
 # Request path of each target; the protected targets also send the token
-# (gatehouse-session its session cookie).
+# (gatehouse-session its session cookie, gatehouse-api its key and Origin).
 declare -A URL_PATH=([direct]=/ [nginx-proxy]=/ [gatehouse]=/
     [gatehouse-auth]=/protected [gatehouse-auth-redis]=/protected [gatehouse-full]=/protected
-    [gatehouse-session]=/protected [nginx-proxy-h2]=/ [gatehouse-h2]=/)
-is_protected() { [[ $1 == gatehouse-auth || $1 == gatehouse-auth-redis || $1 == gatehouse-full || $1 == gatehouse-session ]]; }
+    [gatehouse-session]=/protected [gatehouse-api]=/api/kline [nginx-proxy-h2]=/ [gatehouse-h2]=/)
+is_protected() { [[ $1 == gatehouse-auth || $1 == gatehouse-auth-redis || $1 == gatehouse-full || $1 == gatehouse-session || $1 == gatehouse-api ]]; }
 token_of() { if [[ $1 == gatehouse-full ]]; then echo "$ES_TOKEN"; else echo "$TOKEN"; fi; }
 # The credential header of protected target $1 (`$2` = bad: a wrong one).
 credential_of() {
-    if [[ $1 == gatehouse-session ]]; then
+    if [[ $1 == gatehouse-api ]]; then
+        if [[ ${2:-} == bad ]]; then echo "X-Api-Key: ${API_KEY}x"; else echo "X-Api-Key: $API_KEY"; fi
+    elif [[ $1 == gatehouse-session ]]; then
         if [[ ${2:-} == bad ]]; then echo "Cookie: gatehouse_session=${SESSION_ID//?/A}"; else echo "Cookie: gatehouse_session=$SESSION_ID"; fi
     elif [[ ${2:-} == bad ]]; then
         echo "Authorization: Bearer $BAD_TOKEN"
     else
         echo "Authorization: Bearer $(token_of "$1")"
     fi
+}
+# Sets REQ_HEADERS to the -H arguments every request to target $1 carries
+# (wrk and h2load take the same flag): the credential of a protected target,
+# and gatehouse-api's Origin.
+request_headers() {
+    REQ_HEADERS=()
+    is_protected "$1" && REQ_HEADERS+=(-H "$(credential_of "$1")")
+    [[ $1 == gatehouse-api ]] && REQ_HEADERS+=(-H "Origin: $API_ORIGIN")
+    return 0
 }
 
 # Writes $TMP/<target>/conf.yaml and routes/bench.yaml for gatehouse target $1.
@@ -631,6 +662,9 @@ EOF
 tokenginx: {url: "redis://127.0.0.1:$REDIS_PORT", cache_ms: 1000}
 oauth: {issuer: "http://127.0.0.1:9", client_id: bench, client_secret: bench}
 EOF
+        elif [[ $t == gatehouse-api ]]; then
+            # consumers_dir defaults to `consumers` beside conf.yaml.
+            echo 'api_keys: {sources: ["header:X-Api-Key"]}'
         elif is_protected "$t"; then
             cat <<EOF
 jwt:
@@ -641,7 +675,7 @@ jwt:
 EOF
         fi
         case $t in
-        gatehouse-auth | gatehouse-session) echo "rate_limit: {store: local}" ;;
+        gatehouse-auth | gatehouse-session | gatehouse-api) echo "rate_limit: {store: local}" ;;
         gatehouse-auth-redis)
             # on_error: deny, so a failing store shows as 503s (errors) in
             # the table instead of silently falling back to the local store.
@@ -659,7 +693,18 @@ upstreams:
     health_check: { path: /, interval_ms: 2000, timeout_ms: 1000 }
 routes:
 EOF
-        if is_protected "$t"; then
+        if [[ $t == gatehouse-api ]]; then
+            cat <<EOF
+  - name: api
+    prefix: /api
+    upstream: bench-upstream
+    auth: api_key
+    scopes: [kline:read]
+    cors: {allow_origins: ["$API_ORIGIN"], allow_credentials: true, expose_headers: [x-request-id]}
+    rewrite: {regex: '^/api/(.*)\$', replacement: '/\$1'}
+    rate_limit: {key: consumer, rate: 1000000/s, burst: 1000000}   # never hit
+EOF
+        elif is_protected "$t"; then
             cat <<EOF
   - name: protected
     prefix: /protected
@@ -676,6 +721,15 @@ EOF
 EOF
         fi
     } >"$dir/routes/bench.yaml"
+    if [[ $t == gatehouse-api ]]; then
+        # Only the keys' SHA-256 (lower-case hex), never the keys.
+        mkdir -p "$dir/consumers"
+        cat >"$dir/consumers/bench.yaml" <<EOF
+consumers:
+  - {name: bench, key_sha256: '$(printf %s "$API_KEY" | sha256sum | cut -d' ' -f1)', scopes: [kline:read]}
+  - {name: bench-noscope, key_sha256: '$(printf %s "$API_KEY_NOSCOPE" | sha256sum | cut -d' ' -f1)', scopes: [kline:write]}
+EOF
+    fi
 }
 
 # curl against gatehouse target $1 (path $2, extra curl args after); prints
@@ -689,6 +743,9 @@ gh_curl() {
     touch "$TMP/$t/curl-body.txt"
     echo "${out:-000} $(wc -c <"$TMP/$t/curl-body.txt")"
 }
+
+# Whether header file $1 (curl -D) has the line $2 (case-insensitive, exact).
+has_header() { tr -d '\r' <"$1" | grep -ixF -- "$2" >/dev/null; }
 
 # gatehouse-full: the session check is live. DEL the session key, expect a
 # 401 within cache_ms (1 s; polled for up to 3 s), SET it again, expect 200
@@ -738,25 +795,52 @@ start_gatehouse() {
         die "$t: gatehouse /health/ready did not answer 200 within 30s"
     fi
     if is_protected "$t"; then
-        # With the token: 200 and the 1024 bytes (retried for up to 10s: the
-        # Redis connection is made on first use).
+        local path=${URL_PATH[$t]} origin=()
+        [[ $t == gatehouse-api ]] && origin=(-H "Origin: $API_ORIGIN")
+        request_headers "$t"
+        # With the token (the key and Origin): 200 and the 1024 bytes
+        # (retried for up to 10s: the Redis connection is made on first use).
         for ((i = 0; i < 100; i++)); do
-            read -r status size < <(gh_curl "$t" /protected -H "$(credential_of "$t")")
+            read -r status size < <(gh_curl "$t" "$path" "${REQ_HEADERS[@]}")
             [[ $status == 200 ]] && break
             alive "$pid" || break
             sleep 0.1
         done
         if [[ $status != 200 || $size != 1024 ]]; then
             show_log "$dir/gatehouse.log"
-            die "$t: GET /protected with the token answered $status ($size bytes), expected 200 (1024 bytes)"
+            die "$t: GET $path with the token answered $status ($size bytes), expected 200 (1024 bytes)"
         fi
         grep -qi '^ratelimit-policy:' "$dir/curl-headers.txt" ||
             echo "run.sh: warning: $t: no RateLimit-Policy header on an allowed response; is the limit applied?" >&2
-        read -r status size < <(gh_curl "$t" /protected)
-        [[ $status == 401 ]] || die "$t: GET /protected without a token answered $status, expected 401"
-        read -r status size < <(gh_curl "$t" /protected -H "$(credential_of "$t" bad)")
-        [[ $status == 401 ]] || die "$t: GET /protected with a wrongly signed token answered $status, expected 401"
-        log "$t: /protected answers 200 with the token, 401 without it and with a wrongly signed one"
+        if [[ $t == gatehouse-api ]]; then
+            # CORS on the actual response: the exact origin, credentials, the
+            # exposed header. (The 1024 bytes above already prove the rewrite:
+            # the upstream answers /api/... with a 404.)
+            has_header "$dir/curl-headers.txt" "access-control-allow-origin: $API_ORIGIN" || {
+                cat "$dir/curl-headers.txt" >&2
+                die "$t: the allowed response lacks 'access-control-allow-origin: $API_ORIGIN'"
+            }
+            has_header "$dir/curl-headers.txt" 'access-control-allow-credentials: true' ||
+                die "$t: the allowed response lacks 'access-control-allow-credentials: true'"
+            grep -qi '^access-control-expose-headers:.*x-request-id' "$dir/curl-headers.txt" ||
+                die "$t: the allowed response does not expose x-request-id"
+        fi
+        read -r status size < <(gh_curl "$t" "$path" "${origin[@]}")
+        [[ $status == 401 ]] || die "$t: GET $path without a token answered $status, expected 401"
+        if [[ $t == gatehouse-api ]]; then
+            # The gateway's own refusal carries the CORS headers too.
+            has_header "$dir/curl-headers.txt" "access-control-allow-origin: $API_ORIGIN" ||
+                echo "run.sh: warning: $t: the 401 without a key has no access-control-allow-origin" >&2
+        fi
+        read -r status size < <(gh_curl "$t" "$path" -H "$(credential_of "$t" bad)" "${origin[@]}")
+        [[ $status == 401 ]] || die "$t: GET $path with a wrongly signed token (unknown key) answered $status, expected 401"
+        if [[ $t == gatehouse-api ]]; then
+            read -r status size < <(gh_curl "$t" "$path" -H "X-Api-Key: $API_KEY_NOSCOPE" "${origin[@]}")
+            [[ $status == 403 ]] || die "$t: GET $path with the key of a consumer without kline:read answered $status, expected 403"
+            log "$t: $path answers 200 with the key and Origin (CORS headers present, rewritten upstream), 401 without a key and with an unknown one, 403 for a consumer without the scope"
+        else
+            log "$t: $path answers 200 with the token, 401 without it and with a wrongly signed one"
+        fi
         if [[ $t == gatehouse-full ]]; then check_session "$t"; fi
     else
         read -r status size < <(gh_curl "$t" /via/gatehouse)
@@ -770,12 +854,12 @@ start_gatehouse() {
     fi
 }
 
-for t in gatehouse gatehouse-auth gatehouse-session gatehouse-auth-redis gatehouse-full; do
+for t in gatehouse gatehouse-auth gatehouse-api gatehouse-session gatehouse-auth-redis gatehouse-full; do
     selected "$t" && start_gatehouse "$t"
 done
 # Idle RSS of each gatehouse process, right after start-up and the checks.
 declare -A IDLE_RSS=()
-for t in gatehouse gatehouse-auth gatehouse-session gatehouse-auth-redis gatehouse-full; do
+for t in gatehouse gatehouse-auth gatehouse-api gatehouse-session gatehouse-auth-redis gatehouse-full; do
     selected "$t" && IDLE_RSS[$t]=$(rss_kb "${GH_PID[$t]}")
 done
 if selected gatehouse-h2; then
@@ -844,14 +928,13 @@ run_h2load() {
 # Runs wrk against target $1 for $2 seconds, output to file $3.
 run_wrk() {
     local target=$1 secs=$2 out=$3
-    local -a auth=()
     if is_h2 "$target"; then
         run_h2load "$@"
         return
     fi
-    is_protected "$target" && auth=(-H "$(credential_of "$target")")
+    request_headers "$target"
     if ! timeout --kill-after=5 $((secs + 30)) \
-        wrk -t "$WRK_THREADS" -c "$CONNECTIONS" -d "${secs}s" --latency "${auth[@]}" \
+        wrk -t "$WRK_THREADS" -c "$CONNECTIONS" -d "${secs}s" --latency "${REQ_HEADERS[@]}" \
         "http://127.0.0.1:$(port_of "$target")${URL_PATH[$target]}" >"$out" 2>&1; then
         cat "$out" >&2
         die "wrk against $target failed or timed out"
@@ -994,10 +1077,9 @@ if ((HALF)) && selected direct && command -v h2load >/dev/null 2>&1; then
             for target in "${RUN_TARGETS[@]}"; do
                 is_h2 "$target" && continue
                 out=$TMP/half-$round-$target.txt
-                auth=()
-                is_protected "$target" && auth=(-H "$(credential_of "$target")")
+                request_headers "$target"
                 timeout --kill-after=5 $((DURATION + 30)) h2load --h1 -t "$WRK_THREADS" -c "$CONNECTIONS" \
-                    --rps="$per_conn" "${pacing[@]}" --log-file="$out.log" "${auth[@]}" \
+                    --rps="$per_conn" "${pacing[@]}" --log-file="$out.log" "${REQ_HEADERS[@]}" \
                     "http://127.0.0.1:$(port_of "$target")${URL_PATH[$target]}" >"$out" 2>&1 ||
                     die "h2load --h1 against $target failed: $(tail -n3 "$out")"
                 read -r rps p50 p99 reqs non2xx sockerr < <(parse_wrk "$out")
@@ -1060,13 +1142,13 @@ metric_summary() {
         /^gatehouse_tokenginx_lookups_total[{ ]/ { tgx = tgx " " $1 "=" $2 }
         /^gatehouse_jwks_refreshes_total[{ ]/ { jwks = jwks " " $1 "=" $2 }
         END {
-            printf "%s: requests refused by the rate limit %d; auth failures %d (2 are the deliberate 401 checks%s)", t, limited, authfail, (t == "gatehouse-full" ? ", the others the session-revocation check" : "")
+            printf "%s: requests refused by the rate limit %d; auth failures %d (%s%s)", t, limited, authfail, (t == "gatehouse-api" ? "3 are the deliberate 401/401/403 checks" : "2 are the deliberate 401 checks"), (t == "gatehouse-full" ? ", the others the session-revocation check" : "")
             if (t == "gatehouse-auth-redis") printf "; shared-store decisions:%s", store
             if (t == "gatehouse-full") printf "; TokenginX lookups:%s; JWKS refreshes:%s", tgx, jwks
             printf "\n"
         }'
 }
-for t in gatehouse-auth gatehouse-session gatehouse-auth-redis gatehouse-full; do
+for t in gatehouse-auth gatehouse-api gatehouse-session gatehouse-auth-redis gatehouse-full; do
     selected "$t" && metric_summary "$t"
 done >"$METRICS_TXT"
 
@@ -1115,6 +1197,7 @@ label = {
     "nginx-proxy": "nginx proxy",
     "gatehouse": "gatehouse",
     "gatehouse-auth": "gatehouse-auth (JWT + limit, local)",
+    "gatehouse-api": "gatehouse-api (API key + CORS + rewrite + limit)",
     "gatehouse-session": "gatehouse-session (login cookie + limit, local)",
     "gatehouse-auth-redis": "gatehouse-auth-redis (JWT + limit, Redis)",
     "gatehouse-full": "gatehouse-full (ES256/JWKS + session + limit + log)",
@@ -1197,7 +1280,7 @@ def paired(t, key):
 
 if "gatehouse" in targets:
     cost = []
-    for t in ("gatehouse-auth", "gatehouse-session", "gatehouse-auth-redis", "gatehouse-full"):
+    for t in ("gatehouse-auth", "gatehouse-api", "gatehouse-session", "gatehouse-auth-redis", "gatehouse-full"):
         if t in targets:
             d = paired(t, "cpu_us_per_req")
             c = "%s %+.1f µs (rounds: %s)" % (
@@ -1259,6 +1342,7 @@ print(f"""# gatehouse load benchmark
 - load: wrk -t {e["WRK_THREADS"]} -c {e["CONNECTIONS"]} -d {e["DURATION"]}s --latency, HTTP/1.1 keep-alive, 1024-byte responses; {e["ROUNDS"]} alternating rounds after a {e["WARMUP"]}s warm-up per target
 - gatehouse threads: {e["THREADS"]} (each gatehouse target its own process), access log: {e["GATEHOUSE_ACCESS_LOG"]}; nginx proxy worker_processes: {e["THREADS"]}; nginx upstream worker_processes: 1
 - protected targets: `Authorization: Bearer` HS256 JWT (one token, verified-token cache warm), route `auth: jwt` + `rate_limit: {{key: user, rate: 1000000/s, burst: 1000000}}` (never hit)
+- gatehouse-api: `X-Api-Key` (one consumer key, found by its SHA-256 in a consumer file) and `Origin: https://app.example.com` on every request; route `auth: api_key` + `scopes: [kline:read]`, `cors` (credentials, one exposed header), `rewrite` of `/api/(.*)` to `/$1`, `rate_limit: {{key: consumer, rate: 1000000/s, burst: 1000000}}` (never hit); its cost is this row against gatehouse
 - gatehouse-session: the same route as `auth: oauth`, a `Cookie: gatehouse_session` whose record is in TokenginX (redis-server, `cache_ms: 1000`); cookie session vs bearer JWT is this row against gatehouse-auth
 - gatehouse-full: ES256 JWT (one token) verified against a JWKS over HTTP, `session: required` in TokenginX (redis-server, `cache_ms: 1000`), the same never-hit limit (local), JSON access log to a file
 
