@@ -6,6 +6,11 @@
 #   direct                wrk -> nginx upstream               (the floor: no proxy hop)
 #   nginx-proxy           wrk -> nginx proxy_pass -> upstream (the yardstick, upstream keepalive)
 #   gatehouse             wrk -> gatehouse -> upstream        (one route `prefix: /`, no auth)
+#   gatehouse-traced      the plain gatehouse plus trace export (conf.yaml `tracing`,
+#                         `sample_ratio: 1.0`: every request's server span and
+#                         client span POSTed as OTLP/HTTP protobuf to the nginx
+#                         upstream, which answers 200 like a receiver): the cost
+#                         of tracing is this row against gatehouse
 #   gatehouse-auth        wrk -> gatehouse -> upstream        (route `auth: jwt` (HS256) + a
 #                         per-user rate limit that is never hit, local store)
 #   gatehouse-api         wrk -> gatehouse -> upstream        (the API-consumer features at
@@ -39,7 +44,7 @@
 # The upstream is nginx (1 worker) answering every path with a fixed 1024-byte
 # body over HTTP/1.1 keep-alive. wrk drives each target with keep-alive
 # connections and --latency; targets run in alternating rounds (direct,
-# nginx-proxy, gatehouse, gatehouse-auth, gatehouse-api, ..., direct, ...)
+# nginx-proxy, gatehouse, gatehouse-traced, gatehouse-auth, ..., direct, ...)
 # after a short warm-up of each, so a noisy neighbour hurts all alike.
 # Reported per target: median req/s, p50 and p99 latency (ms) over the rounds,
 # RSS (MB) right after the last round, req/s relative to nginx-proxy, CPU µs
@@ -55,7 +60,7 @@
 # a copy named by date and commit is kept next to it).
 #
 # Knobs (environment):
-#   TARGETS="direct nginx-proxy gatehouse gatehouse-auth gatehouse-api gatehouse-session gatehouse-auth-redis gatehouse-full"
+#   TARGETS="direct nginx-proxy gatehouse gatehouse-traced gatehouse-auth gatehouse-api gatehouse-session gatehouse-auth-redis gatehouse-full"
 #                      targets to run (space- or comma-separated; always run
 #                      in that order); the ratio column needs nginx-proxy
 #   THREADS=2          gatehouse `threads:` and nginx-proxy worker_processes
@@ -109,7 +114,7 @@ SCALE_CONNS=${SCALE_CONNS:-10000}
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$BENCH_DIR/.." && pwd)
 RESULTS_DIR=$BENCH_DIR/results
-ALL_TARGETS=(direct nginx-proxy gatehouse gatehouse-auth gatehouse-api gatehouse-session gatehouse-auth-redis gatehouse-full)
+ALL_TARGETS=(direct nginx-proxy gatehouse gatehouse-traced gatehouse-auth gatehouse-api gatehouse-session gatehouse-auth-redis gatehouse-full)
 TARGETS=${TARGETS:-${ALL_TARGETS[*]}}
 
 log() { printf '==> %s\n' "$*"; }
@@ -265,13 +270,13 @@ show_log() {
 
 # --- ports ------------------------------------------------------------------
 
-# Eighteen distinct free loopback ports: bound together to :0, then released.
+# Twenty distinct free loopback ports: bound together to :0, then released.
 # upstream, nginx proxy, redis, then listener + admin for each gatehouse, the
 # JWKS server, the TLS listeners of nginx proxy and gatehouse.
 read -ra ports < <(python3 -c '
 import socket
 socks = []
-for _ in range(18):
+for _ in range(20):
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     socks.append(s)
@@ -279,15 +284,16 @@ print(*(s.getsockname()[1] for s in socks))
 for s in socks:
     s.close()
 ')
-((${#ports[@]} == 18)) || die "could not pick free ports"
+((${#ports[@]} == 20)) || die "could not pick free ports"
 UP_PORT=${ports[0]} PROXY_PORT=${ports[1]} REDIS_PORT=${ports[2]}
 declare -A PORT=([direct]=$UP_PORT [nginx-proxy]=$PROXY_PORT
     [gatehouse]=${ports[3]} [gatehouse-auth]=${ports[5]} [gatehouse-auth-redis]=${ports[7]}
     [gatehouse-full]=${ports[9]} [nginx-proxy-h2]=${ports[12]} [gatehouse-h2]=${ports[13]}
-    [gatehouse-session]=${ports[14]} [gatehouse-api]=${ports[16]})
+    [gatehouse-session]=${ports[14]} [gatehouse-api]=${ports[16]} [gatehouse-traced]=${ports[18]})
 declare -A ADMIN_PORT=(
     [gatehouse]=${ports[4]} [gatehouse-auth]=${ports[6]} [gatehouse-auth-redis]=${ports[8]}
-    [gatehouse-full]=${ports[10]} [gatehouse-session]=${ports[15]} [gatehouse-api]=${ports[17]})
+    [gatehouse-full]=${ports[10]} [gatehouse-session]=${ports[15]} [gatehouse-api]=${ports[17]}
+    [gatehouse-traced]=${ports[19]})
 JWKS_PORT=${ports[11]}
 
 # --- helpers ----------------------------------------------------------------
@@ -585,7 +591,7 @@ API_ORIGIN=https://app.example.com
 
 # Request path of each target; the protected targets also send the token
 # (gatehouse-session its session cookie, gatehouse-api its key and Origin).
-declare -A URL_PATH=([direct]=/ [nginx-proxy]=/ [gatehouse]=/
+declare -A URL_PATH=([direct]=/ [nginx-proxy]=/ [gatehouse]=/ [gatehouse-traced]=/
     [gatehouse-auth]=/protected [gatehouse-auth-redis]=/protected [gatehouse-full]=/protected
     [gatehouse-session]=/protected [gatehouse-api]=/api/kline [nginx-proxy-h2]=/ [gatehouse-h2]=/)
 is_protected() { [[ $1 == gatehouse-auth || $1 == gatehouse-auth-redis || $1 == gatehouse-full || $1 == gatehouse-session || $1 == gatehouse-api ]]; }
@@ -673,6 +679,11 @@ jwt:
       secret: "$JWT_SECRET"
       algorithms: [HS256]
 EOF
+        fi
+        if [[ $t == gatehouse-traced ]]; then
+            # Every request sampled (one server span + one client span);
+            # the nginx upstream answers the POSTs 200, as a receiver would.
+            echo "tracing: {otlp_endpoint: 'http://127.0.0.1:$UP_PORT/v1/traces', sample_ratio: 1.0}"
         fi
         case $t in
         gatehouse-auth | gatehouse-session | gatehouse-api) echo "rate_limit: {store: local}" ;;
@@ -777,6 +788,38 @@ check_session() {
     log "$t: session revoked -> 401 after ${SESSION_REVOKE_MS} ms; restored -> 200; access log: $(wc -l <"$TMP/$t/access.log") lines"
 }
 
+# gatehouse-traced: its export counters from /metrics, printed as
+# "<exports ok> <exports error> <spans dropped>" (a missing series is 0).
+trace_counters() {
+    curl -s --max-time 5 "http://127.0.0.1:${ADMIN_PORT[$1]}/metrics" | awk '
+        /^gatehouse_trace_exports_total\{/ && /result="ok"/ { ok += $2 }
+        /^gatehouse_trace_exports_total\{/ && /result="error"/ { err += $2 }
+        /^gatehouse_trace_spans_dropped_total[{ ]/ { dropped += $2 }
+        END { printf "%d %d %d\n", ok, err, dropped }'
+}
+
+# gatehouse-traced: the export works before anything is measured. A few
+# requests, then (batches leave at least once a second) within 5 s
+# gatehouse_trace_exports_total{result="ok"} > 0, no failed export and
+# gatehouse_trace_spans_dropped_total 0; the script stops otherwise.
+check_tracing() {
+    local t=$1 i status size ok=0 err=0 dropped=0
+    for ((i = 0; i < 5; i++)); do
+        read -r status size < <(gh_curl "$t" /trace/check)
+        [[ $status == 200 && $size == 1024 ]] || die "$t: GET /trace/check answered $status ($size bytes), expected 200 (1024 bytes)"
+    done
+    for ((i = 0; i < 50; i++)); do
+        read -r ok err dropped < <(trace_counters "$t")
+        ((ok > 0)) && break
+        sleep 0.1
+    done
+    if ((ok == 0 || err > 0 || dropped > 0)); then
+        show_log "$TMP/$t/gatehouse.log"
+        die "$t: trace export not working after 6 requests: gatehouse_trace_exports_total ok=$ok error=$err, gatehouse_trace_spans_dropped_total=$dropped (expected ok > 0, error 0, dropped 0)"
+    fi
+    log "$t: trace export works: gatehouse_trace_exports_total{result=\"ok\"} $ok, error $err, spans dropped $dropped"
+}
+
 # Starts gatehouse target $1 and checks it answers as it should.
 start_gatehouse() {
     local t=$1 dir=$TMP/$1 pid status size i
@@ -848,18 +891,19 @@ start_gatehouse() {
             show_log "$dir/gatehouse.log"
             die "$t: GET through gatehouse answered $status ($size bytes), expected 200 (1024 bytes)"
         fi
+        if [[ $t == gatehouse-traced ]]; then check_tracing "$t"; fi
     fi
     if [[ -s $dir/gatehouse.pid ]] && [[ $(<"$dir/gatehouse.pid") != "$pid" ]]; then
         echo "run.sh: note: $t: pid file says $(<"$dir/gatehouse.pid"), launched PID is $pid; measuring the launched PID" >&2
     fi
 }
 
-for t in gatehouse gatehouse-auth gatehouse-api gatehouse-session gatehouse-auth-redis gatehouse-full; do
+for t in gatehouse gatehouse-traced gatehouse-auth gatehouse-api gatehouse-session gatehouse-auth-redis gatehouse-full; do
     selected "$t" && start_gatehouse "$t"
 done
 # Idle RSS of each gatehouse process, right after start-up and the checks.
 declare -A IDLE_RSS=()
-for t in gatehouse gatehouse-auth gatehouse-api gatehouse-session gatehouse-auth-redis gatehouse-full; do
+for t in gatehouse gatehouse-traced gatehouse-auth gatehouse-api gatehouse-session gatehouse-auth-redis gatehouse-full; do
     selected "$t" && IDLE_RSS[$t]=$(rss_kb "${GH_PID[$t]}")
 done
 if selected gatehouse-h2; then
@@ -988,6 +1032,9 @@ printf 'round\ttarget\trps\tp50_ms\tp99_ms\trequests\tnon2xx\tsocket_errors\tcpu
 # gatehouse-auth-redis only: redis-server's CPU and Redis script calls per request.
 REDIS_TSV=$TMP/redis-rounds.tsv
 printf 'round\tredis_cpu_us_per_req\tcalls_per_req\n' >"$REDIS_TSV"
+# gatehouse-traced only: its exports and dropped spans over each run.
+TRACE_TSV=$TMP/trace-rounds.tsv
+printf 'round\trequests\texports_ok\texports_error\tspans_dropped\n' >"$TRACE_TSV"
 
 # EVAL/EVALSHA calls Redis has served so far.
 redis_script_calls() {
@@ -999,14 +1046,18 @@ redis_script_calls() {
 measure() {
     local round=$1 target=$2 out=$TMP/wrk-$2-$1.txt
     local -a pids
-    local t0 t1 rps p50 p99 reqs non2xx sockerr cpu r0='' r1 c0 c1
+    local t0 t1 rps p50 p99 reqs non2xx sockerr cpu r0='' r1 c0 c1 x0=() x1=()
     mapfile -t pids < <(pids_of "$target")
+    [[ $target == gatehouse-traced ]] && read -ra x0 < <(trace_counters "$target")
     if [[ $target == gatehouse-auth-redis ]]; then
         r0=$(cpu_ticks "$REDIS_PID")
         c0=$(redis_script_calls)
     fi
     t0=$(cpu_ticks "${pids[@]}")
     run_wrk "$target" "$DURATION" "$out"
+    # gatehouse-traced: the spans still queued when wrk stops leave within
+    # FLUSH_EVERY (1 s); their encoding and POSTs are this run's CPU too.
+    [[ $target == gatehouse-traced ]] && sleep 1.5
     t1=$(cpu_ticks "${pids[@]}")
     if [[ -n $r0 ]]; then
         r1=$(cpu_ticks "$REDIS_PID")
@@ -1025,6 +1076,13 @@ measure() {
     if [[ -n $r0 ]]; then
         python3 -c "import sys; t, c, r = map(int, sys.argv[1:4]); print('%s\t%.1f\t%.3f' % (sys.argv[4], (t * 1e6 / $CLK_TCK) / r if r else 0, c / r if r else 0))" \
             "$((r1 - r0))" "$((c1 - c0))" "$reqs" "$round" >>"$REDIS_TSV"
+    fi
+    if ((${#x0[@]})); then
+        read -ra x1 < <(trace_counters "$target")
+        printf '%s\t%s\t%s\t%s\t%s\n' "$round" "$reqs" "$((x1[0] - x0[0]))" "$((x1[1] - x0[1]))" \
+            "$((x1[2] - x0[2]))" >>"$TRACE_TSV"
+        printf '    round %s  %-20s exports ok %s, failed %s; spans dropped %s (of ~%s)\n' "$round" "$target" \
+            "$((x1[0] - x0[0]))" "$((x1[1] - x0[1]))" "$((x1[2] - x0[2]))" "$((2 * reqs))"
     fi
 }
 
@@ -1151,6 +1209,9 @@ metric_summary() {
 for t in gatehouse-auth gatehouse-api gatehouse-session gatehouse-auth-redis gatehouse-full; do
     selected "$t" && metric_summary "$t"
 done >"$METRICS_TXT"
+# gatehouse-traced over the whole run (checks and warm-up included).
+TRACE_TOTAL=''
+selected gatehouse-traced && TRACE_TOTAL=$(trace_counters gatehouse-traced)
 
 # --- report -----------------------------------------------------------------
 
@@ -1178,9 +1239,9 @@ BENCH_TARGETS=${RUN_TARGETS[*]}
 SESSION_REVOKE_MS=${SESSION_REVOKE_MS:-}
 export DATE COMMIT MACHINE GH_VERSION WRK_VERSION NGINX_VERSION REDIS_VERSION LOADAVG LOADAVG_AFTER GATEHOUSE_BIN \
     THREADS DURATION ROUNDS CONNECTIONS WRK_THREADS WARMUP GATEHOUSE_ACCESS_LOG H2LOAD_VERSION H2_STREAMS \
-    SESSION_REVOKE_MS
+    SESSION_REVOKE_MS TRACE_TOTAL
 export BENCH_TARGETS
-python3 - "$ROUNDS_TSV" "$RSS_TSV" "$REDIS_TSV" "$METRICS_TXT" "$SCALE_TXT" "$TMP/results.csv" >"$REPORT" <<'PY'
+python3 - "$ROUNDS_TSV" "$RSS_TSV" "$REDIS_TSV" "$METRICS_TXT" "$SCALE_TXT" "$TMP/results.csv" "$TRACE_TSV" >"$REPORT" <<'PY'
 
 import csv, os, statistics, sys
 
@@ -1191,11 +1252,13 @@ rss = dict(line.rstrip("\n").split("\t") for line in open(sys.argv[2]))
 redis_rounds = list(csv.DictReader(open(sys.argv[3]), delimiter="\t"))
 metrics_notes = [line.rstrip("\n") for line in open(sys.argv[4]) if line.strip()]
 scale = dict(line.rstrip("\n").split("\t") for line in open(sys.argv[5]) if line.strip())
+trace_rounds = list(csv.DictReader(open(sys.argv[7]), delimiter="\t"))
 targets = env["BENCH_TARGETS"].split()
 label = {
     "direct": "direct (nginx upstream)",
     "nginx-proxy": "nginx proxy",
     "gatehouse": "gatehouse",
+    "gatehouse-traced": "gatehouse-traced (OTLP export of every request)",
     "gatehouse-auth": "gatehouse-auth (JWT + limit, local)",
     "gatehouse-api": "gatehouse-api (API key + CORS + rewrite + limit)",
     "gatehouse-session": "gatehouse-session (login cookie + limit, local)",
@@ -1292,6 +1355,28 @@ if "gatehouse" in targets:
         notes.append("Policy cost over the plain gatehouse route, CPU µs/req of the gateway "
                      "process (median over rounds of target minus gatehouse in the same round): "
                      + "; ".join(cost) + ".")
+if "gatehouse-traced" in targets and "gatehouse" in targets:
+    d = paired("gatehouse-traced", "cpu_us_per_req")
+    base_rps = {r["round"]: float(r["rps"]) for r in rounds if r["target"] == "gatehouse"}
+    rel = [float(r["rps"]) / base_rps[r["round"]] for r in rounds if r["target"] == "gatehouse-traced"]
+    per_round = "; ".join(
+        "round %s: %s exports ok, %s failed, %s spans dropped of ~%d" % (
+            r["round"], r["exports_ok"], r["exports_error"], r["spans_dropped"], 2 * int(r["requests"]))
+        for r in trace_rounds)
+    dropped = sum(int(r["spans_dropped"]) for r in trace_rounds)
+    total = env.get("TRACE_TOTAL", "").split()
+    notes.append(
+        "Trace export cost (gatehouse-traced minus gatehouse in the same round, CPU µs/req of the "
+        "gateway process, export included: each run's CPU is read 1.5 s after wrk stops, once the "
+        "last batch has left): %+.1f µs median (rounds: %s); req/s %.2f of gatehouse's (rounds: %s). "
+        "Spans per request: 2 (server + client). Per round: %s. Spans dropped in the measured rounds: "
+        "%d%s.%s"
+        % (statistics.median(d), ", ".join("%+.1f" % x for x in d),
+           statistics.median(rel), ", ".join("%.2f" % x for x in rel), per_round, dropped,
+           " (the export queue was full: those spans were not encoded nor sent, so the CPU figure "
+           "is below the cost of exporting everything)" if dropped else " (every span was queued)",
+           " Whole run (checks and warm-up included): exports ok %s, failed %s, spans dropped %s."
+           % tuple(total) if len(total) == 3 else ""))
 if redis_rounds:
     notes.append(
         "Redis (gatehouse-auth-redis): redis-server CPU %.1f µs per request (median; not in the "
@@ -1342,6 +1427,7 @@ print(f"""# gatehouse load benchmark
 - load: wrk -t {e["WRK_THREADS"]} -c {e["CONNECTIONS"]} -d {e["DURATION"]}s --latency, HTTP/1.1 keep-alive, 1024-byte responses; {e["ROUNDS"]} alternating rounds after a {e["WARMUP"]}s warm-up per target
 - gatehouse threads: {e["THREADS"]} (each gatehouse target its own process), access log: {e["GATEHOUSE_ACCESS_LOG"]}; nginx proxy worker_processes: {e["THREADS"]}; nginx upstream worker_processes: 1
 - protected targets: `Authorization: Bearer` HS256 JWT (one token, verified-token cache warm), route `auth: jwt` + `rate_limit: {{key: user, rate: 1000000/s, burst: 1000000}}` (never hit)
+- gatehouse-traced: the plain gatehouse's route plus `tracing: {{otlp_endpoint: 'http://127.0.0.1:<upstream port>/v1/traces', sample_ratio: 1.0}}` (the nginx upstream answers the POSTs 200); its cost is this row against gatehouse
 - gatehouse-api: `X-Api-Key` (one consumer key, found by its SHA-256 in a consumer file) and `Origin: https://app.example.com` on every request; route `auth: api_key` + `scopes: [kline:read]`, `cors` (credentials, one exposed header), `rewrite` of `/api/(.*)` to `/$1`, `rate_limit: {{key: consumer, rate: 1000000/s, burst: 1000000}}` (never hit); its cost is this row against gatehouse
 - gatehouse-session: the same route as `auth: oauth`, a `Cookie: gatehouse_session` whose record is in TokenginX (redis-server, `cache_ms: 1000`); cookie session vs bearer JWT is this row against gatehouse-auth
 - gatehouse-full: ES256 JWT (one token) verified against a JWKS over HTTP, `session: required` in TokenginX (redis-server, `cache_ms: 1000`), the same never-hit limit (local), JSON access log to a file
