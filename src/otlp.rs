@@ -7,7 +7,8 @@
 //! `logging` hands finished spans to a bounded queue (`try_send`: a full
 //! queue drops them, counted in `gatehouse_trace_spans_dropped_total`, and
 //! never blocks a request); one task batches them and POSTs
-//! `ExportTraceServiceRequest`s, encoded with the official protos of the
+//! `ExportTraceServiceRequest`s (up to 512 spans, gathered for 100 ms
+//! when the queue runs dry), encoded with the official protos of the
 //! `opentelemetry-proto` crate, to `otlp_endpoint`.
 
 use std::sync::Mutex;
@@ -27,8 +28,9 @@ use tokio::sync::mpsc;
 /// Spans sent in one export at most.
 const BATCH: usize = 512;
 
-/// Longest a span waits for its batch.
-const FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// How long an idle exporter lets spans gather once the first one came
+/// (the queue holds `queue_size` of them meanwhile).
+const COLLECT: Duration = Duration::from_millis(100);
 
 /// conf.yaml's `tracing`, compiled.
 #[derive(Debug, Clone, PartialEq)]
@@ -140,17 +142,28 @@ async fn export_loop(
     [ok, failed]: [IntCounter; 2],
 ) {
     let mut batch = Vec::with_capacity(BATCH);
+    let mut behind = false;
     loop {
-        let Some(first) = rx.recv().await else {
-            return;
-        };
-        batch.push(first);
-        let until = tokio::time::Instant::now() + FLUSH_EVERY;
+        // Idle, the task sleeps until a span comes, then lets a batch fill
+        // for COLLECT: it wakes a few times a second, not once per span
+        // (each wake-up is a context switch a request pays for). Behind
+        // (the last batch was full), it goes on at once.
+        if !behind {
+            let Some(first) = rx.recv().await else {
+                return;
+            };
+            batch.push(first);
+            tokio::time::sleep(COLLECT).await;
+        }
         while batch.len() < BATCH {
-            match tokio::time::timeout_at(until, rx.recv()).await {
-                Ok(Some(s)) => batch.push(s),
-                Ok(None) | Err(_) => break,
+            match rx.try_recv() {
+                Ok(s) => batch.push(s),
+                Err(_) => break,
             }
+        }
+        behind = batch.len() == BATCH;
+        if batch.is_empty() {
+            continue;
         }
         let body = encode(&spec.service_name, batch.drain(..));
         let sent = client
