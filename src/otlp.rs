@@ -7,7 +7,7 @@
 //! `logging` hands finished spans to a bounded queue (`try_send`: a full
 //! queue drops them, counted in `gatehouse_trace_spans_dropped_total`, and
 //! never blocks a request); one task batches them and POSTs
-//! `ExportTraceServiceRequest`s (up to 512 spans, gathered for 100 ms
+//! `ExportTraceServiceRequest`s (up to 512 spans, gathered for 25 ms
 //! when the queue runs dry), encoded with the official protos of the
 //! `opentelemetry-proto` crate, to `otlp_endpoint`.
 
@@ -30,7 +30,7 @@ const BATCH: usize = 512;
 
 /// How long an idle exporter lets spans gather once the first one came
 /// (the queue holds `queue_size` of them meanwhile).
-const COLLECT: Duration = Duration::from_millis(100);
+const COLLECT: Duration = Duration::from_millis(25);
 
 /// conf.yaml's `tracing`, compiled.
 #[derive(Debug, Clone, PartialEq)]
