@@ -20,7 +20,7 @@ use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 use prometheus::IntCounter;
 
-use super::{response_modifiers, RequestCtx};
+use super::RequestCtx;
 use crate::reject::Rejection;
 use crate::upstream::{Pool, Tried};
 
@@ -112,29 +112,15 @@ pub async fn answer(session: &mut Session, ctx: &mut RequestCtx, cause: &Rejecti
     // The reason the route's own upstream was given up, if the fallback
     // upstream then failed as well.
     let reason = ctx.fallback.unwrap_or(reason);
-    let mut header = build_header(a, REASONS[reason]).ok()?;
-    response_modifiers::prepare(
-        &mut header,
-        &ctx.request_id,
-        ctx.tls,
-        Some(route),
-        ctx.cors_origin.as_ref(),
-        &rt.settings,
-    )
-    .ok()?;
+    let header = build_header(a, REASONS[reason]).ok()?;
+    let written = super::write_answer(session, ctx, route, &rt, header, a.body.clone()).await;
+    // Nothing went out (the header could not be prepared): the refusal
+    // answers instead. A client gone mid-write is Pingora's to log.
+    if written.is_err() && session.response_written().is_none() {
+        return None;
+    }
     f.counters[reason].inc();
     ctx.fallback = Some(reason);
-    let head_only = session.req_header().method == http::Method::HEAD || a.body.is_empty();
-    if session
-        .write_response_header(Box::new(header), head_only)
-        .await
-        .is_ok()
-        && !head_only
-    {
-        let _ = session
-            .write_response_body(Some(a.body.clone()), true)
-            .await;
-    }
     Some(a.status.as_u16())
 }
 

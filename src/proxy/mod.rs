@@ -42,7 +42,7 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 pub use ctx::RequestCtx;
 
 use crate::client_ip::ClientIp;
-use crate::config::Runtime;
+use crate::config::{Route, Runtime};
 use crate::lifecycle::{InFlight, Lifecycle};
 use crate::metrics::{method_index, Metrics};
 use crate::reject::{Rejection, CIRCUIT_OPEN, DEADLINE, LOCAL_ERROR, RETRY_STATUS, SHED};
@@ -78,6 +78,35 @@ fn no_pick_error(no: NoPick) -> Box<Error> {
             "every backend's circuit breaker is open",
         ),
     }
+}
+
+/// Writes an answer the gateway made itself for `route` (a fallback, an
+/// aggregate): the route's response edits and CORS headers as on a
+/// proxied response, no body for HEAD.
+async fn write_answer(
+    session: &mut Session,
+    ctx: &RequestCtx,
+    route: &Route,
+    rt: &Runtime,
+    mut header: ResponseHeader,
+    body: Bytes,
+) -> Result<()> {
+    response_modifiers::prepare(
+        &mut header,
+        &ctx.request_id,
+        ctx.tls,
+        Some(route),
+        ctx.cors_origin.as_ref(),
+        &rt.settings,
+    )?;
+    let head_only = session.req_header().method == http::Method::HEAD || body.is_empty();
+    session
+        .write_response_header(Box::new(header), head_only)
+        .await?;
+    if !head_only {
+        session.write_response_body(Some(body), true).await?;
+    }
+    Ok(())
 }
 
 /// The request body limit of the config serving `ctx`.
@@ -171,24 +200,7 @@ impl Gateway {
         ctx.upstream_started = Some(Instant::now());
         let query = session.req_header().uri.query().map(str::to_string);
         match aggregate::answer(agg, ctx, query.as_deref()).await {
-            Ok((mut header, body)) => {
-                response_modifiers::prepare(
-                    &mut header,
-                    &ctx.request_id,
-                    ctx.tls,
-                    Some(route),
-                    ctx.cors_origin.as_ref(),
-                    &rt.settings,
-                )?;
-                let head = session.req_header().method == http::Method::HEAD;
-                session
-                    .write_response_header(Box::new(header), head)
-                    .await?;
-                if !head {
-                    session.write_response_body(Some(body), true).await?;
-                }
-                Ok(())
-            }
+            Ok((header, body)) => write_answer(session, ctx, route, &rt, header, body).await,
             Err(r) => self.reject(session, ctx, r).await,
         }
     }
