@@ -53,6 +53,7 @@ pub mod upstream;
 pub mod validate;
 
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -143,10 +144,10 @@ pub fn build_server(conf_path: &Path, flags: RunFlags) -> Result<Server, ConfigE
         })?;
     pingora_conf.daemon |= flags.daemon;
     let listeners = runtime.server.listeners.clone();
+    let mut addrs: Vec<SocketAddr> = listeners.iter().map(|l| l.addr).collect();
+    addrs.extend(runtime.server.admin);
     // A graceful upgrade takes its sockets over from the running process.
     if !flags.upgrade {
-        let mut addrs: Vec<SocketAddr> = listeners.iter().map(|l| l.addr).collect();
-        addrs.extend(runtime.server.admin);
         listeners::ensure_free(&addrs)
             .map_err(|e| ConfigErrors(vec![config::ConfigError::file(conf_path, e)]))?;
     }
@@ -164,6 +165,13 @@ pub fn build_server(conf_path: &Path, flags: RunFlags) -> Result<Server, ConfigE
     };
     let mut server = Server::new_with_opt_and_conf(opt, pingora_conf);
     server.bootstrap();
+    // The sockets a graceful upgrade took over already serve, and the old
+    // process answers ready on them: this one must too from its first
+    // accept, not only once its supervisor has looked (a probe landing in
+    // between would see the healthy gateway not ready).
+    if flags.upgrade && listeners::missing(&addrs).is_empty() {
+        lifecycle.ready.store(true, Ordering::Relaxed);
+    }
 
     let mut gateway = HttpProxy::new(
         Gateway::new(

@@ -507,6 +507,37 @@ impl Drop for Killed {
     }
 }
 
+/// Ends the whole test run, naming `what`, when it is still alive after
+/// `limit`: a peer that never answers must make CI fail at once, not hang
+/// until its run is killed. Disarmed when dropped.
+pub struct Watchdog(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Watchdog {
+    /// Arms a watchdog for `what`.
+    pub fn arm(what: String, limit: Duration) -> Watchdog {
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = done.clone();
+        std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + limit;
+            while std::time::Instant::now() < deadline {
+                if seen.load(std::sync::atomic::Ordering::Relaxed) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            eprintln!("{what} still running after {limit:?}: a peer hangs; ending the test run");
+            std::process::exit(101);
+        });
+        Watchdog(done)
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// The admin service's `/metrics` text.
 pub async fn metrics_text(gw: &Gateway) -> String {
     metrics_at(gw.admin).await
@@ -652,11 +683,23 @@ pub fn npm_installed(dir: &str, package: &str) {
     };
     let wanted = version("package-lock.json");
     if wanted.is_null() || version("node_modules/.package-lock.json") != wanted {
-        let status = std::process::Command::new("npm")
+        let child = std::process::Command::new("npm")
             .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
             .current_dir(&path)
-            .status()
+            .spawn()
             .expect("npm is needed: apt-get install -y nodejs npm");
+        let mut child = Killed(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(600);
+        let status = loop {
+            if let Some(status) = child.0.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "npm ci in {dir}: not done in 10 minutes"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        };
         assert!(status.success(), "npm ci in {dir} failed");
     }
     done.push(dir.to_string());

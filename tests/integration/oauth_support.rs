@@ -10,13 +10,21 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{free_port, npm_installed, Gateway, Killed};
+use crate::common::{free_port, npm_installed, Gateway, Killed, Watchdog};
 
 /// A running oidc-provider.
 pub struct Provider {
     pub port: u16,
     _child: Killed,
+    _watchdog: Watchdog,
 }
+
+/// How long the provider may take to say it is ready.
+const PROVIDER_START: Duration = Duration::from_secs(30);
+
+/// How long a login test may run: each takes seconds; one that hangs on a
+/// peer ends the run instead of holding CI until its time limit.
+const TEST_LIMIT: Duration = Duration::from_secs(240);
 
 impl Provider {
     /// The issuer URL a provider on `port` will have.
@@ -43,12 +51,21 @@ impl Provider {
             .stderr(Stdio::inherit());
         let mut child = cmd.spawn().expect("node is needed for the login tests");
         let stdout = child.stdout.take().unwrap();
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let child = Killed(child);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx
+            .recv_timeout(PROVIDER_START)
+            .unwrap_or_else(|_| panic!("provider on {port}: no ready line in {PROVIDER_START:?}"));
         assert!(line.starts_with("ready"), "provider did not start: {line}");
         Provider {
             port,
-            _child: Killed(child),
+            _child: child,
+            _watchdog: Watchdog::arm(format!("a login test (provider on {port})"), TEST_LIMIT),
         }
     }
 
