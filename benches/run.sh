@@ -11,6 +11,9 @@
 #                         client span POSTed as OTLP/HTTP protobuf to the nginx
 #                         upstream, which answers 200 like a receiver): the cost
 #                         of tracing is this row against gatehouse
+#   gatehouse-no-dashboard  the plain gatehouse with `dashboard: {enabled: false}`:
+#                         the cost of the live dashboard's per-request
+#                         recording (on by default) is gatehouse against this row
 #   gatehouse-auth        wrk -> gatehouse -> upstream        (route `auth: jwt` (HS256) + a
 #                         per-user rate limit that is never hit, local store)
 #   gatehouse-api         wrk -> gatehouse -> upstream        (the API-consumer features at
@@ -60,7 +63,7 @@
 # a copy named by date and commit is kept next to it).
 #
 # Knobs (environment):
-#   TARGETS="direct nginx-proxy gatehouse gatehouse-traced gatehouse-auth gatehouse-api gatehouse-session gatehouse-auth-redis gatehouse-full"
+#   TARGETS="direct nginx-proxy gatehouse gatehouse-no-dashboard gatehouse-traced gatehouse-auth gatehouse-api gatehouse-session gatehouse-auth-redis gatehouse-full"
 #                      targets to run (space- or comma-separated; always run
 #                      in that order); the ratio column needs nginx-proxy
 #   THREADS=2          gatehouse `threads:` and nginx-proxy worker_processes
@@ -114,7 +117,7 @@ SCALE_CONNS=${SCALE_CONNS:-10000}
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$BENCH_DIR/.." && pwd)
 RESULTS_DIR=$BENCH_DIR/results
-ALL_TARGETS=(direct nginx-proxy gatehouse gatehouse-traced gatehouse-auth gatehouse-api gatehouse-session gatehouse-auth-redis gatehouse-full)
+ALL_TARGETS=(direct nginx-proxy gatehouse gatehouse-no-dashboard gatehouse-traced gatehouse-auth gatehouse-api gatehouse-session gatehouse-auth-redis gatehouse-full)
 TARGETS=${TARGETS:-${ALL_TARGETS[*]}}
 
 log() { printf '==> %s\n' "$*"; }
@@ -270,13 +273,13 @@ show_log() {
 
 # --- ports ------------------------------------------------------------------
 
-# Twenty distinct free loopback ports: bound together to :0, then released.
+# Twenty-two distinct free loopback ports: bound together to :0, then released.
 # upstream, nginx proxy, redis, then listener + admin for each gatehouse, the
 # JWKS server, the TLS listeners of nginx proxy and gatehouse.
 read -ra ports < <(python3 -c '
 import socket
 socks = []
-for _ in range(20):
+for _ in range(22):
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     socks.append(s)
@@ -284,16 +287,17 @@ print(*(s.getsockname()[1] for s in socks))
 for s in socks:
     s.close()
 ')
-((${#ports[@]} == 20)) || die "could not pick free ports"
+((${#ports[@]} == 22)) || die "could not pick free ports"
 UP_PORT=${ports[0]} PROXY_PORT=${ports[1]} REDIS_PORT=${ports[2]}
 declare -A PORT=([direct]=$UP_PORT [nginx-proxy]=$PROXY_PORT
     [gatehouse]=${ports[3]} [gatehouse-auth]=${ports[5]} [gatehouse-auth-redis]=${ports[7]}
     [gatehouse-full]=${ports[9]} [nginx-proxy-h2]=${ports[12]} [gatehouse-h2]=${ports[13]}
-    [gatehouse-session]=${ports[14]} [gatehouse-api]=${ports[16]} [gatehouse-traced]=${ports[18]})
+    [gatehouse-session]=${ports[14]} [gatehouse-api]=${ports[16]} [gatehouse-traced]=${ports[18]}
+    [gatehouse-no-dashboard]=${ports[20]})
 declare -A ADMIN_PORT=(
     [gatehouse]=${ports[4]} [gatehouse-auth]=${ports[6]} [gatehouse-auth-redis]=${ports[8]}
     [gatehouse-full]=${ports[10]} [gatehouse-session]=${ports[15]} [gatehouse-api]=${ports[17]}
-    [gatehouse-traced]=${ports[19]})
+    [gatehouse-traced]=${ports[19]} [gatehouse-no-dashboard]=${ports[21]})
 JWKS_PORT=${ports[11]}
 
 # --- helpers ----------------------------------------------------------------
@@ -591,7 +595,7 @@ API_ORIGIN=https://app.example.com
 
 # Request path of each target; the protected targets also send the token
 # (gatehouse-session its session cookie, gatehouse-api its key and Origin).
-declare -A URL_PATH=([direct]=/ [nginx-proxy]=/ [gatehouse]=/ [gatehouse-traced]=/
+declare -A URL_PATH=([direct]=/ [nginx-proxy]=/ [gatehouse]=/ [gatehouse-traced]=/ [gatehouse-no-dashboard]=/
     [gatehouse-auth]=/protected [gatehouse-auth-redis]=/protected [gatehouse-full]=/protected
     [gatehouse-session]=/protected [gatehouse-api]=/api/kline [nginx-proxy-h2]=/ [gatehouse-h2]=/)
 is_protected() { [[ $1 == gatehouse-auth || $1 == gatehouse-auth-redis || $1 == gatehouse-full || $1 == gatehouse-session || $1 == gatehouse-api ]]; }
@@ -680,6 +684,7 @@ jwt:
       algorithms: [HS256]
 EOF
         fi
+        if [[ $t == gatehouse-no-dashboard ]]; then echo "dashboard: {enabled: false}"; fi
         if [[ $t == gatehouse-traced ]]; then
             # Every request sampled (one server span + one client span);
             # the nginx upstream answers the POSTs 200, as a receiver would.
@@ -898,12 +903,12 @@ start_gatehouse() {
     fi
 }
 
-for t in gatehouse gatehouse-traced gatehouse-auth gatehouse-api gatehouse-session gatehouse-auth-redis gatehouse-full; do
+for t in gatehouse gatehouse-no-dashboard gatehouse-traced gatehouse-auth gatehouse-api gatehouse-session gatehouse-auth-redis gatehouse-full; do
     selected "$t" && start_gatehouse "$t"
 done
 # Idle RSS of each gatehouse process, right after start-up and the checks.
 declare -A IDLE_RSS=()
-for t in gatehouse gatehouse-traced gatehouse-auth gatehouse-api gatehouse-session gatehouse-auth-redis gatehouse-full; do
+for t in gatehouse gatehouse-no-dashboard gatehouse-traced gatehouse-auth gatehouse-api gatehouse-session gatehouse-auth-redis gatehouse-full; do
     selected "$t" && IDLE_RSS[$t]=$(rss_kb "${GH_PID[$t]}")
 done
 if selected gatehouse-h2; then

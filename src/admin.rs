@@ -1,5 +1,6 @@
 //! The admin service: `/health/live`, `/health/ready`, `/metrics`,
-//! `/status` (JSON, or HTML for a browser), on its own address.
+//! `/status` (JSON), `/status/live` (the dashboard's numbers) and the
+//! dashboard page (`/`, and `/status` for a browser), on its own address.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use crate::auth::tokenginx::Health;
 use crate::auth::{AuthMode, RoutePolicy};
 use crate::config::auth_file::SessionMode;
 use crate::config::Runtime;
+use crate::dashboard::page;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 
@@ -168,6 +170,44 @@ impl Admin {
     }
 }
 
+impl Admin {
+    /// The `/status/live` document, `None` when the dashboard is off.
+    fn live(&self) -> Option<Value> {
+        let rt = self.live.load();
+        let dashboard = rt.dashboard.as_ref()?;
+        let reload = self
+            .lifecycle
+            .last_reload
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_else(|p| p.into_inner().clone());
+        Some(crate::dashboard::report::live(
+            dashboard,
+            &rt,
+            &reload,
+            std::time::Instant::now(),
+        ))
+    }
+
+    /// The dashboard page.
+    fn page(&self) -> Response<Vec<u8>> {
+        let generated = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let html = page::render(self.live().as_ref(), &self.status(), generated);
+        let mut resp = build(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            html.into_bytes(),
+        );
+        resp.headers_mut().insert(
+            http::header::CONTENT_SECURITY_POLICY,
+            http::HeaderValue::from_static(page::CSP),
+        );
+        resp
+    }
+}
+
 /// `jwt scopes=admin roles=ops session` style summary of a route's policy.
 fn auth_summary(p: &RoutePolicy) -> String {
     let mut s = match p.mode {
@@ -227,15 +267,30 @@ impl ServeHttp for Admin {
                 "text/plain; version=0.0.4; charset=utf-8",
                 self.metrics.render(),
             ),
-            "/status" if wants_html => build(
-                StatusCode::OK,
-                "text/html; charset=utf-8",
-                crate::status_page::render(&self.status()).into_bytes(),
-            ),
+            "/" => self.page(),
+            "/status" if wants_html => self.page(),
             "/status" => json_response(StatusCode::OK, &self.status()),
+            "/status/live" => match self.live() {
+                Some(live) => json_response(StatusCode::OK, &live),
+                None => json_response(
+                    StatusCode::NOT_FOUND,
+                    &json!({"error": "dashboard_off", "message": "the live dashboard is off: set dashboard.enabled in conf.yaml"}),
+                ),
+            },
+            "/dashboard.js" => build(
+                StatusCode::OK,
+                "text/javascript; charset=utf-8",
+                page::SCRIPT.into(),
+            ),
+            "/dashboard.css" => build(
+                StatusCode::OK,
+                "text/css; charset=utf-8",
+                page::STYLE.into(),
+            ),
+            "/favicon.svg" => build(StatusCode::OK, "image/svg+xml", page::ICON.into()),
             _ => json_response(
                 StatusCode::NOT_FOUND,
-                &json!({"error": "not_found", "message": "admin paths: /health/live /health/ready /metrics /status"}),
+                &json!({"error": "not_found", "message": "admin paths: / /health/live /health/ready /metrics /status /status/live"}),
             ),
         }
     }

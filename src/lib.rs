@@ -18,7 +18,8 @@
 //! | [`reject`] | refusals as values; the one place that writes error responses |
 //! | [`metrics`] | every Prometheus family |
 //! | [`access_log`] | the JSON access log: formatting on the request path, writing on its own thread |
-//! | [`admin`], [`status_page`] | the admin service: health, metrics, status |
+//! | [`admin`] | the admin service: health, metrics, status |
+//! | [`dashboard`] | the live dashboard: per-route rings fed from `logging`, its page |
 //! | [`listeners`] | listening addresses: free before start, held once running |
 //! | [`lifecycle`] | readiness, draining, in-flight requests, last config load |
 //! | [`tls`] | TLS termination: certificates by SNI, replaced on reload |
@@ -34,6 +35,7 @@ pub mod auth;
 pub mod client_ip;
 pub mod config;
 pub mod cors;
+pub mod dashboard;
 pub mod demo;
 pub mod lifecycle;
 pub mod limit;
@@ -45,7 +47,6 @@ pub mod proxy;
 pub mod reason;
 pub mod reject;
 pub mod routing;
-pub mod status_page;
 pub mod supervisor;
 pub mod tls;
 pub mod trace;

@@ -60,6 +60,24 @@ impl Reason {
         Reason::Role,
     ];
 
+    /// Every reason, in declaration order (`ALL[r as usize] == r`).
+    pub const ALL: [Reason; Reason::COUNT] = [
+        Reason::Missing,
+        Reason::Malformed,
+        Reason::Signature,
+        Reason::Expired,
+        Reason::NotYetValid,
+        Reason::Issuer,
+        Reason::Audience,
+        Reason::Algorithm,
+        Reason::UnknownKey,
+        Reason::Session,
+        Reason::Scope,
+        Reason::Role,
+        Reason::ApiKey,
+        Reason::Ip,
+    ];
+
     /// The metric label value.
     pub fn as_str(self) -> &'static str {
         match self {

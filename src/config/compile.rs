@@ -24,6 +24,7 @@ use super::yaml::MarkedDoc;
 use crate::access_log::{AccessLog, Destination};
 use crate::auth::{ApiKeys, Auth, RoutePolicy};
 use crate::cors::Cors;
+use crate::dashboard::{Dashboard, RouteSeries};
 use crate::limit::{Limiter, RouteLimits};
 use crate::metrics::{Metrics, RouteMetrics, NO_ROUTE};
 use crate::otlp::{Exporter, TracingSpec};
@@ -140,6 +141,8 @@ pub struct Route {
     pub aggregate: Option<Aggregate>,
     /// Metric handles of this route.
     pub metrics: RouteMetrics,
+    /// Its dashboard series, when the dashboard is on.
+    pub live: Option<Arc<RouteSeries>>,
     /// Which file defines it.
     pub file: PathBuf,
 }
@@ -177,6 +180,8 @@ pub struct Runtime {
     pub api_keys: Arc<ApiKeys>,
     /// The trace exporter, with `tracing`.
     pub traces: Option<Arc<Exporter>>,
+    /// The live dashboard's rings, with `dashboard.enabled`.
+    pub dashboard: Option<Arc<Dashboard>>,
     /// The consumers directory (watched for new files).
     pub consumers_dir: PathBuf,
     /// Where access-log lines go; `None` when `format: off`.
@@ -334,6 +339,8 @@ struct RouteInputs<'a> {
     main: &'a MainFile,
     /// For per-route handles.
     metrics: &'a Metrics,
+    /// For per-route series.
+    dashboard: Option<&'a Dashboard>,
 }
 
 /// One parsed file: its path, its positions, its typed content.
@@ -461,6 +468,7 @@ impl Compiler<'_> {
                 parsed_routes.push(parsed);
             }
         }
+        let dashboard = self.dashboard(&main);
         let resolver = self.resolver_spec(&main);
         let (pools, pool_prints) = self.pools(&parsed_routes, metrics, &resolver);
         let inputs = RouteInputs {
@@ -471,6 +479,7 @@ impl Compiler<'_> {
                 .collect(),
             main: &main.content,
             metrics,
+            dashboard: dashboard.as_deref(),
         };
         let (routes, table) = self.routes(&parsed_routes, &inputs);
         let (api_keys, consumers_dir) = self.api_keys(&main, &base, &mut files);
@@ -506,6 +515,7 @@ impl Compiler<'_> {
             api_keys,
             consumers_dir,
             traces,
+            dashboard,
             fingerprints: Fingerprints {
                 auth: auth_print,
                 limiter: limiter_print,
@@ -1190,6 +1200,7 @@ impl Compiler<'_> {
         }
         Some(Route {
             metrics: inputs.metrics.route(&e.name, &pool.name, &reasons),
+            live: inputs.dashboard.map(|d| d.route(&e.name)),
             name: e.name.clone(),
             prefix: canonical_prefix(&e.prefix),
             host,

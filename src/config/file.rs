@@ -119,6 +119,9 @@ pub struct MainFile {
     /// Trace export over OTLP/HTTP.
     #[serde(default)]
     pub tracing: Option<TracingFile>,
+    /// The admin service's live dashboard.
+    #[serde(default)]
+    pub dashboard: DashboardFile,
     /// The gateway as the OAuth 2.1 client of every app.
     #[serde(default)]
     pub oauth: Option<OauthFile>,
@@ -500,6 +503,33 @@ fn default_eject_after_failures() -> u32 {
 }
 fn default_eject_window_seconds() -> u64 {
     10
+}
+
+/// conf.yaml's `dashboard`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DashboardFile {
+    /// Whether requests feed the dashboard's per-route rings (only with
+    /// an `admin` address, where the dashboard is served).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// The most routes with a ring (68 KB each, allocated on the route's
+    /// first request).
+    #[serde(default = "default_dashboard_routes")]
+    pub max_routes: usize,
+}
+
+impl Default for DashboardFile {
+    fn default() -> Self {
+        DashboardFile {
+            enabled: true,
+            max_routes: default_dashboard_routes(),
+        }
+    }
+}
+
+fn default_dashboard_routes() -> usize {
+    100
 }
 
 /// conf.yaml's `tracing`.

@@ -8,6 +8,7 @@ pub mod compile;
 mod compile_aggregate;
 mod compile_api_keys;
 mod compile_auth;
+mod compile_dashboard;
 mod compile_discovery;
 mod compile_fallback;
 mod compile_limit;

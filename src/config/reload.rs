@@ -75,6 +75,10 @@ pub fn activate(runtime: &Runtime, previous: Option<&Runtime>) {
     if let Some(t) = &runtime.traces {
         t.start();
     }
+    if let Some(d) = &runtime.dashboard {
+        let names: Vec<&str> = runtime.routes.iter().map(|r| r.name.as_str()).collect();
+        d.retain(&names);
+    }
     if !previous.is_some_and(|p| Arc::ptr_eq(&p.auth, &runtime.auth)) {
         runtime.auth.start();
     }

@@ -209,7 +209,9 @@ fn print_guide(public: Option<SocketAddr>, admin: Option<SocketAddr>, token: &st
          Operations:\n\
          \x20 curl http://{admin}/health/ready\n\
          \x20 curl http://{admin}/metrics\n\
-         \x20 curl http://{admin}/status\n\n\
+         \x20 curl http://{admin}/status\n\
+         \x20 curl http://{admin}/status/live                             # the dashboard's numbers\n\
+         \x20 open http://{admin}/ in a browser                          # the live dashboard\n\n\
          Ctrl-C stops everything.\n"
     );
 }

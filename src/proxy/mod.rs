@@ -705,11 +705,16 @@ impl ProxyHttp for Gateway {
             .or_else(|| ctx.rejection.as_ref().map(Rejection::status))
             .unwrap_or(0);
         let method = method_index(&session.req_header().method);
-        let elapsed = ctx.started.elapsed().as_secs_f64();
+        let now = std::time::Instant::now();
+        let took = now.saturating_duration_since(ctx.started);
+        let elapsed = took.as_secs_f64();
         match ctx.route() {
             Some(route) => {
                 route.metrics.requests.inc(method, status);
                 route.metrics.duration.observe(elapsed);
+                if let Some(live) = &route.live {
+                    live.record(now, took, status);
+                }
                 if let Some(t) = ctx.upstream_started {
                     route
                         .metrics
@@ -726,6 +731,12 @@ impl ProxyHttp for Gateway {
             if ctx.rejection != Some(Rejection::LocalResources) && !ctx.outcome_recorded {
                 lease.backend().record(status >= 500 || status == 0);
             }
+        }
+        if let (Some(rejection), Some(dashboard)) = (
+            &ctx.rejection,
+            ctx.runtime.as_ref().and_then(|r| r.dashboard.as_ref()),
+        ) {
+            dashboard.refused(now, rejection);
         }
         if let Some(log) = ctx.runtime.as_ref().and_then(|r| r.log.as_ref()) {
             log.write(log_line::line(session, ctx, status, &log.redact_query));

@@ -1,12 +1,14 @@
 //! One backend server of a pool: its health, in-flight count, error
-//! rate and circuit breaker, and the metric families its series live in.
+//! rate, circuit breaker and state timeline, and the metric families its
+//! series live in.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 use prometheus::{IntCounterVec, IntGauge, IntGaugeVec};
 
-use super::breaker::{Breaker, BreakerPolicy, TRANSITIONS};
+use super::breaker::{Breaker, BreakerPolicy, Circuit, TRANSITIONS};
+use super::timeline::{State, Timeline};
 use crate::metrics::Metrics;
 
 /// Where a pool's backends keep their series: health gauge, circuit state
@@ -76,6 +78,8 @@ pub struct Backend {
     /// Taken out of its pool (its DNS name no longer lists it): its
     /// health probe stops, and it gets no new requests.
     retired: AtomicBool,
+    /// Its recent state changes, for the dashboard.
+    pub timeline: Timeline,
 }
 
 impl Backend {
@@ -120,6 +124,7 @@ impl Backend {
             last_round: AtomicU64::new(0),
             recent_error_ppm: AtomicU64::new(0),
             retired: AtomicBool::new(false),
+            timeline: Timeline::default(),
         }
     }
 
@@ -137,6 +142,23 @@ impl Backend {
     /// Whether it may be picked.
     pub fn is_healthy(&self) -> bool {
         self.check_passed.load(Relaxed) && !self.ejected.load(Relaxed)
+    }
+
+    /// Up, down, or up with its breaker open; noted in its timeline.
+    pub fn state(&self) -> State {
+        let state = if !self.is_healthy() {
+            State::Down
+        } else if self
+            .breaker
+            .as_ref()
+            .is_some_and(|b| b.circuit() == Circuit::Open)
+        {
+            State::Open
+        } else {
+            State::Up
+        };
+        self.timeline.note(state);
+        state
     }
 
     /// Whether failed connects ejected it.
@@ -173,6 +195,7 @@ impl Backend {
     /// Closes a measuring window (each health-check round): the error rate
     /// of the attempts since the previous one becomes the recent rate.
     pub fn roll_window(&self) {
+        self.state();
         let (a, f) = (self.attempts.load(Relaxed), self.failures.load(Relaxed));
         let packed = (a & 0xFFFF_FFFF) << 32 | (f & 0xFFFF_FFFF);
         let prev = self.last_round.swap(packed, Relaxed);

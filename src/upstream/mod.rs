@@ -8,6 +8,7 @@ pub mod discovery;
 pub mod health;
 pub mod pool;
 pub mod retry;
+pub mod timeline;
 pub mod upgrade_gate;
 
 pub use backend::{Backend, BackendMetrics};

@@ -151,7 +151,7 @@ fn main_file_errors_are_all_reported() {
     );
     assert_eq!(
         errors("listeners: []\nroutes_dir: missing\ncolour: blue\n", &[]),
-        ["conf.yaml:3:1: `colour`: unknown field `colour`, expected one of `version`, `daemon`, `error_log`, `pid_file`, `upgrade_sock`, `user`, `group`, `threads`, `work_stealing`, `grace_period_seconds`, `graceful_shutdown_timeout_seconds`, `upstream_keepalive_pool_size`, `ca_file`, `listeners`, `admin`, `routes_dir`, `allow_empty_routes`, `trusted_proxies`, `forwarded_header`, `client_ip_header`, `security_headers`, `max_request_body_bytes`, `h2c`, `max_uri_bytes`, `path_params`, `max_header_bytes`, `client_body_timeout_ms`, `client_header_timeout_ms`, `keepalive_timeout_seconds`, `jwt`, `tokenginx`, `dns`, `api_keys`, `tracing`, `oauth`, `rate_limit`, `access_log`, `forward_identity`"]
+        ["conf.yaml:3:1: `colour`: unknown field `colour`, expected one of `version`, `daemon`, `error_log`, `pid_file`, `upgrade_sock`, `user`, `group`, `threads`, `work_stealing`, `grace_period_seconds`, `graceful_shutdown_timeout_seconds`, `upstream_keepalive_pool_size`, `ca_file`, `listeners`, `admin`, `routes_dir`, `allow_empty_routes`, `trusted_proxies`, `forwarded_header`, `client_ip_header`, `security_headers`, `max_request_body_bytes`, `h2c`, `max_uri_bytes`, `path_params`, `max_header_bytes`, `client_body_timeout_ms`, `client_header_timeout_ms`, `keepalive_timeout_seconds`, `jwt`, `tokenginx`, `dns`, `api_keys`, `tracing`, `dashboard`, `oauth`, `rate_limit`, `access_log`, `forward_identity`"]
     );
 }
 
@@ -504,5 +504,24 @@ fn tracing_errors_name_their_keys() {
             "`tracing.sample_ratio`: must be between 0 and 1",
             "`tracing.queue_size`: must be between 1 and 1000000",
         ],
+    );
+}
+
+#[test]
+fn dashboard_errors_name_their_keys() {
+    let main = "listeners: []\ndashboard: {enabled: true, max_routes: 0}\n";
+    assert_errors_include(
+        &errors(main, &[]),
+        &["`dashboard.max_routes`: must be between 1 and 10000"],
+    );
+    let unknown = errors(
+        "listeners: []\ndashboard: {enabled: true, routes: 3}\n",
+        &[],
+    );
+    assert!(
+        unknown
+            .iter()
+            .any(|e| e.contains("dashboard") && e.contains("routes")),
+        "{unknown:?}"
     );
 }

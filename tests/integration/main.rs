@@ -12,6 +12,7 @@ mod common;
 mod config;
 mod conformance;
 mod cors;
+mod dashboard;
 mod demo;
 mod deploy;
 mod discovery;

@@ -1,9 +1,10 @@
-//! The HTML view of `/status`: plain server-rendered tables, no scripts.
+//! The configuration half of the admin page: the `/status` document's
+//! routes, upstreams, JWKS and authorization server as plain tables.
 
 use serde_json::Value;
 
-/// Escapes text for HTML.
-fn esc(v: &Value) -> String {
+/// A JSON value as escaped HTML text (`—` for null).
+pub fn esc(v: &Value) -> String {
     let s = match v {
         Value::String(s) => s.clone(),
         Value::Null => "—".into(),
@@ -15,14 +16,9 @@ fn esc(v: &Value) -> String {
         .replace('"', "&quot;")
 }
 
-/// Renders the `/status` document as a page.
+/// The tables of the `/status` document.
 pub fn render(status: &Value) -> String {
-    let mut html = String::from(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>gatehouse status</title>\
-         <style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin-bottom:2em}\
-         td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}.down{color:#b00}.up{color:#070}</style>\
-         </head><body><h1>gatehouse</h1>",
-    );
+    let mut html = String::new();
     let cfg = &status["config"];
     html.push_str(&format!(
         "<p>version {} · config {} · last reload: {} {}</p>",
@@ -94,6 +90,5 @@ pub fn render(status: &Value) -> String {
             esc(&o["last_error"]),
         ));
     }
-    html.push_str("</body></html>");
     html
 }
