@@ -23,6 +23,7 @@
 //! | [`listeners`] | listening addresses: free before start, held once running |
 //! | [`lifecycle`] | readiness, draining, in-flight requests, last config load |
 //! | [`tls`] | TLS termination: certificates by SNI, replaced on reload |
+//! | [`acme`] | ACME: certificates ordered, stored, served and renewed by the gateway |
 //! | [`supervisor`] | background work: health checkers, JWKS, TokenginX, readiness, drain-then-exit |
 //! | [`demo`] | `gatehouse demo` and the sample apps tests use as upstreams |
 //!
@@ -30,6 +31,7 @@
 //! the tests and the benchmarks all start the gateway through it.
 
 pub mod access_log;
+pub mod acme;
 pub mod admin;
 pub mod auth;
 pub mod client_ip;
@@ -202,15 +204,17 @@ pub fn build_server(conf_path: &Path, flags: RunFlags) -> Result<Server, ConfigE
                 let store = cert_stores
                     .entry(l.addr)
                     .or_insert_with(|| CertStore::new(Arc::clone(&runtime_certs[&l.addr])));
-                let mut tls =
-                    TlsSettings::with_callbacks(Box::new(SniCallbacks(Arc::clone(store))))
-                        .map_err(|e| {
-                            ConfigErrors(vec![config::ConfigError::file(
-                                conf_path,
-                                format!("listener {addr}: {e}"),
-                            )])
-                        })?;
-                tls.enable_h2();
+                let callbacks = SniCallbacks {
+                    store: Arc::clone(store),
+                    live: Arc::clone(&live),
+                };
+                let mut tls = TlsSettings::with_callbacks(Box::new(callbacks)).map_err(|e| {
+                    ConfigErrors(vec![config::ConfigError::file(
+                        conf_path,
+                        format!("listener {addr}: {e}"),
+                    )])
+                })?;
+                tls.set_alpn_select_callback(crate::tls::select_alpn);
                 proxy.add_listener(ListenerConfig::tcp(addr).tls(tls).l4_buffer(TLS_BUFFERS));
             }
         }

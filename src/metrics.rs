@@ -87,6 +87,11 @@ pub struct Metrics {
     pub trace_spans_dropped: IntCounter,
     /// `gatehouse_trace_exports_total{result}`: OTLP export requests (ok, error).
     pub trace_exports: IntCounterVec,
+    /// `gatehouse_tls_certificate_expiry_timestamp_seconds{name}`: when each
+    /// served certificate (files and ACME) expires, by the name it serves.
+    pub tls_certificate_expiry: IntGaugeVec,
+    /// `gatehouse_acme_orders_total{result}`: ACME orders (issued, failed).
+    pub acme_orders: IntCounterVec,
     /// `gatehouse_aggregate_parts_total{route, part, result}`: parts of
     /// aggregated answers (ok, error, timeout).
     pub aggregate_parts: IntCounterVec,
@@ -254,6 +259,25 @@ impl Metrics {
         for r in ["ok", "error"] {
             trace_exports.with_label_values(&[r]);
         }
+        let tls_certificate_expiry = IntGaugeVec::new(
+            Opts::new(
+                "gatehouse_tls_certificate_expiry_timestamp_seconds",
+                "When each served TLS certificate expires (Unix time), by the name it serves.",
+            ),
+            &["name"],
+        )
+        .expect("valid metric");
+        let acme_orders = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_acme_orders_total",
+                "ACME certificate orders, by result (issued, failed).",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        for r in ["issued", "failed"] {
+            acme_orders.with_label_values(&[r]);
+        }
         let aggregate_parts = IntCounterVec::new(
             Opts::new(
                 "gatehouse_aggregate_parts_total",
@@ -394,6 +418,8 @@ impl Metrics {
             Box::new(aggregate_parts.clone()),
             Box::new(trace_spans_dropped.clone()),
             Box::new(trace_exports.clone()),
+            Box::new(tls_certificate_expiry.clone()),
+            Box::new(acme_orders.clone()),
             Box::new(dns_resolutions.clone()),
             Box::new(upstream_shed.clone()),
             Box::new(circuit_state.clone()),
@@ -450,6 +476,8 @@ impl Metrics {
             aggregate_parts,
             trace_spans_dropped,
             trace_exports,
+            tls_certificate_expiry,
+            acme_orders,
             dns_resolutions,
             upstream_shed,
             circuit_state,

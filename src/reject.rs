@@ -51,6 +51,9 @@ pub enum Rejection {
     InvalidRequest(Vec<crate::validate::Violation>),
     /// A CORS preflight the route's policy allows: 204 with these headers.
     CorsPreflight(Vec<(http::HeaderName, http::HeaderValue)>),
+    /// The answer to an ACME server's HTTP-01 challenge (not a refusal:
+    /// the gateway answers it itself, before routing).
+    AcmeChallenge(String),
     /// A CORS preflight from an origin, or for a method or headers, the
     /// route's policy does not allow.
     CorsRejected,
@@ -134,6 +137,7 @@ impl Rejection {
             | Rejection::CsrfRejected
             | Rejection::CorsRejected => 403,
             Rejection::CorsPreflight(_) => 204,
+            Rejection::AcmeChallenge(_) => 200,
             Rejection::NoRoute => 404,
             Rejection::MethodNotAllowed(_) => 405,
             Rejection::BodyTooLarge => 413,
@@ -175,6 +179,7 @@ impl Rejection {
             Rejection::InvalidReturnUrl => "invalid_return_url",
             Rejection::CsrfRejected => "csrf_rejected",
             Rejection::CorsPreflight(_) => "cors_preflight",
+            Rejection::AcmeChallenge(_) => "acme_challenge",
             Rejection::InvalidRequest(_) => "invalid_request",
             Rejection::CorsRejected => "cors_rejected",
             Rejection::InsufficientScope(_) => "insufficient_scope",
@@ -217,6 +222,7 @@ impl Rejection {
             Rejection::InvalidReturnUrl => "the return address must be a path on this site",
             Rejection::CsrfRejected => "this request must come from the site itself",
             Rejection::CorsPreflight(_) => "allowed",
+            Rejection::AcmeChallenge(_) => "the key authorization",
             Rejection::InvalidRequest(_) => "the request body does not match the route's schema",
             Rejection::CorsRejected => {
                 "this route does not allow the origin, method or headers of the cross-origin request"
@@ -267,15 +273,21 @@ impl Rejection {
         // A redirect of the login flow, or a preflight's 204, carries no
         // error, so no body.
         let redirect = matches!(self, Rejection::Redirect(_) | Rejection::CorsPreflight(_));
-        let body = if redirect {
-            Bytes::new()
-        } else {
-            Bytes::from(body.to_string())
+        let body = match self {
+            _ if redirect => Bytes::new(),
+            Rejection::AcmeChallenge(answer) => Bytes::from(answer.clone()),
+            _ => Bytes::from(body.to_string()),
         };
         // Building a header from a valid status and static names cannot fail.
         let mut h = ResponseHeader::build(self.status(), Some(6)).expect("valid status");
-        if !redirect {
-            let _ = h.insert_header(http::header::CONTENT_TYPE, "application/json");
+        match self {
+            _ if redirect => {}
+            Rejection::AcmeChallenge(_) => {
+                let _ = h.insert_header(http::header::CONTENT_TYPE, "application/octet-stream");
+            }
+            _ => {
+                let _ = h.insert_header(http::header::CONTENT_TYPE, "application/json");
+            }
         }
         if self.status() != 204 {
             let _ = h.insert_header(http::header::CONTENT_LENGTH, body.len());

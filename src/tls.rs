@@ -16,13 +16,38 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use log::warn;
+use openssl::asn1::Asn1Time;
 use pingora_core::listeners::TlsAccept;
 use pingora_core::protocols::tls::TlsRef;
 use pingora_core::tls::ext;
 use pingora_core::tls::nid::Nid;
 use pingora_core::tls::pkey::{PKey, Private};
-use pingora_core::tls::ssl::NameType;
+use pingora_core::tls::ssl::{select_next_proto, AlpnError, NameType, SslRef};
 use pingora_core::tls::x509::X509;
+
+use crate::acme::ACME_TLS_ALPN;
+use crate::config::Runtime;
+
+/// What is wrong with a PEM certificate and key.
+#[derive(Debug)]
+pub enum PemError {
+    /// The certificate chain does not parse.
+    Cert(String),
+    /// The key does not parse.
+    Key(String),
+    /// The key is not the certificate's.
+    Mismatch,
+}
+
+impl std::fmt::Display for PemError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PemError::Cert(e) => write!(f, "certificate: {e}"),
+            PemError::Key(e) => write!(f, "key: {e}"),
+            PemError::Mismatch => f.write_str("the key does not belong to the certificate"),
+        }
+    }
+}
 
 /// A certificate chain and its key.
 pub struct CertKey {
@@ -33,30 +58,48 @@ pub struct CertKey {
 impl CertKey {
     /// Reads a PEM chain and key; the key must belong to the certificate.
     pub fn load(cert: &Path, key: &Path) -> Result<CertKey, String> {
-        let pem = std::fs::read(cert).map_err(|e| format!("{}: {e}", cert.display()))?;
-        let chain = X509::stack_from_pem(&pem)
-            .map_err(|e| format!("{}: not a PEM certificate: {e}", cert.display()))?;
+        let cert_pem = std::fs::read(cert).map_err(|e| format!("{}: {e}", cert.display()))?;
+        let key_pem = std::fs::read(key).map_err(|e| format!("{}: {e}", key.display()))?;
+        CertKey::from_pem(&cert_pem, &key_pem).map_err(|e| match e {
+            PemError::Cert(e) => format!("{}: {e}", cert.display()),
+            PemError::Key(e) => format!("{}: {e}", key.display()),
+            PemError::Mismatch => {
+                format!("{} does not belong to {}", key.display(), cert.display())
+            }
+        })
+    }
+
+    /// A PEM chain and key held in memory; the key must belong to the
+    /// certificate.
+    pub fn from_pem(cert_pem: &[u8], key_pem: &[u8]) -> Result<CertKey, PemError> {
+        let chain = X509::stack_from_pem(cert_pem)
+            .map_err(|e| PemError::Cert(format!("not a PEM certificate: {e}")))?;
         if chain.is_empty() {
-            return Err(format!("{}: no certificate in it", cert.display()));
+            return Err(PemError::Cert("no certificate in it".into()));
         }
-        let pem = std::fs::read(key).map_err(|e| format!("{}: {e}", key.display()))?;
-        let key_pem = PKey::private_key_from_pem(&pem)
-            .map_err(|e| format!("{}: not a PEM private key: {e}", key.display()))?;
+        let key = PKey::private_key_from_pem(key_pem)
+            .map_err(|e| PemError::Key(format!("not a PEM private key: {e}")))?;
         let matches = chain[0]
             .public_key()
-            .map(|p| p.public_eq(&key_pem))
+            .map(|p| p.public_eq(&key))
             .unwrap_or(false);
         if !matches {
-            return Err(format!(
-                "{} does not belong to {}",
-                key.display(),
-                cert.display()
-            ));
+            return Err(PemError::Mismatch);
         }
-        Ok(CertKey {
-            chain,
-            key: key_pem,
-        })
+        Ok(CertKey { chain, key })
+    }
+
+    /// The leaf certificate.
+    pub fn leaf(&self) -> &X509 {
+        &self.chain[0]
+    }
+
+    /// When the leaf certificate expires, in seconds since the Unix epoch.
+    pub fn not_after(&self) -> i64 {
+        let epoch = Asn1Time::from_unix(0).expect("the epoch is a valid time");
+        epoch
+            .diff(self.chain[0].not_after())
+            .map_or(0, |d| i64::from(d.days) * 86_400 + i64::from(d.secs))
     }
 
     /// The same chain and key in the form Pingora presents as a client certificate.
@@ -120,6 +163,17 @@ impl CertSet {
         })
     }
 
+    /// Each name served and when its certificate expires.
+    pub fn expiries(&self) -> Vec<(String, i64)> {
+        let exact = self.exact.iter().map(|(n, c)| (n.clone(), c));
+        let wildcard = self.wildcard.iter().map(|(s, c)| (format!("*{s}"), c));
+        exact
+            .chain(wildcard)
+            .chain(self.default.names().into_iter().map(|n| (n, &self.default)))
+            .map(|(n, c)| (n, c.not_after()))
+            .collect()
+    }
+
     /// The certificate for a client's SNI name.
     pub fn pick(&self, sni: Option<&str>) -> &Arc<CertKey> {
         let Some(name) = sni.map(str::to_ascii_lowercase) else {
@@ -161,14 +215,34 @@ impl CertStore {
     }
 }
 
-/// The handshake callback of a TLS listener.
-pub struct SniCallbacks(pub Arc<CertStore>);
+/// The handshake callback of a TLS listener: the ACME certificate of the
+/// SNI name when there is one (the TLS-ALPN-01 challenge certificate for
+/// `acme-tls/1` clients), else the listener's own.
+pub struct SniCallbacks {
+    /// The listener's certificates.
+    pub store: Arc<CertStore>,
+    /// The running config, for its ACME certificates.
+    pub live: Arc<ArcSwap<Runtime>>,
+}
 
 #[async_trait]
 impl TlsAccept for SniCallbacks {
     async fn certificate_callback(&self, ssl: &mut TlsRef) {
-        let set = self.0.current.load();
-        let ck = set.pick(ssl.servername(NameType::HOST_NAME));
+        let sni = ssl
+            .servername(NameType::HOST_NAME)
+            .map(str::to_ascii_lowercase);
+        let runtime = self.live.load();
+        let from_acme = match (runtime.acme.as_deref(), sni.as_deref()) {
+            (Some(acme), Some(name)) if ssl.selected_alpn_protocol() == Some(ACME_TLS_ALPN) => {
+                acme.alpn_certificate(name)
+            }
+            (Some(acme), Some(name)) => acme.certificate(name),
+            _ => None,
+        };
+        let set = self.store.current.load();
+        let ck = from_acme
+            .as_ref()
+            .unwrap_or_else(|| set.pick(sni.as_deref()));
         let ok = ext::ssl_use_certificate(ssl, &ck.chain[0]).is_ok()
             && ck.chain[1..]
                 .iter()
@@ -178,4 +252,10 @@ impl TlsAccept for SniCallbacks {
             warn!("TLS: could not set the certificate for a handshake");
         }
     }
+}
+
+/// The ALPN choice of a TLS listener, in the server's order of preference:
+/// `acme-tls/1` (only ACME validators offer it), `h2`, `http/1.1`.
+pub fn select_alpn<'a>(_: &mut SslRef, client: &'a [u8]) -> Result<&'a [u8], AlpnError> {
+    select_next_proto(b"\x0aacme-tls/1\x02h2\x08http/1.1", client).ok_or(AlpnError::NOACK)
 }

@@ -22,6 +22,7 @@ use super::error::{ConfigError, ConfigErrors};
 use super::file::{Balance, LogFormat, MainFile, PathParams, RouteEntry, RouteFile, UpstreamFile};
 use super::yaml::MarkedDoc;
 use crate::access_log::{AccessLog, Destination};
+use crate::acme::Acme;
 use crate::auth::{ApiKeys, Auth, RoutePolicy};
 use crate::cors::Cors;
 use crate::dashboard::{Dashboard, RouteSeries};
@@ -182,6 +183,8 @@ pub struct Runtime {
     pub traces: Option<Arc<Exporter>>,
     /// The live dashboard's rings, with `dashboard.enabled`.
     pub dashboard: Option<Arc<Dashboard>>,
+    /// The ACME client and the certificates it obtained, with `acme`.
+    pub acme: Option<Arc<Acme>>,
     /// The consumers directory (watched for new files).
     pub consumers_dir: PathBuf,
     /// Where access-log lines go; `None` when `format: off`.
@@ -210,6 +213,8 @@ pub struct Fingerprints {
     pub limiter: u64,
     /// Each upstream's section.
     pub pools: HashMap<String, u64>,
+    /// `acme` and the `tokenginx` store it may keep certificates in.
+    pub acme: u64,
 }
 
 impl Runtime {
@@ -484,6 +489,8 @@ impl Compiler<'_> {
         let (routes, table) = self.routes(&parsed_routes, &inputs);
         let (api_keys, consumers_dir) = self.api_keys(&main, &base, &mut files);
         let traces = self.tracing(&main, metrics);
+        let acme_print = main.fingerprint(&["acme", "tokenginx"], "");
+        let acme = self.acme(&main, &server, &auth, metrics, acme_print);
         files.append(&mut self.extra_files);
         let running = self.previous.map_or(0, |p| p.routes.len());
         if routes.is_empty()
@@ -516,10 +523,12 @@ impl Compiler<'_> {
             consumers_dir,
             traces,
             dashboard,
+            acme,
             fingerprints: Fingerprints {
                 auth: auth_print,
                 limiter: limiter_print,
                 pools: pool_prints,
+                acme: acme_print,
             },
         })
     }

@@ -122,6 +122,9 @@ pub struct MainFile {
     /// The admin service's live dashboard.
     #[serde(default)]
     pub dashboard: DashboardFile,
+    /// Certificates ordered and renewed over ACME.
+    #[serde(default)]
+    pub acme: Option<super::acme_file::AcmeFile>,
     /// The gateway as the OAuth 2.1 client of every app.
     #[serde(default)]
     pub oauth: Option<OauthFile>,

@@ -3,8 +3,10 @@
 //! `compile` validates everything (collecting every error with file, line
 //! and key) and builds the runtime structures the request path uses.
 
+pub mod acme_file;
 pub mod auth_file;
 pub mod compile;
+mod compile_acme;
 mod compile_aggregate;
 mod compile_api_keys;
 mod compile_auth;

@@ -54,7 +54,20 @@ pub fn prepare(
             Some(Arc::new(log))
         }
     };
+    record_certificate_expiry(runtime, metrics);
     Ok(())
+}
+
+/// Sets `gatehouse_tls_certificate_expiry_timestamp_seconds` to the
+/// certificates `runtime` serves, forgetting names it no longer serves.
+fn record_certificate_expiry(runtime: &Runtime, metrics: &Metrics) {
+    let gauge = &metrics.tls_certificate_expiry;
+    gauge.reset();
+    let files = runtime.server.certs.values().flat_map(|set| set.expiries());
+    let acme = runtime.acme.iter().flat_map(|a| a.expiries());
+    for (name, at) in files.chain(acme) {
+        gauge.with_label_values(&[&name]).set(at);
+    }
 }
 
 /// Starts the background work of the parts `runtime` did not take over
@@ -74,6 +87,9 @@ pub fn activate(runtime: &Runtime, previous: Option<&Runtime>) {
     }
     if let Some(t) = &runtime.traces {
         t.start();
+    }
+    if let Some(a) = &runtime.acme {
+        a.start();
     }
     if let Some(d) = &runtime.dashboard {
         let names: Vec<&str> = runtime.routes.iter().map(|r| r.name.as_str()).collect();

@@ -73,6 +73,15 @@ pub async fn admit(session: &Session, ctx: &mut RequestCtx) -> Result<(), Reject
         trusted: is_trusted(&runtime.settings, peer),
         tls: ctx.tls,
     };
+    if let (Some(acme), Some(token)) = (
+        runtime.acme.as_deref(),
+        path.strip_prefix(crate::acme::CHALLENGE_PATH),
+    ) {
+        return Err(match acme.answer(token).await {
+            Some(answer) => Rejection::AcmeChallenge(answer),
+            None => Rejection::NoRoute,
+        });
+    }
     if let Some(oauth) = runtime.auth.oauth.as_deref() {
         if let Some(answer) = oauth_filters::endpoint(oauth, &from, &path).await {
             return Err(answer);

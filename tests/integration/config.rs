@@ -151,7 +151,7 @@ fn main_file_errors_are_all_reported() {
     );
     assert_eq!(
         errors("listeners: []\nroutes_dir: missing\ncolour: blue\n", &[]),
-        ["conf.yaml:3:1: `colour`: unknown field `colour`, expected one of `version`, `daemon`, `error_log`, `pid_file`, `upgrade_sock`, `user`, `group`, `threads`, `work_stealing`, `grace_period_seconds`, `graceful_shutdown_timeout_seconds`, `upstream_keepalive_pool_size`, `ca_file`, `listeners`, `admin`, `routes_dir`, `allow_empty_routes`, `trusted_proxies`, `forwarded_header`, `client_ip_header`, `security_headers`, `max_request_body_bytes`, `h2c`, `max_uri_bytes`, `path_params`, `max_header_bytes`, `client_body_timeout_ms`, `client_header_timeout_ms`, `keepalive_timeout_seconds`, `jwt`, `tokenginx`, `dns`, `api_keys`, `tracing`, `dashboard`, `oauth`, `rate_limit`, `access_log`, `forward_identity`"]
+        ["conf.yaml:3:1: `colour`: unknown field `colour`, expected one of `version`, `daemon`, `error_log`, `pid_file`, `upgrade_sock`, `user`, `group`, `threads`, `work_stealing`, `grace_period_seconds`, `graceful_shutdown_timeout_seconds`, `upstream_keepalive_pool_size`, `ca_file`, `listeners`, `admin`, `routes_dir`, `allow_empty_routes`, `trusted_proxies`, `forwarded_header`, `client_ip_header`, `security_headers`, `max_request_body_bytes`, `h2c`, `max_uri_bytes`, `path_params`, `max_header_bytes`, `client_body_timeout_ms`, `client_header_timeout_ms`, `keepalive_timeout_seconds`, `jwt`, `tokenginx`, `dns`, `api_keys`, `tracing`, `dashboard`, `acme`, `oauth`, `rate_limit`, `access_log`, `forward_identity`"]
     );
 }
 
@@ -295,6 +295,7 @@ fn readme_documents_every_config_key() {
         keys_at("listeners: []\nrate_limit: {zz_unknown: 1}\n", ""),
         keys_at("listeners: []\noauth: {issuer: a, client_id: b, zz_unknown: 1}\n", ""),
         keys_at("listeners: []\naccess_log: {zz_unknown: 1}\n", ""),
+        keys_at("listeners: []\nacme: {domains: [a.example.com], zz_unknown: 1}\n", ""),
         keys_at("listeners:\n  - {addr: 127.0.0.1:1, tls: {cert: a, key: b, certificates: [{cert: c, key: d, zz_unknown: 1}]}}\n", ""),
         vec!["key".to_string(), "rate".to_string(), "burst".to_string()],
     ];
@@ -523,5 +524,25 @@ fn dashboard_errors_name_their_keys() {
             .iter()
             .any(|e| e.contains("dashboard") && e.contains("routes")),
         "{unknown:?}"
+    );
+}
+
+#[test]
+fn acme_errors_name_their_keys() {
+    let main = "listeners:\n  - addr: 127.0.0.1:1\nacme:\n  directory_url: http://insecure.example/dir\n  contact: ops@example.com\n  domains: ['*.example.com', 'bad name', app.example.com, app.example.com]\n  storage: redis\n  renew_before_days: 0\n  retry_seconds: 0\n  challenge: tls-alpn-01\n";
+    let got = errors(main, &[]);
+    assert_errors_include(
+        &got,
+        &[
+            "`acme.directory_url`: `http://insecure.example/dir` is not an https URL",
+            "`acme.domains[0]`: `*.example.com`: wildcard certificates need the DNS-01 challenge",
+            "`acme.domains[1]`: `bad name` is not a DNS name",
+            "`acme.domains[3]`: `app.example.com` is listed twice",
+            "`acme.contact[0]`: `ops@example.com` is not a mailto: URL",
+            "`acme.renew_before_days`: must be between 1 and 365",
+            "`acme.retry_seconds`: must be between 1 and 86400",
+            "`acme.challenge`: tls-alpn-01 needs a TLS listener",
+            "`acme.storage`: `redis` keeps certificates in the TokenginX store",
+        ],
     );
 }

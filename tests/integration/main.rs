@@ -1,6 +1,8 @@
 //! Integration tests: the real `gatehouse` binary against real upstream
 //! servers on loopback ports chosen at run time.
 
+mod acme;
+mod acme_support;
 mod admin;
 mod aggregate;
 mod alerts;
