@@ -1264,6 +1264,7 @@ label = {
     "nginx-proxy": "nginx proxy",
     "gatehouse": "gatehouse",
     "gatehouse-traced": "gatehouse-traced (OTLP export of every request)",
+    "gatehouse-no-dashboard": "gatehouse-no-dashboard (dashboard: {enabled: false})",
     "gatehouse-auth": "gatehouse-auth (JWT + limit, local)",
     "gatehouse-api": "gatehouse-api (API key + CORS + rewrite + limit)",
     "gatehouse-session": "gatehouse-session (login cookie + limit, local)",
@@ -1360,6 +1361,12 @@ if "gatehouse" in targets:
         notes.append("Policy cost over the plain gatehouse route, CPU µs/req of the gateway "
                      "process (median over rounds of target minus gatehouse in the same round): "
                      + "; ".join(cost) + ".")
+if "gatehouse-no-dashboard" in targets and "gatehouse" in targets:
+    d = [-x for x in paired("gatehouse-no-dashboard", "cpu_us_per_req")]
+    notes.append(
+        "Dashboard cost (gatehouse minus gatehouse-no-dashboard in the same round, CPU µs/req of "
+        "the gateway process): %+.1f µs median (rounds: %s)."
+        % (statistics.median(d), ", ".join("%+.1f" % x for x in d)))
 if "gatehouse-traced" in targets and "gatehouse" in targets:
     d = paired("gatehouse-traced", "cpu_us_per_req")
     base_rps = {r["round"]: float(r["rps"]) for r in rounds if r["target"] == "gatehouse"}
