@@ -14,6 +14,7 @@
 //! | `rate_limit_local` | `LocalStore::decide` vs `pingora_limits::rate::Rate::observe`, one hot key and 100k keys |
 //! | `upstream_request` | `request_modifiers::prepare` on a typical browser request |
 //! | `access_log` | one 19-field `access_log::Line`, and `rfc3339_now` |
+//! | `dashboard` | `RouteSeries::record` of one request into the live dashboard's ring |
 
 use std::future::Future;
 use std::hint::black_box;
@@ -706,6 +707,22 @@ fn bench_access_log(c: &mut Criterion) {
     g.finish();
 }
 
+fn bench_dashboard(c: &mut Criterion) {
+    let dashboard = gatehouse::dashboard::Dashboard::new(100);
+    let series = dashboard.route("web");
+    let mut g = c.benchmark_group("dashboard");
+    g.bench_function("record", |b| {
+        b.iter(|| {
+            series.record(
+                black_box(Instant::now()),
+                black_box(Duration::from_micros(850)),
+                black_box(200),
+            )
+        })
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
     bench_routing,
@@ -714,6 +731,7 @@ criterion_group!(
     bench_tokenginx,
     bench_rate_limit,
     bench_upstream_request,
-    bench_access_log
+    bench_access_log,
+    bench_dashboard
 );
 criterion_main!(benches);
