@@ -124,12 +124,7 @@ impl Admin {
                 })
             })
             .collect();
-        let reload = self
-            .lifecycle
-            .last_reload
-            .lock()
-            .map(|r| r.clone())
-            .unwrap_or_else(|p| p.into_inner().clone());
+        let reload = self.lifecycle.last_reload();
         let jwks: Vec<Value> = rt
             .auth
             .jwks_status()
@@ -175,12 +170,7 @@ impl Admin {
     fn live(&self) -> Option<Value> {
         let rt = self.live.load();
         let dashboard = rt.dashboard.as_ref()?;
-        let reload = self
-            .lifecycle
-            .last_reload
-            .lock()
-            .map(|r| r.clone())
-            .unwrap_or_else(|p| p.into_inner().clone());
+        let reload = self.lifecycle.last_reload();
         Some(crate::dashboard::report::live(
             dashboard,
             &rt,

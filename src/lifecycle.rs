@@ -50,6 +50,14 @@ impl Lifecycle {
             }),
         }
     }
+
+    /// A copy of the last config load's outcome.
+    pub fn last_reload(&self) -> ReloadOutcome {
+        self.last_reload
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
 }
 
 impl Default for Lifecycle {

@@ -23,15 +23,15 @@ use crate::tls::CertKey;
 /// Longest one order may take, validation included.
 pub const DEADLINE: Duration = Duration::from_secs(300);
 
-/// Orders a certificate for `name`.
-pub async fn order(acme: &Acme, name: &str) -> Result<Stored, String> {
+/// Orders a certificate for `name`: as stored, and parsed for serving.
+pub async fn order(acme: &Acme, name: &str) -> Result<(Stored, CertKey), String> {
     match tokio::time::timeout(DEADLINE, order_inner(acme, name)).await {
         Ok(r) => r,
         Err(_) => Err(format!("no certificate within {} s", DEADLINE.as_secs())),
     }
 }
 
-async fn order_inner(acme: &Acme, name: &str) -> Result<Stored, String> {
+async fn order_inner(acme: &Acme, name: &str) -> Result<(Stored, CertKey), String> {
     let account = account(acme).await?;
     let ids = [Identifier::Dns(name.to_string())];
     let mut order = account
@@ -89,9 +89,11 @@ async fn order_inner(acme: &Acme, name: &str) -> Result<Stored, String> {
             .poll_certificate(&polling)
             .await
             .map_err(|e| format!("certificate: {e}"))?;
-        CertKey::from_pem(cert_pem.as_bytes(), key_pem.as_bytes())
+        let stored = Stored { cert_pem, key_pem };
+        let cert = stored
+            .cert_key()
             .map_err(|e| format!("issued certificate: {e}"))?;
-        Ok(Stored { cert_pem, key_pem })
+        Ok((stored, cert))
     }
     .await;
     for token in published {

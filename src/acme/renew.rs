@@ -20,7 +20,6 @@ use tokio::time::Instant;
 use super::order::{self, DEADLINE};
 use super::Acme;
 use crate::lifecycle::unix_now;
-use crate::tls::CertKey;
 
 /// The longest wait between looks at the storage.
 const CHECK_INTERVAL: Duration = Duration::from_secs(3600);
@@ -95,9 +94,8 @@ async fn step(acme: &Arc<Acme>, name: &str, state: &mut NameState) -> Instant {
         return Instant::now();
     }
     let result = match order::order(acme, name).await {
-        Ok(stored) => match acme.storage.save_certificate(name, &stored).await {
-            Ok(()) => CertKey::from_pem(stored.cert_pem.as_bytes(), stored.key_pem.as_bytes())
-                .map_err(|e| e.to_string()),
+        Ok((stored, cert)) => match acme.storage.save_certificate(name, &stored).await {
+            Ok(()) => Ok(cert),
             Err(e) => Err(format!("storage: {e}")),
         },
         Err(e) => Err(e),
@@ -147,7 +145,7 @@ async fn load_stored(acme: &Acme, name: &str) {
             return;
         }
     };
-    match CertKey::from_pem(stored.cert_pem.as_bytes(), stored.key_pem.as_bytes()) {
+    match stored.cert_key() {
         Ok(cert) => {
             let served = acme.certificate(name).map(|c| c.not_after());
             if served.is_none_or(|s| cert.not_after() > s) {

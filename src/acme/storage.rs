@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 
 use crate::lifecycle::unix_now;
+use crate::tls::{CertKey, PemError};
 
 /// Redis keys start with this.
 const PREFIX: &str = "gatehouse:acme:";
@@ -34,6 +35,13 @@ pub struct Stored {
     pub cert_pem: String,
     /// The private key (PKCS#8).
     pub key_pem: String,
+}
+
+impl Stored {
+    /// The chain and key, parsed and checked to belong together.
+    pub fn cert_key(&self) -> Result<CertKey, PemError> {
+        CertKey::from_pem(self.cert_pem.as_bytes(), self.key_pem.as_bytes())
+    }
 }
 
 /// The place ACME state is kept.
@@ -137,7 +145,7 @@ impl Storage {
     pub async fn lock(&self, name: &str, owner: &str, ttl: Duration) -> Result<bool, String> {
         match self {
             Storage::Files(dir) => {
-                let path = dir.join("locks").join(format!("{name}.lock"));
+                let path = lock_path(dir, name);
                 create_dir(&dir.join("locks"))?;
                 for _ in 0..2 {
                     let content = format!("{owner} {}", unix_now() + ttl.as_secs());
@@ -189,7 +197,7 @@ impl Storage {
     pub async fn unlock(&self, name: &str, owner: &str) -> Result<(), String> {
         match self {
             Storage::Files(dir) => {
-                let path = dir.join("locks").join(format!("{name}.lock"));
+                let path = lock_path(dir, name);
                 let held = std::fs::read_to_string(&path).unwrap_or_default();
                 if held.split(' ').next() == Some(owner) {
                     let _ = std::fs::remove_file(&path);
@@ -217,7 +225,7 @@ impl Storage {
         match self {
             Storage::Files(dir) => {
                 create_dir(&dir.join("challenges"))?;
-                write_private(&dir.join("challenges").join(token), answer.as_bytes())
+                write_private(&challenge_path(dir, token), answer.as_bytes())
             }
             Storage::Redis(_) => self
                 .redis_cmd(
@@ -235,13 +243,11 @@ impl Storage {
     /// The HTTP-01 answer of `token`, published by any instance.
     pub async fn challenge(&self, token: &str) -> Result<Option<String>, String> {
         match self {
-            Storage::Files(dir) => {
-                match std::fs::read_to_string(dir.join("challenges").join(token)) {
-                    Ok(a) => Ok(Some(a)),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                    Err(e) => Err(e.to_string()),
-                }
-            }
+            Storage::Files(dir) => match std::fs::read_to_string(challenge_path(dir, token)) {
+                Ok(a) => Ok(Some(a)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(e.to_string()),
+            },
             Storage::Redis(_) => self.redis_get(&format!("challenge:{token}")).await,
         }
     }
@@ -250,7 +256,7 @@ impl Storage {
     pub async fn withdraw_challenge(&self, token: &str) {
         match self {
             Storage::Files(dir) => {
-                let _ = std::fs::remove_file(dir.join("challenges").join(token));
+                let _ = std::fs::remove_file(challenge_path(dir, token));
             }
             Storage::Redis(_) => {
                 let _: Result<(), String> = self
@@ -300,6 +306,14 @@ fn cert_paths(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
         certs.join(format!("{name}.crt")),
         certs.join(format!("{name}.key")),
     )
+}
+
+fn lock_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join("locks").join(format!("{name}.lock"))
+}
+
+fn challenge_path(dir: &Path, token: &str) -> PathBuf {
+    dir.join("challenges").join(token)
 }
 
 fn account_path(dir: &Path, id: &str) -> PathBuf {

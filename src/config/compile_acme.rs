@@ -18,7 +18,7 @@ use crate::metrics::Metrics;
 use crate::routing::host::parse_authority;
 
 /// The most `renew_before_days` may say (certificates live 90 days or less).
-const MAX_RENEW_BEFORE_DAYS: u32 = 365;
+const MAX_RENEW_BEFORE_DAYS: u64 = 365;
 
 impl Compiler<'_> {
     /// The ACME client of `acme`, or `None` without the section.
@@ -106,16 +106,14 @@ impl Compiler<'_> {
                 ));
             }
         }
-        if a.renew_before_days == 0 || a.renew_before_days > MAX_RENEW_BEFORE_DAYS {
-            self.errors.push(main.err(
-                "acme.renew_before_days",
-                format!("must be between 1 and {MAX_RENEW_BEFORE_DAYS}"),
-            ));
-        }
-        if a.retry_seconds == 0 || a.retry_seconds > 86_400 {
-            self.errors
-                .push(main.err("acme.retry_seconds", "must be between 1 and 86400"));
-        }
+        self.bounded(
+            main,
+            "acme.renew_before_days",
+            u64::from(a.renew_before_days),
+            1,
+            MAX_RENEW_BEFORE_DAYS,
+        );
+        self.bounded(main, "acme.retry_seconds", a.retry_seconds, 1, 86_400);
         let (tls, plain) = server
             .listeners
             .iter()

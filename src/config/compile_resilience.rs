@@ -128,7 +128,7 @@ impl Compiler<'_> {
     }
 
     /// Records an error unless `min <= value <= max`.
-    fn bounded<T>(&mut self, f: &Parsed<T>, key: &str, value: u64, min: u64, max: u64) {
+    pub(super) fn bounded<T>(&mut self, f: &Parsed<T>, key: &str, value: u64, min: u64, max: u64) {
         if !(min..=max).contains(&value) {
             self.errors
                 .push(f.err(key, format!("must be between {min} and {max}")));
