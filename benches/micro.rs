@@ -13,6 +13,7 @@
 //! | `tokenginx` | `Tokenginx::session` answered from its cache, and the same lookup going to a real `redis-server` |
 //! | `rate_limit_local` | `LocalStore::decide` vs `pingora_limits::rate::Rate::observe`, one hot key and 100k keys |
 //! | `upstream_request` | `request_modifiers::prepare` on a typical browser request |
+//! | `downstream_response` | `response_modifiers::prepare` on a Next.js page's response head |
 //! | `access_log` | one 19-field `access_log::Line`, and `rfc3339_now` |
 //! | `dashboard` | `RouteSeries::record` of one request into the live dashboard's ring |
 
@@ -33,7 +34,7 @@ use openssl::ec::{EcGroup, EcKey};
 use openssl::nid::Nid;
 use openssl::pkey::PKey;
 use openssl::rsa::Rsa;
-use pingora_http::RequestHeader;
+use pingora_http::{RequestHeader, ResponseHeader};
 use serde_json::{json, Value};
 
 use gatehouse::access_log::{redacted_target, rfc3339_now, Line};
@@ -48,9 +49,15 @@ use gatehouse::limit::gcra::{Bucket, Decision};
 use gatehouse::limit::local::LocalStore;
 use gatehouse::metrics::Metrics;
 use gatehouse::proxy::request_modifiers::prepare;
+use gatehouse::proxy::response_modifiers;
 use gatehouse::proxy::RequestCtx;
 use gatehouse::routing::{normalize, RouteTable};
 use gatehouse::trace::TraceContext;
+
+/// The gateway's allocator (src/main.rs): allocation-heavy paths cost what
+/// they cost in the gateway.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const ISSUER: &str = "https://login.example.com/";
 const AUDIENCE: &str = "gatehouse";
@@ -579,6 +586,27 @@ fn browser_request(path: &str, token: Option<&str>) -> RequestHeader {
     r
 }
 
+/// A Next.js page's response head as it leaves the app's server.
+fn app_response() -> ResponseHeader {
+    let mut r = ResponseHeader::build(200, None).unwrap();
+    let headers: &[(&str, &str)] = &[
+        ("Server", "nginx/1.22.1"),
+        ("Date", "Thu, 03 Dec 2026 13:05:52 GMT"),
+        ("Content-Type", "text/html; charset=utf-8"),
+        ("Content-Length", "18342"),
+        ("Connection", "keep-alive"),
+        ("Keep-Alive", "timeout=5"),
+        ("X-Powered-By", "Next.js"),
+        ("ETag", "\"5f1a-18342\""),
+        ("Vary", "RSC, Next-Router-State-Tree, Accept-Encoding"),
+        ("Cache-Control", "private, no-cache, no-store, max-age=0"),
+    ];
+    for (k, v) in headers {
+        r.append_header(*k, *v).unwrap();
+    }
+    r
+}
+
 fn bench_upstream_request(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let rt = Arc::new(runtime(dir.path()));
@@ -601,6 +629,28 @@ fn bench_upstream_request(c: &mut Criterion) {
         ctx.identity = identity.map(Arc::new);
         ctx
     };
+
+    let public = &rt.routes[route_index("public")];
+    let request_id = gatehouse::trace::request_id(None);
+    let mut g = c.benchmark_group("downstream_response");
+    g.bench_function("prepare/next_js_page", |b| {
+        b.iter_batched_ref(
+            app_response,
+            |resp| {
+                response_modifiers::prepare(
+                    resp,
+                    &request_id,
+                    false,
+                    Some(public),
+                    None,
+                    &rt.settings,
+                )
+                .unwrap()
+            },
+            BatchSize::NumIterations(32),
+        )
+    });
+    g.finish();
 
     let mut g = c.benchmark_group("upstream_request");
     let cases = [

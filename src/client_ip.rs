@@ -19,6 +19,29 @@ use pingora_http::RequestHeader;
 
 use crate::config::Settings;
 
+/// `ip` as text, as its `Display` writes it; an IPv4 address (the common
+/// case, written for every request's X-Forwarded-For and log line) without
+/// the formatter's machinery, which costs more than the header it fills.
+pub fn ip_text(ip: IpAddr) -> String {
+    let IpAddr::V4(v4) = ip else {
+        return ip.to_string();
+    };
+    let mut out = String::with_capacity(15);
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        if octet >= 100 {
+            out.push(char::from(b'0' + octet / 100));
+        }
+        if octet >= 10 {
+            out.push(char::from(b'0' + octet / 10 % 10));
+        }
+        out.push(char::from(b'0' + octet % 10));
+    }
+    out
+}
+
 /// The client as far as the forwarding chain shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientIp {
@@ -112,6 +135,21 @@ fn parse_hop(text: &str) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ip_text_writes_what_display_writes() {
+        for ip in [
+            "0.0.0.0",
+            "9.10.99.100",
+            "203.0.113.255",
+            "255.255.255.255",
+            "2001:db8::1",
+            "::ffff:1.2.3.4",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_text(ip), ip.to_string());
+        }
+    }
     use crate::config::compile::parse_cidr;
 
     fn settings(trusted: &[&str], header: Option<&str>) -> Settings {

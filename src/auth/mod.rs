@@ -269,46 +269,9 @@ pub fn looks_like_jwt(token: &str) -> bool {
     token.bytes().filter(|&b| b == b'.').count() == 2 && token.starts_with("ey")
 }
 
-/// Removes every gateway-owned identity header from a client request,
-/// spelled with `-` or `_`, in any case.
-pub fn strip_identity_headers(req: &mut RequestHeader, owned: &[HeaderName]) {
-    for name in owned {
-        req.remove_header(name);
-    }
-    let underscored: Vec<HeaderName> = req
-        .headers
-        .keys()
-        .filter(|k| k.as_str().contains('_'))
-        .filter(|k| {
-            let dashed = k.as_str().replace('_', "-");
-            owned.iter().any(|o| o.as_str() == dashed)
-        })
-        .cloned()
-        .collect();
-    for name in underscored {
-        req.remove_header(&name);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn identity_headers_are_stripped_in_every_spelling() {
-        let mut r = RequestHeader::build("GET", b"/", None).unwrap();
-        for (k, v) in [
-            ("X-User-Id", "a"),
-            ("x_user_id", "b"),
-            ("X_User_Id", "c"),
-            ("x-user-idx", "keep"),
-        ] {
-            r.append_header(k.to_string(), v).unwrap();
-        }
-        strip_identity_headers(&mut r, &[HeaderName::from_static("x-user-id")]);
-        let left: Vec<&str> = r.headers.keys().map(|k| k.as_str()).collect();
-        assert_eq!(left, ["x-user-idx"]);
-    }
 
     #[test]
     fn jwt_shape() {

@@ -23,7 +23,7 @@ pub fn line(session: &Session, ctx: &RequestCtx, status: u16, redact: &[String])
             "client_ip",
             ctx.client_ip
                 .and_then(ClientIp::address)
-                .map(|ip| ip.to_string())
+                .map(crate::client_ip::ip_text)
                 .as_deref(),
         )
         .str("method", req.method.as_str())

@@ -17,6 +17,7 @@ pub mod aggregate;
 pub mod connection;
 pub mod ctx;
 pub mod fallback;
+pub mod header_sweep;
 pub mod log_line;
 pub mod oauth_filters;
 pub mod request_filters;

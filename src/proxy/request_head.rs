@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use pingora_core::protocols::l4::stream::Stream as PlainStream;
 use pingora_core::server::ShutdownWatch;
+use pingora_timeout::fast_timeout::fast_timeout;
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 use tokio::time::Instant;
 
@@ -159,9 +160,11 @@ pub async fn next_request<S: PutBack>(
         return Next::Closed;
     }
     let first = poll_fn(|cx| poll_first_bytes(stream, patience.h2, cx));
+    // Pingora's timer: armed only if the bytes are not there at the first
+    // poll, and shared by every wait that ends in the same 10 ms tick.
     let seen = tokio::select! {
         biased;
-        read = tokio::time::timeout(patience.idle, first) => match read {
+        read = fast_timeout(patience.idle, first) => match read {
             Ok(Ok(Some(seen))) => seen,
             _ => return Next::Closed,
         },

@@ -3,25 +3,15 @@
 use std::net::IpAddr;
 
 use http::header::{self, HeaderName};
-use http::{HeaderMap, HeaderValue};
+use http::HeaderValue;
 use pingora_core::Result;
 use pingora_http::RequestHeader;
 
 use super::ctx::RequestCtx;
-use crate::auth::strip_identity_headers;
-use crate::client_ip::is_trusted;
+use super::header_sweep::{connection_tokens, listed, pick};
+use crate::client_ip::{ip_text, is_trusted};
 use crate::config::{Route, Settings};
 use crate::oauth::OauthClient;
-
-/// Hop-by-hop headers (RFC 9110 §7.6.1) that never go upstream as the
-/// client sent them. `TE: trailers` survives: gRPC needs it.
-const HOP_BY_HOP: &[&str] = &[
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authorization",
-    "proxy-authenticate",
-    "trailer",
-];
 
 /// Rewrites `req` for the backend: path, hop-by-hop headers, identity
 /// headers (the client's copies always removed, the verified ones added),
@@ -39,14 +29,9 @@ pub fn prepare(
     if let Some(host) = &ctx.canonical_host {
         req.insert_header(header::HOST, host.clone())?;
     }
-    strip_hop_by_hop(req);
-    // The gateway answered the expectation itself (or ignored it, for
-    // HTTP/1.0): the body is on its way.
-    req.remove_header(&header::EXPECT);
-    join_cookies(req)?;
-    strip_identity_headers(req, identity_headers);
     let trusted = peer.is_some_and(|p| is_trusted(settings, p));
-    strip_spoofed_names(req, route, trusted);
+    strip_client_headers(req, identity_headers, &route.headers.request_set, trusted);
+    join_cookies(req)?;
     if let Some(identity) = &ctx.identity {
         for (name, value) in &identity.headers {
             req.insert_header(name.clone(), value.clone())?;
@@ -110,15 +95,14 @@ fn rewrite_path(req: &mut RequestHeader, ctx: &RequestCtx, route: &Route) -> Res
 }
 
 /// `Forwarded`: the `earlier` elements (a trusted peer's), then this hop's:
-/// `for=` the peer (IPv6 quoted in brackets), `host=` the canonical Host,
-/// `proto=`. One allocation.
+/// `for=` the peer (`peer`, its address as text; IPv6 quoted in brackets),
+/// `host=` the canonical Host, `proto=`. One allocation.
 fn forwarded_element(
     earlier: Option<&str>,
-    peer: Option<IpAddr>,
+    peer: Option<(IpAddr, &str)>,
     host: Option<&HeaderValue>,
     tls: bool,
 ) -> String {
-    use std::fmt::Write;
     let host = host.and_then(|h| h.to_str().ok());
     let mut out =
         String::with_capacity(earlier.map_or(0, |e| e.len() + 2) + 64 + host.map_or(0, str::len));
@@ -126,12 +110,18 @@ fn forwarded_element(
         out.push_str(e);
         out.push_str(", ");
     }
-    // Writing into a String cannot fail.
-    let _ = match peer {
-        Some(IpAddr::V6(v6)) => write!(out, "for=\"[{v6}]\""),
-        Some(ip) => write!(out, "for={ip}"),
-        None => write!(out, "for=unknown"),
-    };
+    match peer {
+        Some((IpAddr::V6(_), text)) => {
+            out.push_str("for=\"[");
+            out.push_str(text);
+            out.push_str("]\"");
+        }
+        Some((IpAddr::V4(_), text)) => {
+            out.push_str("for=");
+            out.push_str(text);
+        }
+        None => out.push_str("for=unknown"),
+    }
     if let Some(host) = host {
         out.push_str(";host=\"");
         out.push_str(host);
@@ -139,32 +129,6 @@ fn forwarded_element(
     }
     out.push_str(if tls { ";proto=https" } else { ";proto=http" });
     out
-}
-
-fn strip_hop_by_hop(req: &mut RequestHeader) {
-    let upgrade = req.headers.get(header::UPGRADE).is_some()
-        && connection_tokens(&req.headers).any(|t| t.eq_ignore_ascii_case("upgrade"));
-    let listed: Vec<HeaderName> = connection_tokens(&req.headers)
-        .filter(|t| !(upgrade && t.eq_ignore_ascii_case("upgrade")))
-        .filter_map(listed_header)
-        .collect();
-    for name in listed {
-        req.remove_header(&name);
-    }
-    for name in HOP_BY_HOP {
-        req.remove_header(*name);
-    }
-    let te_trailers_only = req
-        .headers
-        .get(header::TE)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    if !te_trailers_only {
-        req.remove_header(&header::TE);
-    }
-    if !upgrade {
-        req.remove_header(&header::CONNECTION);
-        req.remove_header(&header::UPGRADE);
-    }
 }
 
 /// Several `cookie` fields (how browsers send cookies over HTTP/2) become
@@ -188,91 +152,96 @@ fn join_cookies(req: &mut RequestHeader) -> Result<()> {
     req.insert_header(header::COOKIE, joined)
 }
 
-/// `Forwarded` (RFC 7239), named once.
-const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+/// `Forwarded` (RFC 7239), named once. Pingora's header maps take a
+/// name as text: a static one is neither copied nor allocated.
+const FORWARDED: &str = "forwarded";
 
-/// Headers the gateway sets on every upstream request.
-const GATEWAY_SET: [&str; 6] = [
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "forwarded",
-    "x-request-id",
-    "traceparent",
-];
+/// `X-Forwarded-For`, named once.
+const X_FORWARDED_FOR: &str = "x-forwarded-for";
 
-/// What only a trusted proxy may tell the upstream about the client or
-/// the original request: frameworks believe these (Spring prefers
-/// `Forwarded`, IIS and Symfony honour `X-Original-URL`), so an untrusted
-/// peer's copies are removed, in every spelling.
-const CLIENT_CLAIMS: [&str; 8] = [
-    "forwarded",
-    "x-real-ip",
-    "true-client-ip",
-    "x-client-ip",
-    "x-forwarded-port",
-    "x-forwarded-prefix",
-    "x-original-url",
-    "x-rewrite-url",
-];
+/// Whether `name` is a header the gateway sets on every upstream request.
+fn gateway_sets(name: &str) -> bool {
+    matches!(
+        name,
+        "x-forwarded-for"
+            | "x-forwarded-proto"
+            | "x-forwarded-host"
+            | "forwarded"
+            | "x-request-id"
+            | "traceparent"
+    )
+}
 
-/// Removes, in one pass over the request's header names (removing only
-/// what is there: most requests carry none of these), the client headers
-/// spelled with `_` that some upstreams read as the `-` header the gateway
-/// sets (`X_Forwarded_For`, `X_Request_Id`, a route's `request_set`
-/// names): SPEC §6, every injected header; and, from an untrusted peer,
-/// [`CLIENT_CLAIMS`] in either spelling.
-fn strip_spoofed_names(req: &mut RequestHeader, route: &Route, trusted: bool) {
-    let spoofed: Vec<HeaderName> = req
+/// Whether `name` is what only a trusted proxy may tell the upstream about
+/// the client or the original request: frameworks believe these (Spring
+/// prefers `Forwarded`, IIS and Symfony honour `X-Original-URL`), so an
+/// untrusted peer's copies are removed, in every spelling.
+fn client_claims(name: &str) -> bool {
+    matches!(
+        name,
+        "forwarded"
+            | "x-real-ip"
+            | "true-client-ip"
+            | "x-client-ip"
+            | "x-forwarded-port"
+            | "x-forwarded-prefix"
+            | "x-original-url"
+            | "x-rewrite-url"
+    )
+}
+
+/// Removes, in one pass over the request's header names, what the client
+/// may not send upstream:
+/// - hop-by-hop headers (RFC 9110 §7.6.1) and those `Connection` lists;
+///   `Connection`/`Upgrade` stay on an upgrade, `TE: trailers` stays (gRPC
+///   needs it);
+/// - `Expect`: the gateway answered the expectation itself (or ignored it,
+///   for HTTP/1.0), the body is on its way;
+/// - the identity headers the gateway owns, and every header it sets (its
+///   own and the route's `request_set`), also spelled with `_` (which
+///   some upstreams read as `-`): SPEC §6;
+/// - from an untrusted peer, [`client_claims`] in either spelling.
+fn strip_client_headers(
+    req: &mut RequestHeader,
+    identity_headers: &[HeaderName],
+    route_set: &[(HeaderName, HeaderValue)],
+    trusted: bool,
+) {
+    let tokens = connection_tokens(&req.headers);
+    let upgrade = req.headers.contains_key(header::UPGRADE)
+        && tokens.iter().any(|t| t.eq_ignore_ascii_case("upgrade"));
+    let te_trailers_only = req
         .headers
-        .keys()
-        .filter(|k| {
-            let name = k.as_str();
-            if !name.contains('_') {
-                return !trusted && CLIENT_CLAIMS.contains(&name);
+        .get(header::TE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    let doomed = pick(&req.headers, |name| {
+        let n = name.as_str();
+        match n {
+            "keep-alive"
+            | "proxy-connection"
+            | "proxy-authorization"
+            | "proxy-authenticate"
+            | "trailer"
+            | "expect" => true,
+            "te" => !te_trailers_only || listed(n, &tokens),
+            "connection" | "upgrade" => !upgrade,
+            _ if client_claims(n) => !trusted || listed(n, &tokens),
+            // Rare: the names it may stand for are spelled out to compare.
+            _ if n.contains('_') => {
+                let dashed = n.replace('_', "-");
+                let d = dashed.as_str();
+                gateway_sets(d)
+                    || (!trusted && client_claims(d))
+                    || identity_headers.iter().any(|o| o.as_str() == d)
+                    || route_set.iter().any(|(o, _)| o.as_str() == d)
             }
-            let dashed = name.replace('_', "-");
-            GATEWAY_SET.contains(&dashed.as_str())
-                || (!trusted && CLIENT_CLAIMS.contains(&dashed.as_str()))
-                || route
-                    .headers
-                    .request_set
-                    .iter()
-                    .any(|(n, _)| n.as_str() == dashed)
-        })
-        .cloned()
-        .collect();
-    for name in spoofed {
-        req.remove_header(&name);
+            _ => identity_headers.contains(name) || listed(n, &tokens),
+        }
+    });
+    for name in &doomed {
+        req.remove_header(name);
     }
 }
-
-/// Framing headers are Pingora's to manage, never removed by name games.
-fn is_framing(name: &HeaderName) -> bool {
-    name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING || name == header::HOST
-}
-
-/// The header a `Connection` token names, if it is one to remove: not a
-/// framing header, and not the `close`/`keep-alive` options every browser
-/// sends (checked first, so the common request parses no name).
-pub(super) fn listed_header(token: &str) -> Option<HeaderName> {
-    if token.eq_ignore_ascii_case("close") || token.eq_ignore_ascii_case("keep-alive") {
-        return None;
-    }
-    HeaderName::try_from(token).ok().filter(|n| !is_framing(n))
-}
-
-/// The header names listed in `Connection` (RFC 9110 §7.6.1).
-pub(super) fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-}
-
 /// X-Forwarded-For/-Proto/-Host and `Forwarded` (RFC 7239). A trusted
 /// peer's chain is extended; an untrusted peer's claims are replaced by
 /// what the gateway saw.
@@ -283,28 +252,36 @@ fn forwarded_headers(
     peer: Option<IpAddr>,
     trusted: bool,
 ) -> Result<()> {
+    let peer_text = peer.map(ip_text).unwrap_or_default();
     if settings.forwarded_header {
         let earlier = req
             .headers
             .get(FORWARDED)
             .filter(|_| trusted)
             .and_then(|v| v.to_str().ok());
-        let value = forwarded_element(earlier, peer, req.headers.get(header::HOST), ctx.tls);
+        let this_hop = peer.map(|p| (p, peer_text.as_str()));
+        let value = forwarded_element(earlier, this_hop, req.headers.get(header::HOST), ctx.tls);
         req.insert_header(FORWARDED, value)?;
     }
-    let peer_text = peer.map(|p| p.to_string()).unwrap_or_default();
-    let existing: Vec<String> = req
+    let mut earlier = req
         .headers
-        .get_all("x-forwarded-for")
+        .get_all(X_FORWARDED_FOR)
         .iter()
-        .filter_map(|v| v.to_str().ok().map(str::to_string))
-        .collect();
-    let xff = if trusted && !existing.is_empty() {
-        format!("{}, {peer_text}", existing.join(", "))
+        .filter(|_| trusted)
+        .filter_map(|v| v.to_str().ok())
+        .peekable();
+    let xff = if earlier.peek().is_some() {
+        let mut chain = String::with_capacity(64);
+        for hop in earlier {
+            chain.push_str(hop);
+            chain.push_str(", ");
+        }
+        chain.push_str(&peer_text);
+        chain
     } else {
         peer_text
     };
-    req.insert_header("x-forwarded-for", xff)?;
+    req.insert_header(X_FORWARDED_FOR, xff)?;
     if !(trusted && req.headers.contains_key("x-forwarded-proto")) {
         let proto = HeaderValue::from_static(if ctx.tls { "https" } else { "http" });
         req.insert_header("x-forwarded-proto", proto)?;
@@ -320,4 +297,70 @@ fn forwarded_headers(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The names left after [`strip_client_headers`] of `sent`.
+    fn left_after(sent: &[(&str, &str)], trusted: bool) -> Vec<String> {
+        let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+        for (k, v) in sent {
+            r.append_header(k.to_string(), *v).unwrap();
+        }
+        let identity = [HeaderName::from_static("x-user-id")];
+        let set = [(
+            HeaderName::from_static("x-tenant"),
+            HeaderValue::from_static("a"),
+        )];
+        strip_client_headers(&mut r, &identity, &set, trusted);
+        let mut left: Vec<String> = r.headers.keys().map(|k| k.to_string()).collect();
+        left.sort();
+        left
+    }
+
+    #[test]
+    fn identity_and_gateway_headers_go_in_every_spelling() {
+        let sent = [
+            ("X-User-Id", "a"),
+            ("x_user_id", "b"),
+            ("X_User_Id", "c"),
+            ("x-user-idx", "keep"),
+            ("X_Forwarded_For", "1.2.3.4"),
+            ("x_request_id", "r"),
+            ("X_Tenant", "evil"),
+            ("x-real-ip", "1.2.3.4"),
+            ("Forwarded", "for=1.2.3.4"),
+            ("x_original_url", "/admin"),
+        ];
+        assert_eq!(left_after(&sent, false), ["x-user-idx"]);
+        assert_eq!(
+            left_after(&sent, true),
+            ["forwarded", "x-real-ip", "x-user-idx", "x_original_url"],
+            "a trusted proxy may tell where the client is"
+        );
+    }
+
+    #[test]
+    fn hop_by_hop_headers_go_unless_an_upgrade_keeps_them() {
+        let sent = [
+            ("Connection", "keep-alive, X-Hop, Content-Length"),
+            ("X-Hop", "1"),
+            ("Keep-Alive", "timeout=5"),
+            ("Proxy-Authorization", "Basic eA=="),
+            ("TE", "gzip"),
+            ("Expect", "100-continue"),
+            ("Content-Length", "0"),
+            ("Accept", "*/*"),
+        ];
+        assert_eq!(left_after(&sent, false), ["accept", "content-length"]);
+        let upgrade = [
+            ("Connection", "Upgrade, X-Hop"),
+            ("Upgrade", "websocket"),
+            ("X-Hop", "1"),
+            ("TE", "trailers"),
+        ];
+        assert_eq!(left_after(&upgrade, false), ["connection", "te", "upgrade"]);
+    }
 }

@@ -1,11 +1,11 @@
 //! `response_filter`'s edits: what the client receives.
 
-use http::header::{self, HeaderName};
+use http::header;
 use http::{HeaderValue, StatusCode};
 use pingora_core::Result;
 use pingora_http::ResponseHeader;
 
-use super::request_modifiers::{connection_tokens, listed_header};
+use super::header_sweep::{connection_tokens, listed, pick};
 use crate::config::{Route, Settings};
 
 /// HSTS sent on TLS listeners: one year, subdomains included.
@@ -23,11 +23,9 @@ pub fn prepare(
     settings: &Settings,
 ) -> Result<()> {
     normalize_framing(resp)?;
-    strip_hop_by_hop(resp);
-    resp.remove_header("server");
-    resp.remove_header("x-powered-by");
+    let has = strip_hop_by_hop(resp);
     if settings.security_headers {
-        add_security_headers(resp, tls)?;
+        add_missing(resp, tls, has)?;
     }
     resp.insert_header("x-request-id", request_id)?;
     if let Some(route) = route {
@@ -106,39 +104,82 @@ fn normalize_framing(resp: &mut ResponseHeader) -> Result<()> {
     resp.insert_header(header::CONTENT_LENGTH, value)
 }
 
-/// `Keep-Alive: timeout=5` and the like describe the gateway's connection
-/// to the upstream, not the client's (RFC 9110 §7.6.1). Pingora writes the
-/// client's own `Connection`; a 101 keeps `Connection: upgrade`/`Upgrade`.
-fn strip_hop_by_hop(resp: &mut ResponseHeader) {
-    if resp.status != StatusCode::SWITCHING_PROTOCOLS {
-        let listed: Vec<HeaderName> = connection_tokens(&resp.headers)
-            .filter_map(listed_header)
-            .collect();
-        for name in listed {
-            resp.remove_header(&name);
-        }
-        resp.remove_header(&header::UPGRADE);
+/// The security headers the gateway adds when the app did not set them:
+/// nosniff, frame-options, referrer-policy, and HSTS (sent on TLS only,
+/// the last).
+const SECURITY_HEADERS: [(&str, &str); 4] = [
+    ("x-content-type-options", "nosniff"),
+    ("x-frame-options", "SAMEORIGIN"),
+    ("referrer-policy", "strict-origin-when-cross-origin"),
+    ("strict-transport-security", HSTS),
+];
+
+/// Which of [`SECURITY_HEADERS`] a response has, one bit each.
+#[derive(Clone, Copy, Default)]
+pub struct SecurityHeaders(u8);
+
+impl SecurityHeaders {
+    /// The bit of the security header `name`, if it is one.
+    fn bit(name: &str) -> u8 {
+        SECURITY_HEADERS
+            .iter()
+            .position(|(n, _)| *n == name)
+            .map_or(0, |i| 1 << i)
     }
-    resp.remove_header("keep-alive");
-    resp.remove_header("proxy-connection");
 }
 
-/// nosniff, frame-options, referrer-policy, and HSTS on TLS; an app's own
-/// choice of any of them is kept.
-pub fn add_security_headers(resp: &mut ResponseHeader, tls: bool) -> Result<()> {
-    const DEFAULTS: [(&str, &str); 4] = [
-        ("x-content-type-options", "nosniff"),
-        ("x-frame-options", "SAMEORIGIN"),
-        ("referrer-policy", "strict-origin-when-cross-origin"),
-        ("strict-transport-security", HSTS),
-    ];
+/// Removes, in one pass over the response's header names, the upstream
+/// connection's hop-by-hop headers (`Keep-Alive: timeout=5` and the like
+/// describe the gateway's connection to the upstream, not the client's,
+/// RFC 9110 §7.6.1) and the headers that advertise the stack (`Server`,
+/// `X-Powered-By`). Pingora writes the client's own `Connection`; a 101
+/// keeps `Connection: upgrade`/`Upgrade`. Returns the security headers the
+/// app set, seen on the way.
+fn strip_hop_by_hop(resp: &mut ResponseHeader) -> SecurityHeaders {
+    let upgraded = resp.status == StatusCode::SWITCHING_PROTOCOLS;
+    let tokens = if upgraded {
+        Vec::new()
+    } else {
+        connection_tokens(&resp.headers)
+    };
+    let mut has = SecurityHeaders::default();
+    let doomed = pick(&resp.headers, |name| {
+        let n = name.as_str();
+        match n {
+            "keep-alive" | "proxy-connection" | "server" | "x-powered-by" => true,
+            "upgrade" => !upgraded,
+            _ => {
+                has.0 |= SecurityHeaders::bit(n);
+                listed(n, &tokens)
+            }
+        }
+    });
+    for name in &doomed {
+        resp.remove_header(name);
+    }
+    has
+}
+
+/// Adds the [`SECURITY_HEADERS`] that `has` does not hold (HSTS only on
+/// TLS): an app's own choice of any of them is kept.
+fn add_missing(resp: &mut ResponseHeader, tls: bool, has: SecurityHeaders) -> Result<()> {
     let count = if tls { 4 } else { 3 };
-    for (name, value) in &DEFAULTS[..count] {
-        if !resp.headers.contains_key(*name) {
+    for (i, (name, value)) in SECURITY_HEADERS[..count].iter().enumerate() {
+        if has.0 & (1 << i) == 0 {
             resp.insert_header(*name, HeaderValue::from_static(value))?;
         }
     }
     Ok(())
+}
+
+/// [`SECURITY_HEADERS`] on a response the gateway wrote itself, keeping
+/// any it set already.
+pub fn add_security_headers(resp: &mut ResponseHeader, tls: bool) -> Result<()> {
+    let mut has = SecurityHeaders::default();
+    for name in resp.headers.keys() {
+        has.0 |= SecurityHeaders::bit(name.as_str());
+    }
+    add_missing(resp, tls, has)
 }
 
 #[cfg(test)]
@@ -163,5 +204,37 @@ mod tests {
         r.insert_header("upgrade", "websocket").unwrap();
         strip_hop_by_hop(&mut r);
         assert_eq!(r.headers["upgrade"], "websocket");
+    }
+
+    #[test]
+    fn security_headers_fill_in_what_the_app_left_out() {
+        let mut r = ResponseHeader::build(200, None).unwrap();
+        r.insert_header("Server", "nginx/1.22").unwrap();
+        r.insert_header("X-Powered-By", "Next.js").unwrap();
+        r.insert_header("X-Frame-Options", "DENY").unwrap();
+        let has = strip_hop_by_hop(&mut r);
+        add_missing(&mut r, false, has).unwrap();
+        assert!(r.headers.get("server").is_none());
+        assert!(r.headers.get("x-powered-by").is_none());
+        assert_eq!(
+            r.headers["x-frame-options"], "DENY",
+            "the app's choice stays"
+        );
+        assert_eq!(r.headers["x-content-type-options"], "nosniff");
+        assert_eq!(
+            r.headers["referrer-policy"],
+            "strict-origin-when-cross-origin"
+        );
+        assert!(
+            r.headers.get("strict-transport-security").is_none(),
+            "not on plain HTTP"
+        );
+
+        let mut r = ResponseHeader::build(403, None).unwrap();
+        r.insert_header("referrer-policy", "no-referrer").unwrap();
+        add_security_headers(&mut r, true).unwrap();
+        assert_eq!(r.headers["referrer-policy"], "no-referrer");
+        assert_eq!(r.headers["strict-transport-security"], HSTS);
+        assert_eq!(r.headers.len(), 4);
     }
 }

@@ -50,7 +50,7 @@ pub fn export(exporter: &Exporter, session: &Session, ctx: &RequestCtx, status: 
         attrs.push(("server.address", Attr::Str(h.to_string())));
     }
     if let Some(ip) = ctx.client_ip.and_then(crate::client_ip::ClientIp::address) {
-        attrs.push(("client.address", Attr::Str(ip.to_string())));
+        attrs.push(("client.address", Attr::Str(crate::client_ip::ip_text(ip))));
     }
     let name = match route {
         Some(r) => format!("{method} {}", r.prefix),
@@ -73,9 +73,15 @@ pub fn export(exporter: &Exporter, session: &Session, ctx: &RequestCtx, status: 
         let last = i + 1 == attempts.len();
         let mut attrs = vec![
             ("http.request.method", Attr::Str(method.clone())),
-            ("server.address", Attr::Str(addr.ip().to_string())),
+            (
+                "server.address",
+                Attr::Str(crate::client_ip::ip_text(addr.ip())),
+            ),
             ("server.port", Attr::Int(addr.port().into())),
-            ("network.peer.address", Attr::Str(addr.ip().to_string())),
+            (
+                "network.peer.address",
+                Attr::Str(crate::client_ip::ip_text(addr.ip())),
+            ),
             ("network.peer.port", Attr::Int(addr.port().into())),
         ];
         if i > 0 {
