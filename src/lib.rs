@@ -60,6 +60,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use openssl::ssl::SslMode;
 use pingora_core::apps::HttpServerOptions;
 use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
@@ -100,11 +101,13 @@ const PLAIN_BUFFERS: L4BufferSettings = L4BufferSettings {
     write: None,
 };
 
-/// Socket buffers of a TLS listener: OpenSSL reads a record header and then
-/// its body, so a buffer of one full TLS record (16 KiB plus overhead) saves
-/// a syscall per record without the 64 KiB default.
+/// Socket buffers of a TLS listener: none either. OpenSSL reads ahead into
+/// its own record buffer (one syscall per read, not one for a record's
+/// header and one for its body), and gives that buffer back whenever it
+/// is empty (`SSL_MODE_RELEASE_BUFFERS`), so an idle TLS connection holds
+/// neither a socket buffer nor OpenSSL's 2 × 17 KiB.
 const TLS_BUFFERS: L4BufferSettings = L4BufferSettings {
-    read: Some(17 * 1024),
+    read: Some(0),
     write: None,
 };
 
@@ -215,6 +218,8 @@ pub fn build_server(conf_path: &Path, flags: RunFlags) -> Result<Server, ConfigE
                     )])
                 })?;
                 tls.set_alpn_select_callback(crate::tls::select_alpn);
+                tls.set_read_ahead(true);
+                tls.set_mode(SslMode::RELEASE_BUFFERS);
                 proxy.add_listener(ListenerConfig::tcp(addr).tls(tls).l4_buffer(TLS_BUFFERS));
             }
         }
