@@ -60,7 +60,8 @@ pub fn unframe_for_http10(resp: &mut ResponseHeader, method: &http::Method) -> b
 
 /// The upstream's framing headers as the client may receive them: a 1xx
 /// or 204 has no body, so no `Transfer-Encoding` (and a 204 no
-/// `Content-Length`, RFC 9110 §8.6); repeated identical `Content-Length`
+/// `Content-Length`, RFC 9110 §8.6); `Transfer-Encoding: identity` (no
+/// coding at all; the length framed the body) is dropped; repeated identical `Content-Length`
 /// values (`5` twice, or `5, 5`) become one, which Node's parser and HTTP/2
 /// clients insist on; differing ones are a 502, never forwarded.
 fn normalize_framing(resp: &mut ResponseHeader) -> Result<()> {
@@ -70,6 +71,9 @@ fn normalize_framing(resp: &mut ResponseHeader) -> Result<()> {
             resp.remove_header(&header::CONTENT_LENGTH);
         }
         return Ok(());
+    }
+    if is_identity_only(resp) {
+        resp.remove_header(&header::TRANSFER_ENCODING);
     }
     let mut values = resp.headers.get_all(header::CONTENT_LENGTH).iter();
     let (Some(first), second) = (values.next(), values.next()) else {
@@ -102,6 +106,22 @@ fn normalize_framing(resp: &mut ResponseHeader) -> Result<()> {
         )
     })?;
     resp.insert_header(header::CONTENT_LENGTH, value)
+}
+
+/// Whether the response's only transfer coding is `identity`, which
+/// changes nothing (RFC 2616 §3.6; no longer registered since RFC 7230).
+fn is_identity_only(resp: &ResponseHeader) -> bool {
+    let mut values = resp
+        .headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .peekable();
+    values.peek().is_some()
+        && values.all(|v| {
+            v.as_bytes()
+                .split(|&b| b == b',')
+                .all(|t| t.trim_ascii().eq_ignore_ascii_case(b"identity"))
+        })
 }
 
 /// The security headers the gateway adds when the app did not set them:

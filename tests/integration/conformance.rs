@@ -118,6 +118,60 @@ async fn a_204_carries_no_framing_headers() {
     assert_eq!(count(&r, "content-length"), 0, "{r:?}");
 }
 
+/// A server that answers the first request of each connection with
+/// `response` and then holds the connection open (for 30 s) without
+/// closing it.
+fn holding_upstream(response: &'static [u8]) -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let mut head = Vec::new();
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = conn.write_all(response);
+                std::thread::sleep(Duration::from_secs(30));
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn transfer_encoding_identity_is_framed_by_its_content_length() {
+    for response in [
+        &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: identity\r\nContent-Length: 5\r\n\r\nhello"[..],
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: Identity\r\n\r\nhello",
+    ] {
+        let up = holding_upstream(response);
+        let routes = route_file(
+            &[up],
+            "retries: 0\nhealth_check: {interval_ms: 3600000}",
+            &[("all", "/", "")],
+        );
+        let gw = Gateway::start("", &[("r.yaml", &routes)]);
+        // The upstream never closes: a gateway that read the body until
+        // close would answer nothing before the client's 10 s give up.
+        let mut s = TcpStream::connect(gw.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+        let head = read_head(&mut s).to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 200 "), "{head}");
+        assert!(head.contains("content-length: 5\r\n"), "{head}");
+        assert!(!head.contains("transfer-encoding"), "{head}");
+        let mut body = [0u8; 5];
+        s.read_exact(&mut body).unwrap();
+        assert_eq!(&body, b"hello");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_http10_upstream_is_answered_in_the_gateways_own_version() {
     let gw = gateway_before(b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nhello");
