@@ -163,14 +163,11 @@ impl Metrics {
         let latency = |name: &str, help: &str| {
             HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec())
         };
-        let requests = IntCounterVec::new(
-            Opts::new(
-                "gatehouse_requests_total",
-                "Requests answered, by route, method and status.",
-            ),
+        let requests = counter_vec(
+            "gatehouse_requests_total",
+            "Requests answered, by route, method and status.",
             &["route", "method", "status"],
-        )
-        .expect("valid metric");
+        );
         let request_duration = HistogramVec::new(
             latency(
                 "gatehouse_request_duration_seconds",
@@ -195,22 +192,16 @@ impl Metrics {
             &["upstream", "backend"],
         )
         .expect("valid metric");
-        let upstream_retries = IntCounterVec::new(
-            Opts::new(
-                "gatehouse_upstream_retries_total",
-                "Attempts retried under the upstream's retry policy, by what failed.",
-            ),
+        let upstream_retries = counter_vec(
+            "gatehouse_upstream_retries_total",
+            "Attempts retried under the upstream's retry policy, by what failed.",
             &["upstream", "reason"],
-        )
-        .expect("valid metric");
-        let upstream_retry_overflow = IntCounterVec::new(
-            Opts::new(
-                "gatehouse_upstream_retry_overflow_total",
-                "Retries the policy allowed but the retry budget refused.",
-            ),
+        );
+        let upstream_retry_overflow = counter_vec(
+            "gatehouse_upstream_retry_overflow_total",
+            "Retries the policy allowed but the retry budget refused.",
             &["upstream"],
-        )
-        .expect("valid metric");
+        );
         let circuit_state = IntGaugeVec::new(
             Opts::new(
                 "gatehouse_circuit_state",
@@ -219,43 +210,27 @@ impl Metrics {
             &["upstream", "backend"],
         )
         .expect("valid metric");
-        let circuit_transitions = IntCounterVec::new(
-            Opts::new(
-                "gatehouse_circuit_transitions_total",
-                "Circuit breaker transitions of each backend, by the state entered.",
-            ),
+        let circuit_transitions = counter_vec(
+            "gatehouse_circuit_transitions_total",
+            "Circuit breaker transitions of each backend, by the state entered.",
             &["upstream", "backend", "to"],
-        )
-        .expect("valid metric");
-        let upstream_shed = IntCounterVec::new(
-            Opts::new(
-                "gatehouse_upstream_shed_total",
-                "Requests answered 503 at once because the upstream was at max_in_flight (or every backend at max_in_flight_per_backend).",
-            ),
-            &["upstream"],
-        )
-        .expect("valid metric");
-        let dns_resolutions = IntCounterVec::new(
-            Opts::new(
-                "gatehouse_dns_resolutions_total",
-                "DNS resolutions of backends given by name, by upstream and result (ok, error, empty).",
-            ),
+        );
+        let upstream_shed = counter_vec("gatehouse_upstream_shed_total", "Requests answered 503 at once because the upstream was at max_in_flight (or every backend at max_in_flight_per_backend).", &["upstream"]);
+        let dns_resolutions = counter_vec(
+            "gatehouse_dns_resolutions_total",
+            "DNS resolutions of backends given by name, by upstream and result (ok, error, empty).",
             &["upstream", "result"],
-        )
-        .expect("valid metric");
+        );
         let trace_spans_dropped = IntCounter::new(
             "gatehouse_trace_spans_dropped_total",
             "Spans dropped because the export queue was full.",
         )
         .expect("valid metric");
-        let trace_exports = IntCounterVec::new(
-            Opts::new(
-                "gatehouse_trace_exports_total",
-                "OTLP trace export requests, by result (ok, error).",
-            ),
+        let trace_exports = counter_vec(
+            "gatehouse_trace_exports_total",
+            "OTLP trace export requests, by result (ok, error).",
             &["result"],
-        )
-        .expect("valid metric");
+        );
         for r in ["ok", "error"] {
             trace_exports.with_label_values(&[r]);
         }
@@ -267,62 +242,40 @@ impl Metrics {
             &["name"],
         )
         .expect("valid metric");
-        let acme_orders = IntCounterVec::new(
-            Opts::new(
-                "gatehouse_acme_orders_total",
-                "ACME certificate orders, by result (issued, failed).",
-            ),
+        let acme_orders = counter_vec(
+            "gatehouse_acme_orders_total",
+            "ACME certificate orders, by result (issued, failed).",
             &["result"],
-        )
-        .expect("valid metric");
+        );
         for r in ["issued", "failed"] {
             acme_orders.with_label_values(&[r]);
         }
-        let aggregate_parts = IntCounterVec::new(
-            Opts::new(
-                "gatehouse_aggregate_parts_total",
-                "Parts of aggregated answers, by route, part and result (ok, error, timeout).",
-            ),
+        let aggregate_parts = counter_vec(
+            "gatehouse_aggregate_parts_total",
+            "Parts of aggregated answers, by route, part and result (ok, error, timeout).",
             &["route", "part", "result"],
-        )
-        .expect("valid metric");
-        let fallbacks = IntCounterVec::new(
-            Opts::new(
-                "gatehouse_fallbacks_total",
-                "Degraded answers served in place of an upstream failure, by route and the error code replaced.",
-            ),
-            &["route", "reason"],
-        )
-        .expect("valid metric");
-        let upstream_panic = IntCounterVec::new(
-            Opts::new(
-                "gatehouse_upstream_panic_total",
-                "Requests sent to a pool with no healthy backend (tried anyway: panic mode).",
-            ),
+        );
+        let fallbacks = counter_vec("gatehouse_fallbacks_total", "Degraded answers served in place of an upstream failure, by route and the error code replaced.", &["route", "reason"]);
+        let upstream_panic = counter_vec(
+            "gatehouse_upstream_panic_total",
+            "Requests sent to a pool with no healthy backend (tried anyway: panic mode).",
             &["upstream"],
-        )
-        .expect("valid metric");
-        let local_errors = IntCounterVec::new(
-            Opts::new(
-                "gatehouse_local_errors_total",
-                "Upstream connects that failed on the gateway's side, by kind.",
-            ),
+        );
+        let local_errors = counter_vec(
+            "gatehouse_local_errors_total",
+            "Upstream connects that failed on the gateway's side, by kind.",
             &["kind"],
-        )
-        .expect("valid metric");
-        let client_timeouts = IntCounterVec::new(
-            Opts::new(
-                "gatehouse_client_timeouts_total",
-                "Requests answered 408 because the client sent them too slowly, by phase.",
-            ),
+        );
+        let client_timeouts = counter_vec(
+            "gatehouse_client_timeouts_total",
+            "Requests answered 408 because the client sent them too slowly, by phase.",
             &["phase"],
-        )
-        .expect("valid metric");
-        let config_reloads = IntCounterVec::new(
-            Opts::new("gatehouse_config_reloads_total", "Config loads, by result."),
+        );
+        let config_reloads = counter_vec(
+            "gatehouse_config_reloads_total",
+            "Config loads, by result.",
             &["result"],
-        )
-        .expect("valid metric");
+        );
         let config_last_reload_success = IntGauge::new(
             "gatehouse_config_last_reload_success",
             "1 when the last config load succeeded, else 0.",
@@ -333,74 +286,45 @@ impl Metrics {
             "Time from reading the config files to serving them, for successful reloads.",
         ))
         .expect("valid metric");
-        let auth_failures = IntCounterVec::new(
-            Opts::new(
-                "gatehouse_auth_failures_total",
-                "Refused authentications, by route and reason.",
-            ),
+        let auth_failures = counter_vec(
+            "gatehouse_auth_failures_total",
+            "Refused authentications, by route and reason.",
             &["route", "reason"],
-        )
-        .expect("valid metric");
+        );
         let auth_allowed_on_error = IntCounter::new(
             "gatehouse_auth_allowed_on_error_total",
             "Requests let through because TokenginX failed and on_error is allow.",
         )
         .expect("valid metric");
-        let tokenginx_lookups = IntCounterVec::new(
-            Opts::new(
-                "gatehouse_tokenginx_lookups_total",
-                "TokenginX lookups, by result.",
-            ),
+        let tokenginx_lookups = counter_vec(
+            "gatehouse_tokenginx_lookups_total",
+            "TokenginX lookups, by result.",
             &["result"],
-        )
-        .expect("valid metric");
+        );
         let tokenginx_lookup_duration = Histogram::with_opts(latency(
             "gatehouse_tokenginx_lookup_duration_seconds",
             "Round trip of TokenginX lookups that were not served from cache.",
         ))
         .expect("valid metric");
-        let jwks_refreshes = IntCounterVec::new(
-            Opts::new(
-                "gatehouse_jwks_refreshes_total",
-                "JWKS fetches, by issuer and result.",
-            ),
+        let jwks_refreshes = counter_vec(
+            "gatehouse_jwks_refreshes_total",
+            "JWKS fetches, by issuer and result.",
             &["issuer", "result"],
-        )
-        .expect("valid metric");
-        let oauth_logins = IntCounterVec::new(
-            Opts::new(
-                "gatehouse_oauth_logins_total",
-                "Login callbacks: ok, denied (by the user or server), invalid_state, error.",
-            ),
+        );
+        let oauth_logins = counter_vec(
+            "gatehouse_oauth_logins_total",
+            "Login callbacks: ok, denied (by the user or server), invalid_state, error.",
             &["result"],
-        )
-        .expect("valid metric");
-        let oauth_refreshes = IntCounterVec::new(
-            Opts::new(
-                "gatehouse_oauth_refreshes_total",
-                "Access-token refreshes: ok, joined (another request or instance refreshed), invalid_grant (the session ended), error.",
-            ),
-            &["result"],
-        )
-        .expect("valid metric");
+        );
+        let oauth_refreshes = counter_vec("gatehouse_oauth_refreshes_total", "Access-token refreshes: ok, joined (another request or instance refreshed), invalid_grant (the session ended), error.", &["result"]);
         let oauth_logouts =
             IntCounter::new("gatehouse_oauth_logouts_total", "Logouts.").expect("valid metric");
-        let rate_limited = IntCounterVec::new(
-            Opts::new(
-                "gatehouse_rate_limited_total",
-                "Requests refused by a rate limit, by route.",
-            ),
+        let rate_limited = counter_vec(
+            "gatehouse_rate_limited_total",
+            "Requests refused by a rate limit, by route.",
             &["route"],
-        )
-        .expect("valid metric");
-        let rate_limit_store = IntCounterVec::new(
-            Opts::new(
-                "gatehouse_rate_limit_store_total",
-                "Shared rate-limit store decisions: ok, cached_deny, error_local, error_allow, error_deny.",
-            ),
-            &["result"],
-        )
-        .expect("valid metric");
+        );
+        let rate_limit_store = counter_vec("gatehouse_rate_limit_store_total", "Shared rate-limit store decisions: ok, cached_deny, error_local, error_allow, error_deny.", &["result"]);
         let access_log_dropped = IntCounter::new(
             "gatehouse_access_log_dropped_total",
             "Access-log lines dropped because the writer fell behind.",
@@ -546,6 +470,12 @@ impl Metrics {
         }
         out
     }
+}
+
+/// A counter family `name` with `help`, by `labels`. Names and labels are
+/// the gateway's own constants: a bad one is a bug found at start-up.
+fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric")
 }
 
 /// `# HELP` and `# TYPE` of a family that has no series (the text encoder
