@@ -135,6 +135,7 @@ fn parse_hop(text: &str) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::compile::parse_cidr;
 
     #[test]
     fn ip_text_writes_what_display_writes() {
@@ -150,7 +151,6 @@ mod tests {
             assert_eq!(ip_text(ip), ip.to_string());
         }
     }
-    use crate::config::compile::parse_cidr;
 
     fn settings(trusted: &[&str], header: Option<&str>) -> Settings {
         Settings {

@@ -215,7 +215,11 @@ impl Metrics {
             "Circuit breaker transitions of each backend, by the state entered.",
             &["upstream", "backend", "to"],
         );
-        let upstream_shed = counter_vec("gatehouse_upstream_shed_total", "Requests answered 503 at once because the upstream was at max_in_flight (or every backend at max_in_flight_per_backend).", &["upstream"]);
+        let upstream_shed = counter_vec(
+            "gatehouse_upstream_shed_total",
+            "Requests answered 503 at once because the upstream was at max_in_flight (or every backend at max_in_flight_per_backend).",
+            &["upstream"],
+        );
         let dns_resolutions = counter_vec(
             "gatehouse_dns_resolutions_total",
             "DNS resolutions of backends given by name, by upstream and result (ok, error, empty).",
@@ -255,7 +259,11 @@ impl Metrics {
             "Parts of aggregated answers, by route, part and result (ok, error, timeout).",
             &["route", "part", "result"],
         );
-        let fallbacks = counter_vec("gatehouse_fallbacks_total", "Degraded answers served in place of an upstream failure, by route and the error code replaced.", &["route", "reason"]);
+        let fallbacks = counter_vec(
+            "gatehouse_fallbacks_total",
+            "Degraded answers served in place of an upstream failure, by route and the error code replaced.",
+            &["route", "reason"],
+        );
         let upstream_panic = counter_vec(
             "gatehouse_upstream_panic_total",
             "Requests sent to a pool with no healthy backend (tried anyway: panic mode).",
@@ -316,7 +324,11 @@ impl Metrics {
             "Login callbacks: ok, denied (by the user or server), invalid_state, error.",
             &["result"],
         );
-        let oauth_refreshes = counter_vec("gatehouse_oauth_refreshes_total", "Access-token refreshes: ok, joined (another request or instance refreshed), invalid_grant (the session ended), error.", &["result"]);
+        let oauth_refreshes = counter_vec(
+            "gatehouse_oauth_refreshes_total",
+            "Access-token refreshes: ok, joined (another request or instance refreshed), invalid_grant (the session ended), error.",
+            &["result"],
+        );
         let oauth_logouts =
             IntCounter::new("gatehouse_oauth_logouts_total", "Logouts.").expect("valid metric");
         let rate_limited = counter_vec(
@@ -324,7 +336,11 @@ impl Metrics {
             "Requests refused by a rate limit, by route.",
             &["route"],
         );
-        let rate_limit_store = counter_vec("gatehouse_rate_limit_store_total", "Shared rate-limit store decisions: ok, cached_deny, error_local, error_allow, error_deny.", &["result"]);
+        let rate_limit_store = counter_vec(
+            "gatehouse_rate_limit_store_total",
+            "Shared rate-limit store decisions: ok, cached_deny, error_local, error_allow, error_deny.",
+            &["result"],
+        );
         let access_log_dropped = IntCounter::new(
             "gatehouse_access_log_dropped_total",
             "Access-log lines dropped because the writer fell behind.",

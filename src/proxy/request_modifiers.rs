@@ -242,6 +242,7 @@ fn strip_client_headers(
         req.remove_header(name);
     }
 }
+
 /// X-Forwarded-For/-Proto/-Host and `Forwarded` (RFC 7239). A trusted
 /// peer's chain is extended; an untrusted peer's claims are replaced by
 /// what the gateway saw.
@@ -263,16 +264,16 @@ fn forwarded_headers(
         let value = forwarded_element(earlier, this_hop, req.headers.get(header::HOST), ctx.tls);
         req.insert_header(FORWARDED, value)?;
     }
-    let mut earlier = req
+    let mut hops_before = req
         .headers
         .get_all(X_FORWARDED_FOR)
         .iter()
         .filter(|_| trusted)
         .filter_map(|v| v.to_str().ok())
         .peekable();
-    let xff = if earlier.peek().is_some() {
+    let xff = if hops_before.peek().is_some() {
         let mut chain = String::with_capacity(64);
-        for hop in earlier {
+        for hop in hops_before {
             chain.push_str(hop);
             chain.push_str(", ");
         }

@@ -61,9 +61,10 @@ pub fn unframe_for_http10(resp: &mut ResponseHeader, method: &http::Method) -> b
 /// The upstream's framing headers as the client may receive them: a 1xx
 /// or 204 has no body, so no `Transfer-Encoding` (and a 204 no
 /// `Content-Length`, RFC 9110 §8.6); `Transfer-Encoding: identity` (no
-/// coding at all; the length framed the body) is dropped; repeated identical `Content-Length`
-/// values (`5` twice, or `5, 5`) become one, which Node's parser and HTTP/2
-/// clients insist on; differing ones are a 502, never forwarded.
+/// coding at all; the length framed the body) is dropped; repeated
+/// identical `Content-Length` values (`5` twice, or `5, 5`) become one,
+/// which Node's parser and HTTP/2 clients insist on; differing ones are a
+/// 502, never forwarded.
 fn normalize_framing(resp: &mut ResponseHeader) -> Result<()> {
     if resp.status == StatusCode::NO_CONTENT || resp.status.is_informational() {
         resp.remove_header(&header::TRANSFER_ENCODING);
@@ -136,7 +137,7 @@ const SECURITY_HEADERS: [(&str, &str); 4] = [
 
 /// Which of [`SECURITY_HEADERS`] a response has, one bit each.
 #[derive(Clone, Copy, Default)]
-pub struct SecurityHeaders(u8);
+struct SecurityHeaders(u8);
 
 impl SecurityHeaders {
     /// The bit of the security header `name`, if it is one.

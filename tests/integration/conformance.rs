@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use crate::common::{raw, route_file, Gateway, Upstream, DEV_JWT};
 
-/// A server that answers every request on every connection with
-/// `response`, then closes.
-fn raw_upstream(response: &'static [u8]) -> SocketAddr {
+/// A server that answers the first request of each connection with
+/// `response`, then holds the connection open for `hold` (zero: closes at
+/// once).
+fn raw_upstream(response: &'static [u8], hold: Duration) -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     std::thread::spawn(move || {
@@ -28,6 +29,7 @@ fn raw_upstream(response: &'static [u8]) -> SocketAddr {
                     }
                 }
                 let _ = conn.write_all(response);
+                std::thread::sleep(hold);
             });
         }
     });
@@ -37,13 +39,7 @@ fn raw_upstream(response: &'static [u8]) -> SocketAddr {
 /// Status, lower-cased headers and body of `GET /` through a gateway in
 /// front of an upstream that answers `response`.
 fn through(response: &'static [u8]) -> crate::common::RawResponse {
-    let up = raw_upstream(response);
-    let routes = route_file(
-        &[up],
-        "retries: 0\nhealth_check: {interval_ms: 3600000}",
-        &[("all", "/", "")],
-    );
-    let gw = Gateway::start("", &[("r.yaml", &routes)]);
+    let gw = gateway_before(response);
     raw(
         gw.addr,
         "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
@@ -51,9 +47,14 @@ fn through(response: &'static [u8]) -> crate::common::RawResponse {
     .unwrap()
 }
 
-/// A gateway in front of an upstream that answers `response`.
+/// A gateway in front of an upstream that answers `response` and closes.
 fn gateway_before(response: &'static [u8]) -> Gateway {
-    let up = raw_upstream(response);
+    gateway_in_front_of(raw_upstream(response, Duration::ZERO))
+}
+
+/// A gateway whose one route sends everything to `up`, without retries or
+/// health checks.
+fn gateway_in_front_of(up: SocketAddr) -> Gateway {
     let routes = route_file(
         &[up],
         "retries: 0\nhealth_check: {interval_ms: 3600000}",
@@ -118,45 +119,13 @@ async fn a_204_carries_no_framing_headers() {
     assert_eq!(count(&r, "content-length"), 0, "{r:?}");
 }
 
-/// A server that answers the first request of each connection with
-/// `response` and then holds the connection open (for 30 s) without
-/// closing it.
-fn holding_upstream(response: &'static [u8]) -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for conn in l.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                let mut head = Vec::new();
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match conn.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let _ = conn.write_all(response);
-                std::thread::sleep(Duration::from_secs(30));
-            });
-        }
-    });
-    addr
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn transfer_encoding_identity_is_framed_by_its_content_length() {
     for response in [
         &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: identity\r\nContent-Length: 5\r\n\r\nhello"[..],
         b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: Identity\r\n\r\nhello",
     ] {
-        let up = holding_upstream(response);
-        let routes = route_file(
-            &[up],
-            "retries: 0\nhealth_check: {interval_ms: 3600000}",
-            &[("all", "/", "")],
-        );
-        let gw = Gateway::start("", &[("r.yaml", &routes)]);
+        let gw = gateway_in_front_of(raw_upstream(response, Duration::from_secs(30)));
         // The upstream never closes: a gateway that read the body until
         // close would answer nothing before the client's 10 s give up.
         let mut s = TcpStream::connect(gw.addr).unwrap();
