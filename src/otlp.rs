@@ -59,12 +59,12 @@ pub enum Attr {
 /// One finished span.
 #[derive(Debug, Clone)]
 pub struct SpanRecord {
-    /// 32 hex digits.
-    pub trace_id: String,
-    /// 16 hex digits.
-    pub span_id: String,
-    /// The parent's 16 hex digits, if any.
-    pub parent_id: Option<String>,
+    /// The trace id's 16 bytes.
+    pub trace_id: [u8; 16],
+    /// The span id's 8 bytes.
+    pub span_id: [u8; 8],
+    /// The parent's 8 bytes, if any.
+    pub parent_id: Option<[u8; 8]>,
     /// Its name.
     pub name: String,
     /// Server (the request) or client (an upstream attempt).
@@ -223,9 +223,9 @@ fn to_proto(s: SpanRecord) -> Span {
             .map_or(0, |d| d.as_nanos() as u64)
     };
     Span {
-        trace_id: unhex(&s.trace_id),
-        span_id: unhex(&s.span_id),
-        parent_span_id: s.parent_id.as_deref().map(unhex).unwrap_or_default(),
+        trace_id: s.trace_id.to_vec(),
+        span_id: s.span_id.to_vec(),
+        parent_span_id: s.parent_id.map(|p| p.to_vec()).unwrap_or_default(),
         name: s.name,
         kind: if s.server {
             SpanKind::Server
@@ -259,15 +259,41 @@ fn kv(key: &str, value: Attr) -> KeyValue {
     }
 }
 
-/// Bytes of a lower-case hex string (its digits were checked already).
-fn unhex(hex: &str) -> Vec<u8> {
-    hex.as_bytes()
-        .chunks(2)
-        .filter_map(|pair| u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok())
-        .collect()
+/// The bytes of an id written in lower-case hex (its digits were checked
+/// already, when the `traceparent` was read or made): decoded in the
+/// request's `logging`, a nibble at a time, so that the span carries no
+/// string of it.
+pub fn id_bytes<const N: usize>(hex: &str) -> [u8; N] {
+    let nibble = |d: u8| match d {
+        b'0'..=b'9' => d - b'0',
+        b'a'..=b'f' => d - b'a' + 10,
+        _ => 0,
+    };
+    let mut id = [0; N];
+    for (byte, pair) in id.iter_mut().zip(hex.as_bytes().chunks_exact(2)) {
+        *byte = nibble(pair[0]) << 4 | nibble(pair[1]);
+    }
+    id
 }
 
-/// A new span id, 16 hex digits, never zero.
-pub fn new_span_id() -> String {
-    format!("{:016x}", fastrand::u64(1..))
+/// A new span id, never zero.
+pub fn new_span_id() -> [u8; 8] {
+    fastrand::u64(1..).to_be_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_decoded_from_their_hex() {
+        assert_eq!(
+            id_bytes::<8>("00f067aa0ba902b7"),
+            [0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7]
+        );
+        let trace: [u8; 16] = id_bytes("4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(trace[0], 0x4b);
+        assert_eq!(trace[15], 0x36);
+        assert_ne!(new_span_id(), [0; 8]);
+    }
 }

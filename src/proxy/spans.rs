@@ -8,7 +8,7 @@ use std::time::{Instant, SystemTime};
 use pingora_proxy::Session;
 
 use super::RequestCtx;
-use crate::otlp::{new_span_id, Attr, Exporter, SpanRecord};
+use crate::otlp::{id_bytes, new_span_id, Attr, Exporter, SpanRecord};
 
 /// Hands the request's spans to `exporter`, if its trace is sampled.
 pub fn export(exporter: &Exporter, session: &Session, ctx: &RequestCtx, status: u16) {
@@ -56,10 +56,12 @@ pub fn export(exporter: &Exporter, session: &Session, ctx: &RequestCtx, status: 
         Some(r) => format!("{method} {}", r.prefix),
         None => method.clone(),
     };
+    let trace_id = id_bytes(trace.trace_id());
+    let span_id = id_bytes(trace.span_id());
     exporter.submit(SpanRecord {
-        trace_id: trace.trace_id().to_string(),
-        span_id: trace.span_id().to_string(),
-        parent_id: trace.parent_id().map(str::to_string),
+        trace_id,
+        span_id,
+        parent_id: trace.parent_id().map(id_bytes),
         name,
         server: true,
         start: at(ctx.started),
@@ -94,9 +96,9 @@ pub fn export(exporter: &Exporter, session: &Session, ctx: &RequestCtx, status: 
             attrs.push(("error.type", Attr::Str("attempt_failed".into())));
         }
         exporter.submit(SpanRecord {
-            trace_id: trace.trace_id().to_string(),
+            trace_id,
             span_id: new_span_id(),
-            parent_id: Some(trace.span_id().to_string()),
+            parent_id: Some(span_id),
             name: method.clone(),
             server: false,
             start: at(start),
