@@ -19,6 +19,24 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A loopback server that runs `handle` on a thread of its own for each
+/// connection it accepts, for as long as the test process lives.
+pub fn serve_each<F>(handle: F) -> SocketAddr
+where
+    F: Fn(TcpStream) + Send + Sync + 'static,
+{
+    let l = StdListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let handle = std::sync::Arc::new(handle);
+    std::thread::spawn(move || {
+        for conn in l.incoming().flatten() {
+            let handle = std::sync::Arc::clone(&handle);
+            std::thread::spawn(move || handle(conn));
+        }
+    });
+    addr
+}
+
 /// A sample app serving on a loopback port until dropped.
 pub struct Upstream {
     pub addr: SocketAddr,

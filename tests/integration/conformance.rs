@@ -8,32 +8,24 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use crate::common::{raw, route_file, Gateway, Upstream, DEV_JWT};
+use crate::common::{raw, route_file, serve_each, Gateway, Upstream, DEV_JWT};
 
 /// A server that answers the first request of each connection with
 /// `response`, then holds the connection open for `hold` (zero: closes at
 /// once).
 fn raw_upstream(response: &'static [u8], hold: Duration) -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for conn in l.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                let mut head = Vec::new();
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match conn.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let _ = conn.write_all(response);
-                std::thread::sleep(hold);
-            });
+    serve_each(move |mut conn| {
+        let mut buf = [0u8; 4096];
+        let mut head = Vec::new();
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match conn.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
         }
-    });
-    addr
+        let _ = conn.write_all(response);
+        std::thread::sleep(hold);
+    })
 }
 
 /// Status, lower-cased headers and body of `GET /` through a gateway in

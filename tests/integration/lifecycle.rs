@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use std::net::SocketAddr;
 
 use crate::common::{
-    client, conf_yaml, free_port, raw, route_file, spawn_gateway, write_config, Gateway, Killed,
-    Upstream,
+    client, conf_yaml, free_port, raw, route_file, serve_each, spawn_gateway, write_config,
+    Gateway, Killed, Upstream,
 };
 
 fn wait_exit(child: &mut std::process::Child, secs: u64) -> Option<std::process::ExitStatus> {
@@ -279,24 +279,16 @@ async fn the_pid_file_is_written_in_the_foreground_and_the_upgrade_recipe_works(
 /// A health endpoint on loopback that counts its probes.
 fn counting_health_server() -> (SocketAddr, Arc<AtomicUsize>) {
     use std::io::{Read, Write};
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
     let count = Arc::new(AtomicUsize::new(0));
     let seen = count.clone();
-    std::thread::spawn(move || {
-        for conn in l.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            let seen = seen.clone();
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = conn.read(&mut buf) {
-                    if n == 0 {
-                        return;
-                    }
-                    seen.fetch_add(1, Relaxed);
-                    let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
-                }
-            });
+    let addr = serve_each(move |mut conn| {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = conn.read(&mut buf) {
+            if n == 0 {
+                return;
+            }
+            seen.fetch_add(1, Relaxed);
+            let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
         }
     });
     (addr, count)

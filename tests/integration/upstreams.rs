@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
-use crate::common::{client, eventually, free_port, get_json, pool_gateway, Gateway, Upstream};
+use crate::common::{
+    client, eventually, free_port, get_json, pool_gateway, serve_each, Gateway, Upstream,
+};
 
 async fn apps(n: usize) -> Vec<Upstream> {
     let mut v = Vec::new();
@@ -136,14 +138,7 @@ async fn killed_backend_is_ejected_and_no_request_fails() {
 
 /// Accepts connections and closes them at once, without a response.
 fn closing_server() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for conn in l.incoming() {
-            drop(conn);
-        }
-    });
-    addr
+    serve_each(drop)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -183,24 +178,15 @@ async fn reset_timeout_and_no_healthy_backend() {
 /// a backend does when its keep-alive timeout fires as a request comes in.
 fn one_request_per_connection_server() -> SocketAddr {
     use std::io::{Read, Write};
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for conn in l.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                if conn.read(&mut buf).unwrap_or(0) == 0 {
-                    return;
-                }
-                let _ = conn.write_all(
-                    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: keep-alive\r\n\r\nok",
-                );
-                let _ = conn.read(&mut buf);
-            });
+    serve_each(|mut conn| {
+        let mut buf = [0u8; 4096];
+        if conn.read(&mut buf).unwrap_or(0) == 0 {
+            return;
         }
-    });
-    addr
+        let _ = conn
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: keep-alive\r\n\r\nok");
+        let _ = conn.read(&mut buf);
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
