@@ -259,23 +259,6 @@ fn kv(key: &str, value: Attr) -> KeyValue {
     }
 }
 
-/// The bytes of an id written in lower-case hex (its digits were checked
-/// already, when the `traceparent` was read or made): decoded in the
-/// request's `logging`, a nibble at a time, so that the span carries no
-/// string of it.
-pub fn id_bytes<const N: usize>(hex: &str) -> [u8; N] {
-    let nibble = |d: u8| match d {
-        b'0'..=b'9' => d - b'0',
-        b'a'..=b'f' => d - b'a' + 10,
-        _ => 0,
-    };
-    let mut id = [0; N];
-    for (byte, pair) in id.iter_mut().zip(hex.as_bytes().chunks_exact(2)) {
-        *byte = nibble(pair[0]) << 4 | nibble(pair[1]);
-    }
-    id
-}
-
 /// A new span id, never zero.
 pub fn new_span_id() -> [u8; 8] {
     fastrand::u64(1..).to_be_bytes()
@@ -286,14 +269,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ids_are_decoded_from_their_hex() {
-        assert_eq!(
-            id_bytes::<8>("00f067aa0ba902b7"),
-            [0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7]
-        );
-        let trace: [u8; 16] = id_bytes("4bf92f3577b34da6a3ce929d0e0e4736");
-        assert_eq!(trace[0], 0x4b);
-        assert_eq!(trace[15], 0x36);
+    fn new_span_ids_are_never_zero() {
         assert_ne!(new_span_id(), [0; 8]);
     }
 }

@@ -39,6 +39,21 @@ fn write_hex(out: &mut [u8], mut v: u128) {
     }
 }
 
+/// The bytes that the lower-case hex digits `hex` write (two per byte),
+/// the inverse of [`write_hex`].
+fn unhex<const N: usize>(hex: &[u8]) -> [u8; N] {
+    let nibble = |d: u8| match d {
+        b'0'..=b'9' => d - b'0',
+        b'a'..=b'f' => d - b'a' + 10,
+        _ => 0,
+    };
+    let mut bytes = [0; N];
+    for (byte, pair) in bytes.iter_mut().zip(hex.chunks_exact(2)) {
+        *byte = nibble(pair[0]) << 4 | nibble(pair[1]);
+    }
+    bytes
+}
+
 /// `bytes` as text: only ever called on ASCII hex digits.
 fn ascii(bytes: &[u8]) -> &str {
     std::str::from_utf8(bytes).unwrap_or_default()
@@ -94,6 +109,7 @@ impl TraceContext {
         self.parent.as_ref().map(|p| ascii(p))
     }
 
+    /// 32 hex digits: the trace's id.
     pub fn trace_id(&self) -> &str {
         ascii(&self.trace_id)
     }
@@ -101,6 +117,16 @@ impl TraceContext {
     /// 16 hex digits: the gateway's span, parent of the upstream's.
     pub fn span_id(&self) -> &str {
         ascii(&self.span_id)
+    }
+
+    /// The trace id's 16 bytes, the gateway's span id's 8 and the caller's
+    /// span id's 8 (when continued): the ids as an exported span carries them.
+    pub fn id_bytes(&self) -> ([u8; 16], [u8; 8], Option<[u8; 8]>) {
+        (
+            unhex(&self.trace_id),
+            unhex(&self.span_id),
+            self.parent.as_ref().map(|p| unhex(p)),
+        )
     }
 
     /// The `traceparent` header value for the upstream request.
@@ -166,6 +192,17 @@ mod tests {
         assert!(header.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
         assert_eq!(&header[36..52], t.span_id());
         assert!(header.ends_with("-01"));
+        let (trace, span, parent) = t.id_bytes();
+        assert_eq!(trace[..2], [0x4b, 0xf9]);
+        assert_eq!(trace[15], 0x36);
+        assert_eq!(
+            span,
+            u64::from_str_radix(t.span_id(), 16).unwrap().to_be_bytes()
+        );
+        assert_eq!(
+            parent,
+            Some([0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7])
+        );
         for bad in [
             &b"00-00000000000000000000000000000000-00f067aa0ba902b7-01"[..],
             b"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",

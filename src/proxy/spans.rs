@@ -8,7 +8,7 @@ use std::time::{Instant, SystemTime};
 use pingora_proxy::Session;
 
 use super::RequestCtx;
-use crate::otlp::{id_bytes, new_span_id, Attr, Exporter, SpanRecord};
+use crate::otlp::{new_span_id, Attr, Exporter, SpanRecord};
 
 /// Hands the request's spans to `exporter`, if its trace is sampled.
 pub fn export(exporter: &Exporter, session: &Session, ctx: &RequestCtx, status: u16) {
@@ -56,12 +56,11 @@ pub fn export(exporter: &Exporter, session: &Session, ctx: &RequestCtx, status: 
         Some(r) => format!("{method} {}", r.prefix),
         None => method.clone(),
     };
-    let trace_id = id_bytes(trace.trace_id());
-    let span_id = id_bytes(trace.span_id());
+    let (trace_id, span_id, parent_id) = trace.id_bytes();
     exporter.submit(SpanRecord {
         trace_id,
         span_id,
-        parent_id: trace.parent_id().map(id_bytes),
+        parent_id,
         name,
         server: true,
         start: at(ctx.started),
