@@ -9,10 +9,10 @@
 
 # ---- build ------------------------------------------------------------------
 FROM rust:1-bookworm AS build
-# The same build packages as .ci/run. pingora-openssl also builds a vendored
-# OpenSSL from source, with the perl and make the rust image already has.
+# The same build packages as .ci/run: boring-sys builds BoringSSL from source
+# with cmake and the image's g++, and generates its bindings with libclang.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends cmake pkg-config libssl-dev \
+ && apt-get install -y --no-install-recommends cmake libclang-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # Only what the binary is built from: tests/ and benches/ are not needed.
@@ -23,14 +23,12 @@ RUN cargo build --release --locked \
 
 # ---- runtime ----------------------------------------------------------------
 FROM debian:bookworm-slim
-# ca-certificates: TLS to upstreams and JWKS over https. libssl3: OpenSSL is
-# linked statically today (vendored), so this is a safety net for a build
-# that links the system library instead; it costs ~5 MB.
+# ca-certificates: TLS to upstreams, JWKS, OAuth and ACME over https.
+# BoringSSL is linked statically: no libssl is needed at run time.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates libssl3 \
+ && apt-get install -y --no-install-recommends ca-certificates \
  && rm -rf /var/lib/apt/lists/*
-# The vendored OpenSSL's built-in CA path is /usr/local/ssl. Pingora and
-# native-tls probe for the system bundle anyway; this makes it explicit.
+# The system bundle, for Pingora's upstream TLS and rustls-native-certs.
 ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
     SSL_CERT_DIR=/etc/ssl/certs
 # A fixed uid/gid so Kubernetes (runAsUser: 10001) and host volume

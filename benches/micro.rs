@@ -26,14 +26,16 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{
+    EcdsaKeyPair, EcdsaSigningAlgorithm, Ed25519KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING,
+    ECDSA_P384_SHA384_FIXED_SIGNING,
+};
+use boring::rsa::Rsa;
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion};
 use http::HeaderName;
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use openssl::ec::{EcGroup, EcKey};
-use openssl::nid::Nid;
-use openssl::pkey::PKey;
-use openssl::rsa::Rsa;
 use pingora_http::{RequestHeader, ResponseHeader};
 use serde_json::{json, Value};
 
@@ -158,25 +160,16 @@ fn key_pair(alg: Algorithm) -> (EncodingKey, DecodingKey) {
                 DecodingKey::from_secret(SECRET),
             )
         }
-        Algorithm::ES256 | Algorithm::ES384 => {
-            let nid = if alg == Algorithm::ES256 {
-                Nid::X9_62_PRIME256V1
-            } else {
-                Nid::SECP384R1
-            };
-            let ec = EcKey::generate(&EcGroup::from_curve_name(nid).unwrap()).unwrap();
-            EncodingKey::from_ec_der(
-                &PKey::from_ec_key(ec)
-                    .unwrap()
-                    .private_key_to_pkcs8()
-                    .unwrap(),
-            )
+        Algorithm::ES256 => {
+            EncodingKey::from_ec_der(&ecdsa_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING))
+        }
+        Algorithm::ES384 => {
+            EncodingKey::from_ec_der(&ecdsa_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING))
         }
         Algorithm::EdDSA => EncodingKey::from_ed_der(
-            &PKey::generate_ed25519()
+            Ed25519KeyPair::generate_pkcs8v1(&SystemRandom::new())
                 .unwrap()
-                .private_key_to_pkcs8()
-                .unwrap(),
+                .as_ref(),
         ),
         _ => EncodingKey::from_rsa_der(&Rsa::generate(2048).unwrap().private_key_to_der().unwrap()),
     };
@@ -785,3 +778,11 @@ criterion_group!(
     bench_dashboard
 );
 criterion_main!(benches);
+
+/// A fresh ECDSA private key, PKCS#8 DER.
+fn ecdsa_pkcs8(alg: &'static EcdsaSigningAlgorithm) -> Vec<u8> {
+    EcdsaKeyPair::generate_pkcs8(alg, &SystemRandom::new())
+        .unwrap()
+        .as_ref()
+        .to_vec()
+}

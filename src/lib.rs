@@ -39,6 +39,7 @@ pub mod config;
 pub mod cors;
 pub mod dashboard;
 pub mod demo;
+pub mod http_client;
 pub mod lifecycle;
 pub mod limit;
 pub mod listeners;
@@ -60,7 +61,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use openssl::ssl::SslMode;
 use pingora_core::apps::HttpServerOptions;
 use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
@@ -92,21 +92,13 @@ pub struct RunFlags {
     pub upgrade: bool,
 }
 
-/// Socket buffers of a plain listener. Pingora's default puts a 64 KiB read
-/// buffer (zero-filled, so resident) in front of every connection: 640 MB
-/// for 10,000 idle keep-alive clients. The HTTP/1 session reads into its own
-/// buffer, so a plain connection needs none.
-const PLAIN_BUFFERS: L4BufferSettings = L4BufferSettings {
-    read: Some(0),
-    write: None,
-};
-
-/// Socket buffers of a TLS listener: none either. OpenSSL reads ahead into
-/// its own record buffer (one syscall per read, not one for a record's
-/// header and one for its body), and gives that buffer back whenever it
-/// is empty (`SSL_MODE_RELEASE_BUFFERS`), so an idle TLS connection holds
-/// neither a socket buffer nor OpenSSL's 2 × 17 KiB.
-const TLS_BUFFERS: L4BufferSettings = L4BufferSettings {
+/// Socket buffers of every listener: none. Pingora's default puts a 64 KiB
+/// read buffer (zero-filled, so resident) in front of every connection:
+/// 640 MB for 10,000 idle keep-alive clients. The HTTP/1 session reads into
+/// its own buffer, and BoringSSL keeps its own record buffer and gives it
+/// back whenever it is empty, so an idle connection, plain or TLS, holds
+/// neither.
+const LISTENER_BUFFERS: L4BufferSettings = L4BufferSettings {
     read: Some(0),
     write: None,
 };
@@ -128,8 +120,7 @@ fn ignore_signals_until_supervised() {
 /// the admin service, and the supervisor. Config errors come back whole.
 pub fn build_server(conf_path: &Path, flags: RunFlags) -> Result<Server, ConfigErrors> {
     ignore_signals_until_supervised();
-    // Redis and TokenginX TLS run on rustls: one crypto provider per process.
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    http_client::install_crypto_provider();
     let metrics = Arc::new(Metrics::new());
     let mut runtime = config::load(conf_path, &metrics)?;
     if runtime.routes.is_empty() {
@@ -202,7 +193,7 @@ pub fn build_server(conf_path: &Path, flags: RunFlags) -> Result<Server, ConfigE
     for l in &listeners {
         let addr = l.addr.to_string();
         match &l.tls {
-            None => proxy.add_listener(ListenerConfig::tcp(addr).l4_buffer(PLAIN_BUFFERS)),
+            None => proxy.add_listener(ListenerConfig::tcp(addr).l4_buffer(LISTENER_BUFFERS)),
             Some(_) => {
                 let store = cert_stores
                     .entry(l.addr)
@@ -217,10 +208,13 @@ pub fn build_server(conf_path: &Path, flags: RunFlags) -> Result<Server, ConfigE
                         format!("listener {addr}: {e}"),
                     )])
                 })?;
+                tls.set_select_certificate_callback(crate::tls::mark_acme_offer);
                 tls.set_alpn_select_callback(crate::tls::select_alpn);
-                tls.set_read_ahead(true);
-                tls.set_mode(SslMode::RELEASE_BUFFERS);
-                proxy.add_listener(ListenerConfig::tcp(addr).tls(tls).l4_buffer(TLS_BUFFERS));
+                proxy.add_listener(
+                    ListenerConfig::tcp(addr)
+                        .tls(tls)
+                        .l4_buffer(LISTENER_BUFFERS),
+                );
             }
         }
     }

@@ -115,7 +115,7 @@ impl Exporter {
         let Some(rx) = self.rx.lock().ok().and_then(|mut r| r.take()) else {
             return;
         };
-        let client = match reqwest::Client::builder()
+        let client = match crate::http_client::builder()
             .no_proxy()
             .timeout(self.spec.timeout)
             .build()

@@ -11,18 +11,21 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
+use boring::asn1::Asn1Time;
 use log::warn;
-use openssl::asn1::Asn1Time;
 use pingora_core::listeners::TlsAccept;
 use pingora_core::protocols::tls::TlsRef;
 use pingora_core::tls::ext;
 use pingora_core::tls::nid::Nid;
 use pingora_core::tls::pkey::{PKey, Private};
-use pingora_core::tls::ssl::{select_next_proto, AlpnError, NameType, SslRef};
+use pingora_core::tls::ssl::{
+    select_next_proto, AlpnError, ClientHello, ExtensionType, NameType, SelectCertError, Ssl,
+    SslRef,
+};
 use pingora_core::tls::x509::X509;
 
 use crate::acme::ACME_TLS_ALPN;
@@ -124,7 +127,7 @@ impl CertKey {
         }
         leaf.subject_name()
             .entries_by_nid(Nid::COMMONNAME)
-            .filter_map(|e| e.data().to_string().ok().map(|s| s.to_ascii_lowercase()))
+            .filter_map(|e| e.data().as_utf8().ok().map(|s| s.to_ascii_lowercase()))
             .collect()
     }
 }
@@ -233,7 +236,7 @@ impl TlsAccept for SniCallbacks {
             .map(str::to_ascii_lowercase);
         let runtime = self.live.load();
         let from_acme = match (runtime.acme.as_deref(), sni.as_deref()) {
-            (Some(acme), Some(name)) if ssl.selected_alpn_protocol() == Some(ACME_TLS_ALPN) => {
+            (Some(acme), Some(name)) if ssl.ex_data(*ACME_OFFERED).is_some() => {
                 acme.alpn_certificate(name)
             }
             (Some(acme), Some(name)) => acme.certificate(name),
@@ -254,8 +257,76 @@ impl TlsAccept for SniCallbacks {
     }
 }
 
+/// The mark of a handshake whose client offers `acme-tls/1`.
+static ACME_OFFERED: LazyLock<boring::ex_data::Index<Ssl, ()>> =
+    LazyLock::new(|| Ssl::new_ex_index().expect("BoringSSL has a free ex_data index"));
+
+/// Marks the handshake when the client offers `acme-tls/1` among its ALPN
+/// protocols: BoringSSL negotiates ALPN only after the certificate callback,
+/// which therefore reads this mark to serve an ACME validator its challenge
+/// certificate (RFC 8737).
+pub fn mark_acme_offer(mut hello: ClientHello<'_>) -> Result<(), SelectCertError> {
+    let alpn = hello.get_extension(ExtensionType::APPLICATION_LAYER_PROTOCOL_NEGOTIATION);
+    if alpn.is_some_and(|list| offers(list, ACME_TLS_ALPN)) {
+        hello.ssl_mut().set_ex_data(*ACME_OFFERED, ());
+    }
+    Ok(())
+}
+
+/// Whether the body of a ClientHello's ALPN extension (RFC 7301: a two-byte
+/// length, then one-byte-length names) names `protocol`.
+fn offers(list: &[u8], protocol: &[u8]) -> bool {
+    let Some(mut names) = list.get(2..) else {
+        return false;
+    };
+    while let Some((&len, rest)) = names.split_first() {
+        let Some(name) = rest.get(..usize::from(len)) else {
+            return false;
+        };
+        if name == protocol {
+            return true;
+        }
+        names = &rest[usize::from(len)..];
+    }
+    false
+}
+
 /// The ALPN choice of a TLS listener, in the server's order of preference:
 /// `acme-tls/1` (only ACME validators offer it), `h2`, `http/1.1`.
 pub fn select_alpn<'a>(_: &mut SslRef, client: &'a [u8]) -> Result<&'a [u8], AlpnError> {
     select_next_proto(b"\x0aacme-tls/1\x02h2\x08http/1.1", client).ok_or(AlpnError::NOACK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An ALPN extension body naming `names`.
+    fn alpn(names: &[&[u8]]) -> Vec<u8> {
+        let mut list = Vec::new();
+        for name in names {
+            list.push(name.len() as u8);
+            list.extend_from_slice(name);
+        }
+        let mut body = (list.len() as u16).to_be_bytes().to_vec();
+        body.extend(list);
+        body
+    }
+
+    #[test]
+    fn the_acme_protocol_is_found_among_those_offered() {
+        assert!(offers(&alpn(&[b"acme-tls/1"]), ACME_TLS_ALPN));
+        assert!(offers(&alpn(&[b"h2", b"acme-tls/1"]), ACME_TLS_ALPN));
+        assert!(!offers(&alpn(&[b"h2", b"http/1.1"]), ACME_TLS_ALPN));
+        assert!(!offers(&alpn(&[b"acme-tls/10"]), ACME_TLS_ALPN));
+    }
+
+    #[test]
+    fn a_malformed_alpn_list_offers_nothing() {
+        let mut cut = alpn(&[b"acme-tls/1"]);
+        cut.pop();
+        assert!(!offers(&cut, ACME_TLS_ALPN));
+        assert!(!offers(&[0], ACME_TLS_ALPN));
+        assert!(!offers(&[], ACME_TLS_ALPN));
+    }
 }

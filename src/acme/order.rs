@@ -148,13 +148,7 @@ fn builder(acme: &Acme) -> Result<instant_acme::AccountBuilder, String> {
             .add(root.clone())
             .map_err(|e| format!("acme.ca_file: {e}"))?;
     }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| e.to_string())?
-    .with_root_certificates(store)
-    .with_no_client_auth();
+    let tls = crate::http_client::config(store);
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_only()

@@ -50,7 +50,7 @@ impl KeySource {
 /// The lower-case hex SHA-256 of `key`.
 pub fn sha256_hex(key: &str) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let digest = openssl::sha::sha256(key.as_bytes());
+    let digest = boring::sha::sha256(key.as_bytes());
     let mut out = String::with_capacity(64);
     for b in digest {
         out.push(DIGITS[usize::from(b >> 4)] as char);
@@ -63,7 +63,7 @@ pub fn sha256_hex(key: &str) -> String {
 pub fn new_key() -> String {
     use base64::Engine;
     let mut bytes = [0u8; 32];
-    openssl::rand::rand_bytes(&mut bytes).expect("the OS random generator works");
+    boring::rand::rand_bytes(&mut bytes).expect("the OS random generator works");
     format!(
         "gh_{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)

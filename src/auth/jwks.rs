@@ -134,7 +134,7 @@ impl KeyStore {
         KeyStore {
             issuer: issuer.to_string(),
             url: url.to_string(),
-            http: reqwest::Client::builder()
+            http: crate::http_client::builder()
                 .timeout(timeout)
                 .no_proxy()
                 .build()

@@ -86,7 +86,7 @@ fn params(text: &str) -> HashMap<String, String> {
 
 fn random() -> String {
     let mut buf = [0u8; 24];
-    openssl::rand::rand_bytes(&mut buf).expect("the OpenSSL CSPRNG is available");
+    boring::rand::rand_bytes(&mut buf).expect("BoringSSL's CSPRNG is available");
     URL_SAFE_NO_PAD.encode(buf)
 }
 
@@ -234,7 +234,7 @@ impl AuthServer {
                     .ok()
                     .and_then(|mut c| c.remove(get("code")));
                 let verifier = get("code_verifier");
-                let challenge = URL_SAFE_NO_PAD.encode(openssl::sha::sha256(verifier.as_bytes()));
+                let challenge = URL_SAFE_NO_PAD.encode(boring::sha::sha256(verifier.as_bytes()));
                 match grant {
                     Some(g)
                         if g.redirect_uri == get("redirect_uri") && g.challenge == challenge =>

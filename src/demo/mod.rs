@@ -46,12 +46,9 @@ pub struct DevKey {
 impl DevKey {
     /// A fresh ES256 key pair.
     pub fn generate() -> Result<DevKey, String> {
-        let group = openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1)
-            .map_err(|e| e.to_string())?;
-        let ec = openssl::ec::EcKey::generate(&group).map_err(|e| e.to_string())?;
-        let der = openssl::pkey::PKey::from_ec_key(ec)
-            .and_then(|k| k.private_key_to_pkcs8())
-            .map_err(|e| e.to_string())?;
+        let der = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .map_err(|e| e.to_string())?
+            .serialize_der();
         let key = EncodingKey::from_ec_der(&der);
         let mut jwk = Jwk::from_encoding_key(&key, Algorithm::ES256).map_err(|e| e.to_string())?;
         jwk.common.key_id = Some("demo-1".into());

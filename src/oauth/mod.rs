@@ -158,7 +158,7 @@ impl OauthClient {
         tokenginx: Option<Arc<crate::auth::tokenginx::Tokenginx>>,
         metrics: OauthMetrics,
     ) -> OauthClient {
-        let http = reqwest::Client::builder()
+        let http = crate::http_client::builder()
             .timeout(settings.timeout)
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()

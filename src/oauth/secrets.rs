@@ -10,10 +10,10 @@ const RANDOM_BYTES: usize = 32;
 /// Characters of a [`random`] value (base64url of 32 bytes).
 pub const RANDOM_LEN: usize = 43;
 
-/// 256 random bits from OpenSSL's CSPRNG, base64url without padding.
+/// 256 random bits from BoringSSL's CSPRNG, base64url without padding.
 pub fn random() -> String {
     let mut buf = [0u8; RANDOM_BYTES];
-    openssl::rand::rand_bytes(&mut buf).expect("the OpenSSL CSPRNG is available");
+    boring::rand::rand_bytes(&mut buf).expect("BoringSSL's CSPRNG is available");
     URL_SAFE_NO_PAD.encode(buf)
 }
 
@@ -28,13 +28,13 @@ pub fn is_random_shaped(value: &str) -> bool {
 
 /// The PKCE S256 challenge of `verifier`.
 pub fn challenge(verifier: &str) -> String {
-    URL_SAFE_NO_PAD.encode(openssl::sha::sha256(verifier.as_bytes()))
+    URL_SAFE_NO_PAD.encode(boring::sha::sha256(verifier.as_bytes()))
 }
 
 /// SHA-256 of `secret` in hex: what TokenginX keys carry instead of a
 /// session id or a state, so a dump of the store cannot be replayed.
 pub fn digest(secret: &str) -> String {
-    let hash = openssl::sha::sha256(secret.as_bytes());
+    let hash = boring::sha::sha256(secret.as_bytes());
     let mut out = String::with_capacity(64);
     for b in hash {
         out.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
@@ -45,7 +45,7 @@ pub fn digest(secret: &str) -> String {
 
 /// Whether `a` and `b` are equal, in time independent of where they differ.
 pub fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len() && openssl::memcmp::eq(a.as_bytes(), b.as_bytes())
+    a.len() == b.len() && boring::memcmp::eq(a.as_bytes(), b.as_bytes())
 }
 
 #[cfg(test)]

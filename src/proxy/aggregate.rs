@@ -67,7 +67,7 @@ enum Outcome {
 fn client() -> &'static reqwest::Client {
     static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
     CLIENT.get_or_init(|| {
-        reqwest::Client::builder()
+        crate::http_client::builder()
             .no_proxy()
             .http1_only()
             .pool_idle_timeout(Duration::from_secs(60))

@@ -106,13 +106,13 @@ impl Drop for Instance {
     }
 }
 
-fn issued_by_pebble(cert: &openssl::x509::X509) -> bool {
+fn issued_by_pebble(cert: &boring::x509::X509) -> bool {
     cert.issuer_name()
         .entries()
-        .any(|e| e.data().to_string().is_ok_and(|s| s.contains("Pebble")))
+        .any(|e| e.data().as_utf8().is_ok_and(|s| s.contains("Pebble")))
 }
 
-fn serial(cert: &openssl::x509::X509) -> String {
+fn serial(cert: &boring::x509::X509) -> String {
     cert.serial_number()
         .to_bn()
         .and_then(|b| b.to_hex_str().map(|s| s.to_string()))
@@ -286,5 +286,5 @@ fn a_failed_renewal_keeps_the_current_certificate_and_retries_then_a_reload_rene
 
 fn served_serial_of_file(path: &Path) -> String {
     let pem = std::fs::read(path).unwrap();
-    serial(&openssl::x509::X509::from_pem(&pem).unwrap())
+    serial(&boring::x509::X509::from_pem(&pem).unwrap())
 }

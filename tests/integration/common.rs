@@ -267,7 +267,7 @@ pub fn spawn_gateway(conf: &Path, args: &[&str], dir: &Path) -> Child {
 
 /// An HTTP client that never uses a proxy.
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
+    gatehouse::http_client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(10))
         .build()

@@ -26,7 +26,7 @@ async fn gateway() -> (Gateway, Upstream) {
 }
 
 fn preflight(origin: &str, method: &str, headers: Option<&str>) -> reqwest::RequestBuilder {
-    let mut req = reqwest::Client::new()
+    let mut req = crate::common::client()
         .request(reqwest::Method::OPTIONS, "http://placeholder/")
         .header("origin", origin)
         .header("access-control-request-method", method);
@@ -112,7 +112,7 @@ async fn preflights_are_answered_before_authentication_for_allowed_origins_only(
 async fn actual_responses_carry_cors_headers_for_allowed_origins_and_always_vary() {
     let (gw, _up) = gateway().await;
     let get = |origin: &str| {
-        reqwest::Client::new()
+        crate::common::client()
             .get("http://placeholder/")
             .header("origin", origin)
     };

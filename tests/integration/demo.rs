@@ -43,7 +43,10 @@ async fn demo_serves_the_reference_deployment() {
 
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let ready = reqwest::get("http://127.0.0.1:9091/health/ready").await;
+        let ready = crate::common::client()
+            .get("http://127.0.0.1:9091/health/ready")
+            .send()
+            .await;
         if ready.is_ok_and(|r| r.status() == 200) {
             break;
         }
@@ -57,7 +60,7 @@ async fn demo_serves_the_reference_deployment() {
         ("flow", "flow-service"),
         ("test", "test-service"),
     ] {
-        let r = reqwest::Client::new()
+        let r = crate::common::client()
             .get(format!("http://127.0.0.1:6188/{prefix}/page"))
             .bearer_auth(&token)
             .send()

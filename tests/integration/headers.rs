@@ -251,8 +251,8 @@ async fn tls_listener_adds_hsts_and_forwards_https() {
 
     let addr = gw.addr;
     let response = tokio::task::spawn_blocking(move || {
-        let mut b = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls()).unwrap();
-        b.set_verify(openssl::ssl::SslVerifyMode::NONE);
+        let mut b = boring::ssl::SslConnector::builder(boring::ssl::SslMethod::tls()).unwrap();
+        b.set_verify(boring::ssl::SslVerifyMode::NONE);
         let tcp = std::net::TcpStream::connect(addr).unwrap();
         let mut tls = b.build().connect("localhost", tcp).unwrap();
         use std::io::{Read, Write};

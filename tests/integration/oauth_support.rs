@@ -151,7 +151,7 @@ impl Browser {
 
     fn build(user: &str, insecure: bool) -> Browser {
         Browser {
-            http: reqwest::Client::builder()
+            http: gatehouse::http_client::builder()
                 .no_proxy()
                 .redirect(reqwest::redirect::Policy::none())
                 .danger_accept_invalid_certs(insecure)

@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
+use boring::ssl::{SslConnector, SslMethod, SslVerifyMode};
 
 use crate::common::{read_response, route_file, self_signed, Gateway, Upstream};
 

@@ -131,7 +131,7 @@ async fn websockets_that_talk_at_once_after_the_101_stay_open() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn keep_alive_both_sides_and_upstream_reuse() {
     let (_up, gw) = gateway().await;
-    let c = reqwest::Client::builder()
+    let c = gatehouse::http_client::builder()
         .no_proxy()
         .pool_max_idle_per_host(1)
         .build()

@@ -4,7 +4,7 @@
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 
-use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
+use boring::ssl::{SslConnector, SslMethod, SslVerifyMode};
 
 use crate::common::{eventually, make_pki, route_file, self_signed, Gateway, Killed, Upstream};
 
@@ -20,12 +20,13 @@ fn presented(addr: SocketAddr, sni: Option<&str>) -> (String, String) {
     let cert = tls.ssl().peer_certificate().unwrap();
     let cn = cert
         .subject_name()
-        .entries_by_nid(openssl::nid::Nid::COMMONNAME)
+        .entries_by_nid(boring::nid::Nid::COMMONNAME)
         .next()
         .unwrap()
         .data()
-        .to_string()
-        .unwrap();
+        .as_utf8()
+        .unwrap()
+        .to_string();
     let serial = cert
         .serial_number()
         .to_bn()
