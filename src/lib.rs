@@ -92,14 +92,23 @@ pub struct RunFlags {
     pub upgrade: bool,
 }
 
-/// Socket buffers of every listener: none. Pingora's default puts a 64 KiB
-/// read buffer (zero-filled, so resident) in front of every connection:
-/// 640 MB for 10,000 idle keep-alive clients. The HTTP/1 session reads into
-/// its own buffer, and BoringSSL keeps its own record buffer and gives it
-/// back whenever it is empty, so an idle connection, plain or TLS, holds
-/// neither.
-const LISTENER_BUFFERS: L4BufferSettings = L4BufferSettings {
+/// Socket buffers of a plain listener: none. Pingora's default puts a 64 KiB
+/// read buffer in front of every connection, and the HTTP/1 session reads
+/// into its own buffer, so a plain connection needs none.
+const PLAIN_BUFFERS: L4BufferSettings = L4BufferSettings {
     read: Some(0),
+    write: None,
+};
+
+/// Socket buffers of a TLS listener: a read buffer of one TLS record.
+/// BoringSSL reads a record's 5-byte header, then its body, each with a read
+/// of its own; through this buffer one `recv` brings both (and tells the
+/// runtime the socket is drained), instead of three per request. The
+/// vendored Pingora's read buffer holds memory only while it holds bytes
+/// (vendor/README.md), and BoringSSL frees its own record buffers while
+/// they are empty, so an idle TLS connection holds neither.
+const TLS_BUFFERS: L4BufferSettings = L4BufferSettings {
+    read: Some(17 * 1024),
     write: None,
 };
 
@@ -193,7 +202,7 @@ pub fn build_server(conf_path: &Path, flags: RunFlags) -> Result<Server, ConfigE
     for l in &listeners {
         let addr = l.addr.to_string();
         match &l.tls {
-            None => proxy.add_listener(ListenerConfig::tcp(addr).l4_buffer(LISTENER_BUFFERS)),
+            None => proxy.add_listener(ListenerConfig::tcp(addr).l4_buffer(PLAIN_BUFFERS)),
             Some(_) => {
                 let store = cert_stores
                     .entry(l.addr)
@@ -210,11 +219,7 @@ pub fn build_server(conf_path: &Path, flags: RunFlags) -> Result<Server, ConfigE
                 })?;
                 tls.set_select_certificate_callback(crate::tls::mark_acme_offer);
                 tls.set_alpn_select_callback(crate::tls::select_alpn);
-                proxy.add_listener(
-                    ListenerConfig::tcp(addr)
-                        .tls(tls)
-                        .l4_buffer(LISTENER_BUFFERS),
-                );
+                proxy.add_listener(ListenerConfig::tcp(addr).tls(tls).l4_buffer(TLS_BUFFERS));
             }
         }
     }

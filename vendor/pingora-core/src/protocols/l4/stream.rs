@@ -27,11 +27,12 @@ use std::os::unix::io::AsRawFd;
 use std::os::windows::io::AsRawSocket;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 #[cfg(target_os = "linux")]
 use tokio::io::Interest;
-use tokio::io::{self, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter, ReadBuf};
+use std::cell::RefCell;
+use tokio::io::{self, AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter, ReadBuf};
 use tokio::net::TcpStream;
 #[cfg(unix)]
 use tokio::net::UnixStream;
@@ -421,14 +422,12 @@ impl L4BufferSettings {
 /// The L4 buffers in front of a [`RawStreamWrapper`]: a read buffer over a write
 /// buffer, the same layering as tokio's [`BufStream`](tokio::io::BufStream).
 ///
-/// A zero read capacity leaves the read buffer out, because [`BufReader`] panics on
-/// a zero capacity. Reads then go straight to the raw stream, as they did through
-/// an empty `BufReader`. [`BufWriter`] accepts a zero capacity and writes straight
-/// through.
+/// A zero read capacity leaves the read buffer out: reads go straight to the raw
+/// stream. [`BufWriter`] accepts a zero capacity and writes straight through.
 #[derive(Debug)]
 enum BufferedStream {
     UnbufferedRead(BufWriter<RawStreamWrapper>),
-    BufferedRead(BufReader<BufWriter<RawStreamWrapper>>),
+    BufferedRead(ReleasingBufReader<BufWriter<RawStreamWrapper>>),
 }
 
 impl BufferedStream {
@@ -437,7 +436,7 @@ impl BufferedStream {
         if read == 0 {
             BufferedStream::UnbufferedRead(writer)
         } else {
-            BufferedStream::BufferedRead(BufReader::with_capacity(read, writer))
+            BufferedStream::BufferedRead(ReleasingBufReader::with_capacity(read, writer))
         }
     }
 
@@ -472,6 +471,92 @@ impl BufferedStream {
     }
 }
 
+thread_local! {
+    /// The buffer every [`ReleasingBufReader`] of a thread reads into, as large
+    /// as the largest capacity asked for.
+    static READ_SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A read buffer that holds memory only while it holds bytes.
+///
+/// It reads like tokio's `BufReader`: a read smaller than `capacity` is served by
+/// one read of up to `capacity` bytes from the inner stream, and a larger read
+/// goes straight to it. But the bytes one read brings beyond what the caller asked
+/// for are kept in an allocation of their own, freed once they are consumed; the
+/// inner read itself lands in a per-thread scratch buffer. So a connection waiting
+/// for its next bytes (an idle keep-alive connection) holds no buffer, where a
+/// `BufReader` would keep `capacity` bytes, zero-filled and so resident, for the
+/// connection's whole life.
+#[derive(Debug)]
+struct ReleasingBufReader<R> {
+    inner: R,
+    capacity: usize,
+    /// Bytes read from `inner` and not yet consumed: `leftover[pos..]`.
+    leftover: Vec<u8>,
+    pos: usize,
+}
+
+impl<R> ReleasingBufReader<R> {
+    fn with_capacity(capacity: usize, inner: R) -> Self {
+        ReleasingBufReader {
+            inner,
+            capacity,
+            leftover: Vec::new(),
+            pos: 0,
+        }
+    }
+
+    fn get_ref(&self) -> &R {
+        &self.inner
+    }
+
+    fn get_mut(&mut self) -> &mut R {
+        &mut self.inner
+    }
+
+    /// Return the inner stream. Bytes not yet consumed are lost.
+    fn into_inner(self) -> R {
+        self.inner
+    }
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for ReleasingBufReader<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let me = &mut *self;
+        if me.pos < me.leftover.len() {
+            let amt = std::cmp::min(me.leftover.len() - me.pos, buf.remaining());
+            buf.put_slice(&me.leftover[me.pos..me.pos + amt]);
+            me.pos += amt;
+            if me.pos == me.leftover.len() {
+                me.leftover = Vec::new();
+                me.pos = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        if buf.remaining() >= me.capacity {
+            return Pin::new(&mut me.inner).poll_read(cx, buf);
+        }
+        READ_SCRATCH.with_borrow_mut(|scratch| {
+            if scratch.len() < me.capacity {
+                scratch.resize(me.capacity, 0);
+            }
+            let mut read = ReadBuf::new(&mut scratch[..me.capacity]);
+            ready!(Pin::new(&mut me.inner).poll_read(cx, &mut read))?;
+            let filled = read.filled();
+            let amt = std::cmp::min(filled.len(), buf.remaining());
+            buf.put_slice(&filled[..amt]);
+            if amt < filled.len() {
+                me.leftover = filled[amt..].to_vec();
+            }
+            Poll::Ready(Ok(()))
+        })
+    }
+}
+
 impl AsyncRead for BufferedStream {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -485,8 +570,7 @@ impl AsyncRead for BufferedStream {
     }
 }
 
-// `BufReader` only forwards writes to the `BufWriter` under it, so write to the `BufWriter`
-// directly.
+// The read buffer does not write, so write to the `BufWriter` directly.
 impl AsyncWrite for BufferedStream {
     fn poll_write(
         mut self: Pin<&mut Self>,
@@ -978,6 +1062,51 @@ mod tests {
     use tokio::io::AsyncWriteExt;
     use tokio::net::TcpListener;
     use tokio::sync::Notify;
+
+    #[tokio::test]
+    async fn test_releasing_buf_reader_serves_small_reads_from_one_read() {
+        let inner = tokio_test::io::Builder::new()
+            .read(b"12345hello world")
+            .read(b"next")
+            .build();
+        let mut reader = ReleasingBufReader::with_capacity(64, inner);
+        let mut head = [0; 5];
+        reader.read_exact(&mut head).await.unwrap();
+        assert_eq!(&head, b"12345");
+        // The rest of the first inner read is held, and only until consumed.
+        assert_eq!(reader.leftover.len() - reader.pos, 11);
+        let mut body = [0; 11];
+        reader.read_exact(&mut body).await.unwrap();
+        assert_eq!(&body, b"hello world");
+        assert_eq!(reader.leftover.capacity(), 0);
+        let mut rest = Vec::new();
+        reader.read_to_end(&mut rest).await.unwrap();
+        assert_eq!(rest, b"next");
+        assert_eq!(reader.leftover.capacity(), 0);
+    }
+
+    #[tokio::test]
+    async fn test_releasing_buf_reader_passes_large_reads_through() {
+        let inner = tokio_test::io::Builder::new()
+            .read(b"01234567")
+            .read(b"abcdefghij")
+            .build();
+        let mut reader = ReleasingBufReader::with_capacity(4, inner);
+        let mut buf = [0; 8];
+        // A read at least as large as the capacity goes to the inner stream,
+        // and keeps nothing back.
+        let n = reader.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"01234567");
+        assert_eq!(reader.leftover.capacity(), 0);
+        let mut small = [0; 2];
+        reader.read_exact(&mut small).await.unwrap();
+        assert_eq!(&small, b"ab");
+        // A small read brought at most the capacity from the inner stream.
+        assert_eq!(&reader.leftover[reader.pos..], b"cd");
+        let mut rest = Vec::new();
+        reader.read_to_end(&mut rest).await.unwrap();
+        assert_eq!(rest, b"cdefghij");
+    }
 
     #[cfg(target_os = "linux")]
     #[tokio::test]
