@@ -16,6 +16,7 @@
 //! | `downstream_response` | `response_modifiers::prepare` on a Next.js page's response head |
 //! | `access_log` | one 19-field `access_log::Line`, and `rfc3339_now` |
 //! | `dashboard` | `RouteSeries::record` of one request into the live dashboard's ring |
+//! | `features` | CORS on an allowed cross-origin response, an API key found and identified, a circuit breaker's bookkeeping, a sampled request's two spans built, and 512 spans encoded for export |
 
 use std::future::Future;
 use std::hint::black_box;
@@ -40,21 +41,26 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use serde_json::{json, Value};
 
 use gatehouse::access_log::{redacted_target, rfc3339_now, Line};
+use gatehouse::auth::api_key::sha256_hex;
 use gatehouse::auth::jwt::{Issuer, IssuerKeys, Verifier};
 use gatehouse::auth::template::Template;
 use gatehouse::auth::token_cache::TokenCache;
 use gatehouse::auth::tokenginx::{LookupMetrics, Tokenginx, TokenginxSettings, Verdict};
 use gatehouse::auth::Identity;
 use gatehouse::config::auth_file::OnError;
+use gatehouse::cors::Verdict as CorsVerdict;
 use gatehouse::lifecycle::{InFlight, Lifecycle};
 use gatehouse::limit::gcra::{Bucket, Decision};
 use gatehouse::limit::local::LocalStore;
 use gatehouse::metrics::Metrics;
+use gatehouse::otlp::SpanRecord;
 use gatehouse::proxy::request_modifiers::prepare;
 use gatehouse::proxy::response_modifiers;
 use gatehouse::proxy::RequestCtx;
 use gatehouse::routing::{normalize, RouteTable};
 use gatehouse::trace::TraceContext;
+use gatehouse::upstream::breaker::{Breaker, BreakerPolicy};
+use prometheus::{IntCounter, IntGauge};
 
 /// The gateway's allocator (src/main.rs): allocation-heavy paths cost what
 /// they cost in the gateway.
@@ -536,13 +542,33 @@ routes:
     headers:
       request_set: { X-Gateway: gatehouse, X-Api-Version: \"1\" }
       request_remove: [X-Debug]
+  - name: partner
+    prefix: /partner
+    upstream: app
+    auth: api_key
+    cors:
+      allow_origins: [https://app.example.com, 'https://*.partner.test']
+      allow_credentials: true
+      expose_headers: [x-request-id]
 ";
+
+/// The API key of the bench's one consumer (`consumers/bench.yaml`).
+const API_KEY: &str = "gh_bench_0123456789abcdefghijklmnopqrstuv";
 
 fn runtime(dir: &Path) -> gatehouse::config::Runtime {
     std::fs::create_dir_all(dir.join("routes")).unwrap();
     let conf = dir.join("conf.yaml");
     std::fs::write(&conf, CONF).unwrap();
     std::fs::write(dir.join("routes/app.yaml"), ROUTES).unwrap();
+    std::fs::create_dir_all(dir.join("consumers")).unwrap();
+    std::fs::write(
+        dir.join("consumers/bench.yaml"),
+        format!(
+            "consumers:\n  - {{name: bench, key_sha256: '{}', scopes: [kline:read]}}\n",
+            sha256_hex(API_KEY)
+        ),
+    )
+    .unwrap();
     let metrics = Metrics::new();
     gatehouse::config::load(&conf, &metrics).unwrap_or_else(|e| panic!("bench config: {e:?}"))
 }
@@ -766,6 +792,103 @@ fn bench_dashboard(c: &mut Criterion) {
     g.finish();
 }
 
+/// The request-path work of the features added after the first release,
+/// each as configured on a route (SPEC §7: ≤ 1 µs per request each).
+fn bench_features(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = Arc::new(runtime(dir.path()));
+    let lifecycle = Arc::new(Lifecycle::new());
+    let route = |name: &str| rt.routes.iter().find(|r| r.name == name).unwrap();
+    let mut g = c.benchmark_group("features");
+
+    let cors = route("partner").cors.clone().unwrap();
+    let mut cross_origin = browser_request("/partner/v1/quotes", None);
+    cross_origin
+        .append_header("origin", "https://eu.partner.test")
+        .unwrap();
+    assert!(matches!(cors.judge(&cross_origin), CorsVerdict::Allowed(_)));
+    g.bench_function("cors/judge_and_decorate", |b| {
+        b.iter_batched_ref(
+            app_response,
+            |resp| {
+                let CorsVerdict::Allowed(origin) = cors.judge(black_box(&cross_origin)) else {
+                    unreachable!()
+                };
+                cors.decorate(resp, Some(&origin)).unwrap()
+            },
+            BatchSize::NumIterations(32),
+        )
+    });
+
+    let mut keyed = browser_request("/partner/v1/quotes", None);
+    keyed.append_header("x-api-key", API_KEY).unwrap();
+    let keys = &rt.api_keys;
+    assert!(ready(keys.identify(keys.find(&keyed).unwrap(), None)).is_ok());
+    g.bench_function("api_key/find_and_identify", |b| {
+        b.iter(|| ready(keys.identify(keys.find(black_box(&keyed)).unwrap(), None)).is_ok())
+    });
+
+    let policy = BreakerPolicy {
+        error_ratio: 0.5,
+        min_requests: 20,
+        window: Duration::from_secs(10),
+        open_for: Duration::from_secs(5),
+        half_open_requests: 2,
+        consecutive_failures: 5,
+    };
+    let counter = || IntCounter::new("c", "c").unwrap();
+    let breaker = Breaker::new(
+        policy,
+        IntGauge::new("g", "g").unwrap(),
+        [counter(), counter(), counter()],
+    );
+    g.bench_function("breaker/allows_picked_record", |b| {
+        b.iter(|| {
+            let allowed = breaker.allows();
+            breaker.picked();
+            breaker.record(black_box(false));
+            allowed
+        })
+    });
+
+    // A sampled request of one upstream attempt: its two spans built in
+    // `logging`, then their share of a 512-span export's encoding.
+    let mut ctx = RequestCtx::new(InFlight::start(&lifecycle));
+    ctx.runtime = Some(Arc::clone(&rt));
+    ctx.route = rt.routes.iter().position(|r| r.name == "public");
+    ctx.trace = Some(TraceContext::continue_or_start(
+        Some(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        1.0,
+    ));
+    ctx.client_ip = Some(gatehouse::client_ip::ClientIp::Known(
+        "203.0.113.7".parse().unwrap(),
+    ));
+    ctx.attempt_log
+        .push((Instant::now(), "127.0.0.1:3001".parse().unwrap(), false));
+    let req = browser_request("/shop/products?page=2", None);
+    let mut spans = Vec::new();
+    gatehouse::proxy::spans::spans(&req, &ctx, 200, |s| spans.push(s));
+    assert_eq!(spans.len(), 2);
+    g.bench_function("trace/two_spans_built", |b| {
+        b.iter(|| {
+            let mut n = 0;
+            gatehouse::proxy::spans::spans(black_box(&req), &ctx, 200, |s| {
+                n += black_box(s).attrs.len()
+            });
+            n
+        })
+    });
+    let batch: Vec<SpanRecord> = spans.iter().cycle().take(512).cloned().collect();
+    g.bench_function("trace/encode_512_spans", |b| {
+        b.iter_batched(
+            || batch.clone(),
+            |batch| gatehouse::otlp::encode("gatehouse", batch.into_iter()).len(),
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
     bench_routing,
@@ -775,7 +898,8 @@ criterion_group!(
     bench_rate_limit,
     bench_upstream_request,
     bench_access_log,
-    bench_dashboard
+    bench_dashboard,
+    bench_features
 );
 criterion_main!(benches);
 

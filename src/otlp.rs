@@ -193,8 +193,9 @@ async fn export_loop(
     }
 }
 
-/// An `ExportTraceServiceRequest` of `spans`, protobuf-encoded.
-fn encode(service: &str, spans: impl Iterator<Item = SpanRecord>) -> Vec<u8> {
+/// An `ExportTraceServiceRequest` of `spans` from service `service`,
+/// protobuf-encoded: the body of one export.
+pub fn encode(service: &str, spans: impl Iterator<Item = SpanRecord>) -> Vec<u8> {
     let spans: Vec<Span> = spans.map(to_proto).collect();
     let request = ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {

@@ -5,6 +5,7 @@
 
 use std::time::{Instant, SystemTime};
 
+use pingora_http::RequestHeader;
 use pingora_proxy::Session;
 
 use super::RequestCtx;
@@ -12,13 +13,20 @@ use crate::otlp::{new_span_id, Attr, Exporter, SpanRecord};
 
 /// Hands the request's spans to `exporter`, if its trace is sampled.
 pub fn export(exporter: &Exporter, session: &Session, ctx: &RequestCtx, status: u16) {
+    spans(session.req_header(), ctx, status, |span| {
+        exporter.submit(span)
+    });
+}
+
+/// The spans of request `req` that ended with `status`, each handed to
+/// `emit`: none when its trace is not sampled.
+pub fn spans(req: &RequestHeader, ctx: &RequestCtx, status: u16, mut emit: impl FnMut(SpanRecord)) {
     let Some(trace) = ctx.trace.as_ref().filter(|t| t.sampled()) else {
         return;
     };
     let now = Instant::now();
     let wall = SystemTime::now();
     let at = |t: Instant| wall - now.duration_since(t);
-    let req = session.req_header();
     let method = req.method.as_str().to_string();
     let route = ctx.route();
     let mut attrs = vec![
@@ -57,7 +65,7 @@ pub fn export(exporter: &Exporter, session: &Session, ctx: &RequestCtx, status: 
         None => method.clone(),
     };
     let (trace_id, span_id, parent_id) = trace.id_bytes();
-    exporter.submit(SpanRecord {
+    emit(SpanRecord {
         trace_id,
         span_id,
         parent_id,
@@ -94,7 +102,7 @@ pub fn export(exporter: &Exporter, session: &Session, ctx: &RequestCtx, status: 
         if failed {
             attrs.push(("error.type", Attr::Str("attempt_failed".into())));
         }
-        exporter.submit(SpanRecord {
+        emit(SpanRecord {
             trace_id,
             span_id: new_span_id(),
             parent_id: Some(span_id),
