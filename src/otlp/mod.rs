@@ -8,22 +8,19 @@
 //! queue drops them, counted in `gatehouse_trace_spans_dropped_total`, and
 //! never blocks a request); one task batches them and POSTs
 //! `ExportTraceServiceRequest`s (up to 512 spans, gathered for 25 ms
-//! when the queue runs dry), encoded with the official protos of the
-//! `opentelemetry-proto` crate, to `otlp_endpoint`.
+//! when the queue runs dry), protobuf-encoded by [`wire`], to
+//! `otlp_endpoint`.
+
+pub mod wire;
 
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use log::warn;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{
-    span::SpanKind, status::StatusCode, ResourceSpans, ScopeSpans, Span, Status,
-};
 use prometheus::IntCounter;
-use prost::Message;
 use tokio::sync::mpsc;
+
+pub use wire::encode;
 
 /// Spans sent in one export at most.
 const BATCH: usize = 512;
@@ -190,73 +187,6 @@ async fn export_loop(
                 }
             }
         }
-    }
-}
-
-/// An `ExportTraceServiceRequest` of `spans` from service `service`,
-/// protobuf-encoded: the body of one export.
-pub fn encode(service: &str, spans: impl Iterator<Item = SpanRecord>) -> Vec<u8> {
-    let spans: Vec<Span> = spans.map(to_proto).collect();
-    let request = ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![kv("service.name", Attr::Str(service.to_string()))],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                scope: Some(InstrumentationScope {
-                    name: "gatehouse".into(),
-                    version: env!("CARGO_PKG_VERSION").into(),
-                    ..Default::default()
-                }),
-                spans,
-                schema_url: String::new(),
-            }],
-            schema_url: String::new(),
-        }],
-    };
-    request.encode_to_vec()
-}
-
-fn to_proto(s: SpanRecord) -> Span {
-    let nanos = |t: SystemTime| {
-        t.duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64)
-    };
-    Span {
-        trace_id: s.trace_id.to_vec(),
-        span_id: s.span_id.to_vec(),
-        parent_span_id: s.parent_id.map(|p| p.to_vec()).unwrap_or_default(),
-        name: s.name,
-        kind: if s.server {
-            SpanKind::Server
-        } else {
-            SpanKind::Client
-        } as i32,
-        start_time_unix_nano: nanos(s.start),
-        end_time_unix_nano: nanos(s.end),
-        attributes: s.attrs.into_iter().map(|(k, v)| kv(k, v)).collect(),
-        status: Some(Status {
-            code: if s.error {
-                StatusCode::Error
-            } else {
-                StatusCode::Unset
-            } as i32,
-            message: String::new(),
-        }),
-        ..Default::default()
-    }
-}
-
-fn kv(key: &str, value: Attr) -> KeyValue {
-    let value = match value {
-        Attr::Str(s) => any_value::Value::StringValue(s),
-        Attr::Int(i) => any_value::Value::IntValue(i),
-    };
-    KeyValue {
-        key: key.to_string(),
-        value: Some(AnyValue { value: Some(value) }),
-        ..Default::default()
     }
 }
 
