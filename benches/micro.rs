@@ -10,7 +10,7 @@
 //! | `route_match` | `RouteTable::lookup` at 10 / 1k / 10k routes; `normalize` of a plain and a messy path |
 //! | `jwt_verify_cold` | `jsonwebtoken::decode` per algorithm (the signature check the gateway does), and `Verifier::verify` HS256 end to end |
 //! | `jwt_verify_cached` | `TokenCache::get` hit (and miss) for a 600-byte token |
-//! | `tokenginx` | `Tokenginx::session` answered from its cache, and the same lookup going to a real `redis-server` |
+//! | `tokenginx` | `Tokenginx::session` answered from its cache, and the same lookup going to a real `redis-server`; an `auth: oauth` login session answered from `OauthClient`'s cache |
 //! | `rate_limit_local` | `LocalStore::decide` vs `pingora_limits::rate::Rate::observe`, one hot key and 100k keys |
 //! | `upstream_request` | `request_modifiers::prepare` on a typical browser request |
 //! | `downstream_response` | `response_modifiers::prepare` on a Next.js page's response head |
@@ -53,6 +53,7 @@ use gatehouse::lifecycle::{InFlight, Lifecycle};
 use gatehouse::limit::gcra::{Bucket, Decision};
 use gatehouse::limit::local::LocalStore;
 use gatehouse::metrics::Metrics;
+use gatehouse::oauth::store::{SessionRecord, Store};
 use gatehouse::otlp::SpanRecord;
 use gatehouse::proxy::request_modifiers::prepare;
 use gatehouse::proxy::response_modifiers;
@@ -388,9 +389,52 @@ fn bench_tokenginx(c: &mut Criterion) {
         assert!(matches!(cached.session(KEY).await, Verdict::Found(_)));
         assert!(matches!(uncached.session(KEY).await, Verdict::Found(_)));
     });
+    // An `auth: oauth` route's login session, its record in the same
+    // TokenginX; the cache outlives the run, so every lookup is a hit (with
+    // bench.py's `cache_ms: 1000` one a second per session goes to TokenginX).
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("routes")).unwrap();
+    let conf = dir.path().join("conf.yaml");
+    std::fs::write(
+        &conf,
+        format!(
+            "listeners:\n  - addr: 127.0.0.1:1\nroutes_dir: routes\n\
+             tokenginx: {{url: '{}', cache_ms: 3600000}}\n\
+             oauth: {{issuer: 'http://127.0.0.1:9', client_id: bench, client_secret: bench}}\n",
+            server.url
+        ),
+    )
+    .unwrap();
+    let oauth_rt = gatehouse::config::load(&conf, &Metrics::new()).unwrap();
+    let oauth = oauth_rt.auth.oauth.clone().unwrap();
+    let session_id = gatehouse::oauth::secrets::random();
+    let now = unix_now();
+    let record = SessionRecord {
+        sub: "bench-user".into(),
+        scopes: vec!["openid".into()],
+        roles: Vec::new(),
+        claims: json!({"sub": "bench-user"}),
+        access_token: "opaque-bench-access-token".into(),
+        access_expires_at: now + 3600,
+        refresh_token: None,
+        id_token: None,
+        expires_at: now + 3600,
+    };
+    rt.block_on(async {
+        oauth_rt.auth.tokenginx.as_ref().unwrap().start();
+        Store::new(oauth_rt.auth.tokenginx.clone())
+            .put_session(&session_id, &record, now)
+            .await
+            .unwrap();
+        // The first lookup goes to the server and fills the cache.
+        assert!(oauth.session(&session_id, now).await.is_ok());
+    });
     let mut g = c.benchmark_group("tokenginx");
     g.bench_function("session_cache_hit", |b| {
         b.iter(|| ready(cached.session(black_box(KEY))))
+    });
+    g.bench_function("oauth_session_cache_hit", |b| {
+        b.iter(|| ready(oauth.session(black_box(&session_id), now)).is_ok())
     });
     g.bench_function("session_redis_round_trip", |b| {
         b.iter(|| rt.block_on(uncached.session(black_box(KEY))))
