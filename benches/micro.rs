@@ -10,7 +10,7 @@
 //! | `route_match` | `RouteTable::lookup` at 10 / 1k / 10k routes; `normalize` of a plain and a messy path |
 //! | `jwt_verify_cold` | `jsonwebtoken::decode` per algorithm (the signature check the gateway does), and `Verifier::verify` HS256 end to end |
 //! | `jwt_verify_cached` | `TokenCache::get` hit (and miss) for a 600-byte token |
-//! | `tokenginx` | `Tokenginx::session` answered from its cache, and the same lookup going to a real `redis-server`; an `auth: oauth` login session answered from `OauthClient`'s cache |
+//! | `tokenginx` | `Tokenginx::session` answered from its cache, and the same lookup going to a real `redis-server`; an `auth: oauth` login session answered from `OauthClient`'s cache, and read from the in-memory store |
 //! | `rate_limit_local` | `LocalStore::decide` vs `pingora_limits::rate::Rate::observe`, one hot key and 100k keys |
 //! | `upstream_request` | `request_modifiers::prepare` on a typical browser request |
 //! | `downstream_response` | `response_modifiers::prepare` on a Next.js page's response head |
@@ -435,6 +435,13 @@ fn bench_tokenginx(c: &mut Criterion) {
     });
     g.bench_function("oauth_session_cache_hit", |b| {
         b.iter(|| ready(oauth.session(black_box(&session_id), now)).is_ok())
+    });
+    // What a lookup in the in-memory store costs (without TokenginX):
+    // finding the record and parsing its JSON.
+    let memory = Store::new(None);
+    ready(memory.put_session(&session_id, &record, now)).unwrap();
+    g.bench_function("oauth_memory_store_session", |b| {
+        b.iter(|| ready(memory.session(black_box(&session_id))).unwrap())
     });
     g.bench_function("session_redis_round_trip", |b| {
         b.iter(|| rt.block_on(uncached.session(black_box(KEY))))

@@ -177,10 +177,13 @@ impl OauthClient {
             STATE_COOKIE.to_string(),
             format!("__Host-{STATE_COOKIE}"),
         ];
-        // In memory, the store is as fast as the cache: nothing to cache.
+        // In memory the store keeps each session as JSON, and every change
+        // to it goes through this client, which updates the cache (a login
+        // is new, a refresh remembers, a logout or expiry forgets): there
+        // the cache never goes stale, and saves a parse per request.
         let cache_ttl = tokenginx
             .as_ref()
-            .map_or(Duration::ZERO, |t| t.settings.cache_ttl);
+            .map_or(Duration::MAX, |t| t.settings.cache_ttl);
         OauthClient {
             discovery: Arc::new(Discovery::new(&settings.issuer, http.clone())),
             settings,
