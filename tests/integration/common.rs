@@ -201,6 +201,20 @@ impl Gateway {
         gw
     }
 
+    /// Like [`Gateway::start`], its listener serving TLS with a self-signed
+    /// certificate for `localhost`.
+    pub fn start_tls(extra: &str, routes: &[(&str, &str)]) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        self_signed(dir.path(), "c", "localhost");
+        let extra = format!("tls: {{cert: c.crt, key: c.key}}\n{extra}");
+        Self::start_in(dir, &extra, routes)
+    }
+
+    /// curl's `--resolve` value sending `localhost` at its port here.
+    pub fn curl_resolve(&self) -> String {
+        format!("localhost:{}:127.0.0.1", self.addr.port())
+    }
+
     /// Waits until `/health/ready` answers 200 (at most 20 s).
     pub fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);

@@ -116,15 +116,9 @@ async fn h2_over_tls_and_h2c_on_plain_listeners() {
     );
     assert_eq!(curl_version(&[&url]), ("1.1".into(), "200".into()));
 
-    let dir = tempfile::tempdir().unwrap();
-    crate::common::self_signed(dir.path(), "c", "localhost");
-    let tls = Gateway::start_in(
-        dir,
-        "tls: {cert: c.crt, key: c.key}",
-        &[("r.yaml", &routes)],
-    );
+    let tls = Gateway::start_tls("", &[("r.yaml", &routes)]);
     let url = format!("https://localhost:{}/x", tls.addr.port());
-    let resolve = format!("localhost:{}:127.0.0.1", tls.addr.port());
+    let resolve = tls.curl_resolve();
     assert_eq!(
         curl_version(&["-k", "--resolve", &resolve, "--http2", &url]),
         ("2".into(), "200".into())

@@ -504,18 +504,13 @@ async fn on_https_the_cookies_are_secure_and_host_prefixed() {
     let redis = RedisServer::start();
     let up = Upstream::start("app").await;
     let port = provider_port();
-    let dir = tempfile::tempdir().unwrap();
-    crate::common::self_signed(dir.path(), "c", "localhost");
     let routes = route_file(
         &[up.addr],
         "",
         &[("app", "/app", "auth: oauth\non_unauthenticated: login")],
     );
-    let conf = format!(
-        "tls: {{cert: c.crt, key: c.key}}\n{}",
-        oauth_conf(&Provider::issuer_at(port), &redis, "")
-    );
-    let gw = Gateway::start_in(dir, &conf, &[("r.yaml", &routes)]);
+    let conf = oauth_conf(&Provider::issuer_at(port), &redis, "");
+    let gw = Gateway::start_tls(&conf, &[("r.yaml", &routes)]);
     let base = format!("https://localhost:{}", gw.addr.port());
     let callback = format!("{base}/_gatehouse/oauth/callback");
     let _provider = Provider::start(port, &[&gw], 60, &["--redirect-uri", &callback]);

@@ -193,7 +193,6 @@ async fn request_bodies_of_many_tls_records_arrive_whole() {
     let up = Upstream::start("app").await;
     let routes = route_file(&[up.addr], "", &[("all", "/", "")]);
     let dir = tempfile::tempdir().unwrap();
-    self_signed(dir.path(), "c", "localhost");
     // 3 MB: about 190 full TLS records, read through the listener's
     // record-sized read buffer in reads of every size BoringSSL asks for.
     let body: Vec<u8> = (0..3_000_000u32)
@@ -202,13 +201,9 @@ async fn request_bodies_of_many_tls_records_arrive_whole() {
     let file = dir.path().join("body.bin");
     std::fs::write(&file, &body).unwrap();
     let data = format!("@{}", file.display());
-    let gw = Gateway::start_in(
-        dir,
-        "tls: {cert: c.crt, key: c.key}",
-        &[("r.yaml", &routes)],
-    );
+    let gw = Gateway::start_tls("", &[("r.yaml", &routes)]);
     let url = format!("https://localhost:{}/upload", gw.addr.port());
-    let resolve = format!("localhost:{}:127.0.0.1", gw.addr.port());
+    let resolve = gw.curl_resolve();
     for version in ["--http1.1", "--http2"] {
         let out = Command::new("curl")
             .args(["-sk", "--max-time", "20", "--resolve", &resolve, version])
