@@ -4,6 +4,8 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 
+use crate::auth::api_key::sha256_hex;
+
 /// Bytes of every random value: 256 bits.
 const RANDOM_BYTES: usize = 32;
 
@@ -31,16 +33,11 @@ pub fn challenge(verifier: &str) -> String {
     URL_SAFE_NO_PAD.encode(boring::sha::sha256(verifier.as_bytes()))
 }
 
-/// SHA-256 of `secret` in hex: what TokenginX keys carry instead of a
-/// session id or a state, so a dump of the store cannot be replayed.
+/// SHA-256 of `secret` in hex (the API keys' [`sha256_hex`]): what
+/// TokenginX keys carry instead of a session id or a state, so a dump of
+/// the store cannot be replayed.
 pub fn digest(secret: &str) -> String {
-    let hash = boring::sha::sha256(secret.as_bytes());
-    let mut out = String::with_capacity(64);
-    for b in hash {
-        out.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
-        out.push(char::from(b"0123456789abcdef"[usize::from(b & 15)]));
-    }
-    out
+    sha256_hex(secret)
 }
 
 /// Whether `a` and `b` are equal, in time independent of where they differ.
