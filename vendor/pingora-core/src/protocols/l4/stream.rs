@@ -19,6 +19,7 @@ use futures::FutureExt;
 use log::{debug, error};
 
 use pingora_error::{ErrorType::*, OrErr, Result};
+use std::cell::RefCell;
 #[cfg(target_os = "linux")]
 use std::io::IoSliceMut;
 #[cfg(unix)]
@@ -31,7 +32,6 @@ use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 #[cfg(target_os = "linux")]
 use tokio::io::Interest;
-use std::cell::RefCell;
 use tokio::io::{self, AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter, ReadBuf};
 use tokio::net::TcpStream;
 #[cfg(unix)]
