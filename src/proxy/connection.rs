@@ -116,7 +116,9 @@ impl ProxyApp {
             // Bytes of a pipelined next request, already read, are in
             // `settings`: the next session parses them first. Otherwise
             // the next request is all still in the socket.
-            let pipelined = settings.as_ref().is_some_and(carries_pipelined_bytes);
+            let pipelined = settings
+                .as_ref()
+                .is_some_and(HttpPersistentSettings::has_pipelined_prefix);
             if !pipelined {
                 match next_request(&mut *stream, self.patience(false), &mut shutdown).await {
                     Next::Http1 => {}
@@ -186,37 +188,4 @@ impl ServerApp for ProxyApp {
     async fn cleanup(&self) {
         ServerApp::cleanup(&*self.proxy).await;
     }
-}
-
-/// Whether `settings` carries bytes of a pipelined next request. Pingora
-/// keeps them private (it applies them to the next session itself) and has
-/// no getter, but its derived `Debug` writes each field by name: the probe
-/// reads up to `pipelined_prefix` and stops there, without formatting the
-/// bytes or allocating. `tests/integration/pipelining.rs` fails if a
-/// Pingora upgrade changes this.
-fn carries_pipelined_bytes(settings: &HttpPersistentSettings) -> bool {
-    /// Watches the field names go by; stops the formatting at the answer.
-    #[derive(Default)]
-    struct Probe {
-        at_field: bool,
-        found: bool,
-    }
-    impl std::fmt::Write for Probe {
-        fn write_str(&mut self, s: &str) -> std::fmt::Result {
-            match (self.at_field, s) {
-                (true, ": ") => Ok(()),
-                (true, value) => {
-                    self.found = value == "Some";
-                    Err(std::fmt::Error)
-                }
-                (false, name) => {
-                    self.at_field = name == "pipelined_prefix";
-                    Ok(())
-                }
-            }
-        }
-    }
-    let mut probe = Probe::default();
-    let _ = std::fmt::Write::write_fmt(&mut probe, format_args!("{settings:?}"));
-    probe.found
 }

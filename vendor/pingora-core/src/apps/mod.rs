@@ -148,6 +148,13 @@ impl HttpPersistentSettings {
         self.pipelined_prefix = Some(prefix);
     }
 
+    /// Whether bytes of a pipelined next request, read past the previous
+    /// request's body, are carried to the next session (which parses them
+    /// before reading the connection again).
+    pub fn has_pipelined_prefix(&self) -> bool {
+        self.pipelined_prefix.is_some()
+    }
+
     pub fn apply_to_session(self, session: &mut ServerSession) {
         let Self {
             keepalive_timeout,
@@ -379,6 +386,15 @@ where
 mod tests {
     use super::*;
     use tokio_test::io::Builder;
+
+    #[test]
+    fn test_persistent_settings_tell_a_pipelined_prefix() {
+        let session = ServerSession::new_http1(Box::new(Builder::new().build()));
+        let mut settings = HttpPersistentSettings::for_session(&session);
+        assert!(!settings.has_pipelined_prefix());
+        settings.set_pipelined_prefix(BytesMut::from(&b"GET / HTTP/1.1\r\n"[..]));
+        assert!(settings.has_pipelined_prefix());
+    }
 
     #[test]
     fn test_persistent_settings_user_context_roundtrip() {

@@ -353,7 +353,7 @@ impl HttpSession {
                             req.method.unwrap_or(""),
                             // we path httparse to allow unsafe bytes in the str
                             req.path.unwrap_or("").as_bytes(),
-                            Some(req.headers.len()),
+                            Some(req.headers.len() + HEADER_HEADROOM),
                         )?);
 
                         request_header.set_version(match req.version {
@@ -1877,6 +1877,18 @@ mod tests_stream {
         let res = http_stream.read_request().await;
         assert_eq!(input.len(), res.unwrap().unwrap());
         assert_eq!(0, http_stream.req_header().headers.len());
+    }
+
+    #[tokio::test]
+    async fn read_request_leaves_room_for_added_headers() {
+        init_log();
+        let input = b"GET / HTTP/1.1\r\nHost: pingora.org\r\n\r\n";
+        let mock_io = Builder::new().read(&input[..]).build();
+        let mut http_stream = HttpSession::new(Box::new(mock_io));
+        http_stream.read_request().await.unwrap();
+        let headers = &http_stream.req_header().headers;
+        assert_eq!(headers.len(), 1);
+        assert!(headers.capacity() >= 1 + HEADER_HEADROOM);
     }
 
     #[cfg(feature = "patched_http1")]
