@@ -27,14 +27,14 @@ use crate::utils::KVRef;
 pub(super) const MAX_HEADERS: usize = 256;
 
 pub(super) const INIT_HEADER_BUF_SIZE: usize = 4096;
+pub(super) const MAX_HEADER_SIZE: usize = 1048575;
 
 /// Room for headers a proxy adds to a parsed message (forwarding headers, a
 /// request id, security headers, ...), reserved in its header maps beyond
 /// the parsed count: without it the maps are sized to the count and rehash
-/// on the first few inserts (a request with one header grew ten times over
-/// its way through a proxy adding eight).
+/// on the first inserts (a one-header request and its response, with ten
+/// headers added between them, rehashed ten times).
 pub(super) const HEADER_HEADROOM: usize = 8;
-pub(super) const MAX_HEADER_SIZE: usize = 1048575;
 
 pub(crate) const BODY_BUF_LIMIT: usize = 1024 * 64;
 
